@@ -1,0 +1,4 @@
+export * from './layout.js';
+export * from './publish.js';
+export * from './server.js';
+export * from './fs.js';

@@ -1,0 +1,218 @@
+import { z } from 'zod';
+
+/** The snapshot major this code understands (SPEC §3). A greater one is refused. */
+export const SNAPSHOT_SCHEMA_MAJOR = 1;
+/** The trust root major this code understands (SPEC §4). */
+export const ROOT_SCHEMA_MAJOR = 1;
+
+export const SNAPSHOT_PAYLOAD_TYPE = 'application/vnd.resultity.snapshot+json';
+export const ROOT_PAYLOAD_TYPE = 'application/vnd.resultity.root+json';
+
+export const NAME_PATTERN = /^[a-z0-9][a-z0-9._-]{0,62}$/;
+const HEX64 = /^[0-9a-f]{64}$/;
+const IMAGE_DIGEST = /^sha256:[0-9a-f]{64}$/;
+const RFC3339_UTC = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?Z$/;
+
+const name = z.string().regex(NAME_PATTERN, 'must match ^[a-z0-9][a-z0-9._-]{0,62}$');
+const safeInt = z.number().int().min(0).max(Number.MAX_SAFE_INTEGER);
+const positiveInt = safeInt.min(1);
+const timestamp = z
+  .string()
+  .regex(RFC3339_UTC, 'must be an RFC 3339 UTC timestamp ending in Z')
+  .refine((s) => !Number.isNaN(Date.parse(s)), 'is not a real date');
+const httpUrl = z
+  .string()
+  .max(4096)
+  .refine((s) => {
+    try {
+      const url = new URL(s);
+      return url.protocol === 'http:' || url.protocol === 'https:';
+    } catch {
+      return false;
+    }
+  }, 'must be an http(s) URL');
+const port = z.number().int().min(1).max(65535);
+
+/** Lists whose items are named must not name anything twice (SPEC §3). */
+function uniqueBy<T>(key: (item: T) => string, what: string) {
+  return (items: T[], ctx: z.RefinementCtx) => {
+    const seen = new Set<string>();
+    items.forEach((item, index) => {
+      const k = key(item);
+      if (seen.has(k)) {
+        ctx.addIssue({ code: 'custom', message: `duplicate ${what} "${k}"`, path: [index] });
+      }
+      seen.add(k);
+    });
+  };
+}
+
+export const ModelSchema = z.looseObject({
+  name,
+  version: z.string().min(1).max(128),
+  sha256: z.string().regex(HEX64, 'must be 64 lowercase hex digits'),
+  size: safeInt,
+  urls: z.array(httpUrl).min(1).max(16),
+});
+
+export const PortSchema = z.looseObject({
+  container: port,
+  host: port,
+  protocol: z.enum(['tcp', 'udp']),
+});
+
+export const RESTART_POLICIES = ['no', 'on-failure', 'always', 'unless-stopped'] as const;
+
+export const ContainerSchema = z.looseObject({
+  name,
+  image: z.string().min(1).max(512),
+  tag: z.string().min(1).max(128),
+  digest: z.string().regex(IMAGE_DIGEST, 'must be sha256: and 64 lowercase hex digits'),
+  // SPEC §3 shows these in every example but does not say they may be left out; an empty
+  // value is the only reading that changes nothing, so that is what a missing one means.
+  env: z.record(z.string(), z.string()).default({}),
+  command: z.array(z.string()).default([]),
+  ports: z.array(PortSchema).default([]),
+  restart: z.enum(RESTART_POLICIES).default('always'),
+});
+
+export const VALIDATION_OPS = ['eq', 'ne', 'lt', 'lte', 'gt', 'gte', 'in', 'not_in', 'max_length'] as const;
+
+const jsonScalar = z.union([z.string(), z.number(), z.boolean(), z.null()]);
+
+export const ValidationRuleSchema = z
+  .looseObject({
+    field: z.string().regex(/^[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*$/, 'must be a dot path of field names'),
+    op: z.enum(VALIDATION_OPS),
+    value: z.union([jsonScalar, z.array(jsonScalar)]),
+  })
+  .superRefine((rule, ctx) => {
+    const isList = Array.isArray(rule.value);
+    const wantsList = rule.op === 'in' || rule.op === 'not_in';
+    const wantsNumber = ['lt', 'lte', 'gt', 'gte', 'max_length'].includes(rule.op);
+    if (wantsList !== isList) {
+      ctx.addIssue({ code: 'custom', path: ['value'], message: `op ${rule.op} needs ${wantsList ? 'an array' : 'a single value'}` });
+    } else if (wantsNumber && typeof rule.value !== 'number') {
+      ctx.addIssue({ code: 'custom', path: ['value'], message: `op ${rule.op} needs a number` });
+    }
+  });
+
+export const JobSchema = z.looseObject({
+  max_tokens: positiveInt,
+  max_queue_size: safeInt,
+  execution_timeout_ms: positiveInt,
+  validation: z.array(ValidationRuleSchema).max(256).optional(),
+});
+
+export const SubcloudSchema = z.looseObject({
+  id: name,
+  require: z
+    .looseObject({
+      min_vram_gb: z.number().min(0).optional(),
+      regions: z.array(z.string()).optional(),
+      gpus: z.array(z.string()).optional(),
+    })
+    .default({}),
+});
+
+export const ParticipationSchema = z.looseObject({
+  mode: z.enum(['testnet', 'mainnet']),
+  subclouds: z.array(SubcloudSchema).superRefine(uniqueBy((s) => s.id, 'subcloud id')),
+});
+
+export const TtlSchema = z
+  .looseObject({
+    poll_interval_s: positiveInt,
+    heartbeat_interval_s: positiveInt,
+    retry_initial_ms: positiveInt,
+    retry_max_ms: positiveInt,
+    cache_ttl_s: safeInt,
+  })
+  .refine((t) => t.retry_max_ms >= t.retry_initial_ms, {
+    message: 'retry_max_ms must not be below retry_initial_ms',
+    path: ['retry_max_ms'],
+  });
+
+export const UpdateTargetSchema = z.looseObject({
+  version: z.string().min(1).max(128),
+  image: z.string().min(1).max(512),
+  digest: z.string().regex(IMAGE_DIGEST, 'must be sha256: and 64 lowercase hex digits'),
+});
+
+export const SnapshotSchema = z
+  .looseObject({
+    schema: z.literal(SNAPSHOT_SCHEMA_MAJOR),
+    network: name,
+    sequence: safeInt,
+    issued_at: timestamp,
+    expires_at: timestamp,
+    models: z.array(ModelSchema).superRefine(uniqueBy((m) => m.name, 'model name')),
+    runtime: z.looseObject({
+      containers: z.array(ContainerSchema).superRefine(uniqueBy((c) => c.name, 'container name')),
+    }),
+    job: JobSchema,
+    participation: ParticipationSchema,
+    ttl: TtlSchema,
+    updates: z
+      .looseObject({ agent: UpdateTargetSchema.optional(), runtime: UpdateTargetSchema.optional() })
+      .optional(),
+    rollout: z.looseObject({ percent: z.number().int().min(0).max(100).default(100) }).optional(),
+  })
+  .refine((s) => Date.parse(s.expires_at) > Date.parse(s.issued_at), {
+    message: 'expires_at must be after issued_at',
+    path: ['expires_at'],
+  });
+
+export const RootKeySchema = z.looseObject({
+  keyid: z.string().regex(HEX64, 'must be 64 lowercase hex digits'),
+  public_key: z.string().min(1).max(64),
+});
+
+export const RootSchema = z
+  .looseObject({
+    schema: z.literal(ROOT_SCHEMA_MAJOR),
+    network: name,
+    version: positiveInt,
+    expires_at: timestamp,
+    threshold: positiveInt,
+    keys: z.array(RootKeySchema).min(1).max(64).superRefine(uniqueBy((k) => k.keyid, 'keyid')),
+  })
+  .refine((r) => r.threshold <= r.keys.length, {
+    message: 'threshold is larger than the number of keys',
+    path: ['threshold'],
+  });
+
+/** The envelope as it travels (SPEC §2); unknown fields are ignored. */
+export const EnvelopeSchema = z.looseObject({
+  payloadType: z.string(),
+  payload: z.string(),
+  signatures: z.array(z.looseObject({ keyid: z.string().optional(), sig: z.string() })).max(64),
+});
+
+export type Snapshot = z.output<typeof SnapshotSchema>;
+/** A snapshot as an author writes it, before defaults are filled in. */
+export type SnapshotInput = z.input<typeof SnapshotSchema>;
+export type Model = z.output<typeof ModelSchema>;
+export type ContainerSpec = z.output<typeof ContainerSchema>;
+export type PortMapping = z.output<typeof PortSchema>;
+export type RestartPolicy = (typeof RESTART_POLICIES)[number];
+export type Job = z.output<typeof JobSchema>;
+export type ValidationRule = z.output<typeof ValidationRuleSchema>;
+export type ValidationOp = (typeof VALIDATION_OPS)[number];
+export type Subcloud = z.output<typeof SubcloudSchema>;
+export type Participation = z.output<typeof ParticipationSchema>;
+export type Ttl = z.output<typeof TtlSchema>;
+export type UpdateTarget = z.output<typeof UpdateTargetSchema>;
+export type Root = z.output<typeof RootSchema>;
+export type RootKey = z.output<typeof RootKeySchema>;
+export type Envelope = z.output<typeof EnvelopeSchema>;
+
+/** Renders zod issues as one line: "models.0.sha256: must be 64 lowercase hex digits; ...". */
+export function describeIssues(error: z.ZodError, limit = 5): string {
+  const shown = error.issues.slice(0, limit).map((issue) => {
+    const where = issue.path.length > 0 ? issue.path.join('.') : '(top)';
+    return `${where}: ${issue.message}`;
+  });
+  const more = error.issues.length > limit ? ` (and ${error.issues.length - limit} more)` : '';
+  return shown.join('; ') + more;
+}

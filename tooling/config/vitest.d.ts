@@ -1,0 +1,1 @@
+export declare function testConfig(overrides?: Record<string, unknown>): { test: Record<string, unknown> };
