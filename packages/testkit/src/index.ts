@@ -1,0 +1,3 @@
+export * from './fixtures.ts';
+export * from './signer.ts';
+export * from './tempdir.ts';
