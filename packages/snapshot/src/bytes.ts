@@ -36,8 +36,16 @@ export function decodeBase64(text: string, what: string): Uint8Array {
   if (text.length !== unpadded.length && text.length % 4 !== 0) {
     refuse('MALFORMED', `${what} has misplaced base64 padding`);
   }
+  if (/[+/]/.test(unpadded) && /[-_]/.test(unpadded)) {
+    refuse('MALFORMED', `${what} mixes the standard and URL-safe base64 alphabets`);
+  }
   const standard = unpadded.replace(/-/g, '+').replace(/_/g, '/');
-  return new Uint8Array(Buffer.from(standard, 'base64'));
+  const bytes = Buffer.from(standard, 'base64');
+  // Node ignores set bits after the last full byte; refusing them keeps one encoding per value.
+  if (bytes.toString('base64').replace(/=+$/, '') !== standard) {
+    refuse('MALFORMED', `${what} is not canonical base64 (stray bits after the last byte)`);
+  }
+  return new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength);
 }
 
 export function encodeBase64(bytes: Uint8Array): string {
