@@ -1,3 +1,3 @@
-export * from './fixtures.ts';
-export * from './signer.ts';
-export * from './tempdir.ts';
+export * from './fixtures.js';
+export * from './signer.js';
+export * from './tempdir.js';
