@@ -64,3 +64,17 @@ export function isJobRejectedError(error: unknown): error is JobRejectedError {
 export function isProtocolError(error: unknown): error is ProtocolError {
   return error instanceof ProtocolError;
 }
+
+/** Why a bearer token or its file was refused. */
+export type TokenErrorCode = 'TOKEN_FILE_PERMISSIONS' | 'TOKEN_FILE_UNREADABLE' | 'TOKEN_INVALID';
+
+/** Thrown when the shared bearer token cannot be used; both sides read the same file the same way. */
+export class TokenError extends Error {
+  override readonly name = 'TokenError';
+  readonly code: TokenErrorCode;
+
+  constructor(code: TokenErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.code = code;
+  }
+}

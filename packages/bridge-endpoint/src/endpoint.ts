@@ -1,0 +1,439 @@
+import { createHash, randomUUID, timingSafeEqual } from 'node:crypto';
+import { EventEmitter } from 'node:events';
+import { lstat, chmod, unlink } from 'node:fs/promises';
+import { type IncomingMessage, type Server, createServer } from 'node:http';
+import { connect as connectSocket, isIP } from 'node:net';
+import type { Duplex } from 'node:stream';
+
+import {
+  BRIDGE_SUBPROTOCOL,
+  CLOSE_CODES,
+  type HelloMessage,
+  ProtocolError,
+  type RuntimeEnvironment,
+  type RuntimeMessage,
+  checkToken,
+  encodeMessage,
+  parseRuntimeEnvironment,
+  parseRuntimeMessage,
+} from '@resultity/bridge-protocol';
+import { type WebSocket, WebSocketServer } from 'ws';
+
+import { EndpointError } from './errors.js';
+import { type Clock, TokenBucket, systemClock } from './rate-limit.js';
+
+/** Where the endpoint listens: a loopback TCP address or a unix socket, never anything else. */
+export type ListenAddress = { host: string; port: number } | { socketPath: string };
+
+/** A pino-compatible logger; the endpoint logs refusals and connections, never tokens. */
+export interface EndpointLogger {
+  info(obj: object, msg?: string): void;
+  warn(obj: object, msg?: string): void;
+}
+
+/** How the Agent starts its endpoint; every limit has a default safe for a single node. */
+export interface BridgeEndpointOptions {
+  listen: ListenAddress;
+  /** The bearer token bridges must present (the Agent reads it with `readTokenFile`). */
+  token: string;
+  logger?: EndpointLogger;
+  /** Largest frame accepted, in bytes; a larger one closes the connection with 1009. Default 1 MiB. */
+  maxFrameBytes?: number;
+  /** Sustained messages per second per connection; a burst of twice that is allowed. Default 50. */
+  messagesPerSecond?: number;
+  /** Malformed messages tolerated per connection before it is closed with 1008. Default 5. */
+  maxMalformed?: number;
+  /** Connections held at once; more are refused with 503 at the upgrade. Default 256. */
+  maxConnections?: number;
+  /** How often each bridge is pinged; one that has not answered the previous ping is closed. Default 10 s. */
+  pingIntervalMs?: number;
+  /** How long setEnvironment waits for each bridge's answer. Default 10 s. */
+  ackTimeoutMs?: number;
+  /** How long a new connection has to say hello. Default 5 s. */
+  helloTimeoutMs?: number;
+  clock?: Clock;
+}
+
+/** One bridge's answer to an environment (or the endpoint's stand-in when none came). */
+export interface BridgeAck {
+  runtimeId: string;
+  digest: string;
+  ok: boolean;
+  code?: string;
+  message?: string;
+}
+
+/** Counters of what the endpoint refused, for metrics and tests. */
+export interface EndpointStats {
+  connections: number;
+  unauthorized: number;
+  malformed: number;
+  rateLimited: number;
+  oversized: number;
+  acks: number;
+  nacks: number;
+}
+
+/** The endpoint as the Agent holds it. */
+export interface BridgeEndpoint {
+  /** `ws://host:port` for TCP, the socket path for a unix socket. */
+  readonly address: string;
+  /**
+   * Makes `env` current and sends it to every bridge whose digest differs. Resolves with one
+   * answer per connected bridge: theirs, `ok` for those that already had it, or a nack with
+   * code ACK_TIMEOUT / DISCONNECTED made up when none came.
+   */
+  setEnvironment(env: RuntimeEnvironment): Promise<BridgeAck[]>;
+  /** The environment last set, if any. */
+  environment(): RuntimeEnvironment | null;
+  /** The bridges that have said hello, and the digest each has confirmed. */
+  connected(): { runtimeId: string; digest: string | null }[];
+  stats(): EndpointStats;
+  /** Every answer as it arrives, including those of bridges that (re)connect later. */
+  on(event: 'ack', listener: (ack: BridgeAck) => void): void;
+  off(event: 'ack', listener: (ack: BridgeAck) => void): void;
+  close(): Promise<void>;
+}
+
+const noopLogger: EndpointLogger = { info() {}, warn() {} };
+
+interface Peer {
+  ws: WebSocket;
+  remote: string;
+  runtimeId: string | null;
+  digest: string | null;
+  bucket: TokenBucket;
+  malformed: number;
+  closing: boolean;
+  awaitingPong: number | null;
+  helloTimer: NodeJS.Timeout | undefined;
+  /** Sends waiting for an answer, by nonce. */
+  pending: Map<string, { digest: string; settle: (ack: BridgeAck) => void }>;
+  /** The answer being awaited for a digest, so the same environment is never in flight twice. */
+  inflight: Map<string, Promise<BridgeAck>>;
+}
+
+const LOOPBACK_NAMES = new Set(['localhost', '::1']);
+
+/** True for addresses no other host can reach: 127.0.0.0/8, ::1 and `localhost`. */
+export function isLoopbackHost(host: string): boolean {
+  if (LOOPBACK_NAMES.has(host)) return true;
+  return isIP(host) === 4 && host.startsWith('127.');
+}
+
+function sha256(text: string): Buffer {
+  return createHash('sha256').update(text, 'utf8').digest();
+}
+
+/** Compares the presented Authorization header with the token in constant time. */
+export function bearerMatches(header: string | undefined, expectedDigest: Buffer): boolean {
+  const match = /^Bearer ([\x21-\x7e]{1,1024})$/.exec(header ?? '');
+  // Hashing first gives buffers of equal length whatever was presented, so length leaks nothing.
+  const presented = sha256(match?.[1] ?? '');
+  return timingSafeEqual(presented, expectedDigest) && match !== null;
+}
+
+function rejectUpgrade(socket: Duplex, status: number, reason: string, body: string): void {
+  socket.end(
+    `HTTP/1.1 ${status} ${reason}\r\nConnection: close\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
+  );
+  socket.destroy();
+}
+
+/** Starts the Agent's side of the bridge; refuses a non-loopback address before listening. */
+export async function startBridgeEndpoint(options: BridgeEndpointOptions): Promise<BridgeEndpoint> {
+  const logger = options.logger ?? noopLogger;
+  const clock = options.clock ?? systemClock;
+  const maxFrameBytes = options.maxFrameBytes ?? 1024 * 1024;
+  const perSecond = options.messagesPerSecond ?? 50;
+  const maxMalformed = options.maxMalformed ?? 5;
+  const maxConnections = options.maxConnections ?? 256;
+  const pingIntervalMs = options.pingIntervalMs ?? 10_000;
+  const ackTimeoutMs = options.ackTimeoutMs ?? 10_000;
+  const helloTimeoutMs = options.helloTimeoutMs ?? 5_000;
+
+  if ('host' in options.listen && !isLoopbackHost(options.listen.host)) {
+    throw new EndpointError('NOT_LOOPBACK', `expected a loopback host (127.0.0.1, ::1 or localhost), found ${options.listen.host}`);
+  }
+  try {
+    checkToken(options.token);
+  } catch (error) {
+    throw new EndpointError('TOKEN_INVALID', (error as Error).message, { cause: error });
+  }
+  const tokenDigest = sha256(options.token);
+  const socketPath = 'socketPath' in options.listen ? options.listen.socketPath : null;
+  if (socketPath !== null) await clearStaleSocket(socketPath);
+
+  const events = new EventEmitter();
+  const peers = new Set<Peer>();
+  const stats: EndpointStats = { connections: 0, unauthorized: 0, malformed: 0, rateLimited: 0, oversized: 0, acks: 0, nacks: 0 };
+  let current: RuntimeEnvironment | null = null;
+  let closed = false;
+  let pingId = 0;
+
+  const wss = new WebSocketServer({
+    noServer: true,
+    maxPayload: maxFrameBytes,
+    perMessageDeflate: false,
+    handleProtocols: (protocols) => (protocols.has(BRIDGE_SUBPROTOCOL) ? BRIDGE_SUBPROTOCOL : false),
+  });
+
+  const server: Server = createServer((_req, res) => {
+    res.writeHead(426, { 'Content-Type': 'text/plain; charset=utf-8', Connection: 'close' });
+    res.end(`expected a WebSocket upgrade with subprotocol ${BRIDGE_SUBPROTOCOL}\n`);
+  });
+
+  server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+    socket.on('error', () => socket.destroy());
+    const remote = socketPath ?? `${req.socket.remoteAddress}:${req.socket.remotePort}`;
+    // Authentication comes first: nothing a client sends is read before its token checks out.
+    if (!bearerMatches(req.headers.authorization, tokenDigest)) {
+      stats.unauthorized += 1;
+      logger.warn({ remote }, 'bridge refused: missing or wrong bearer token');
+      rejectUpgrade(socket, 401, 'Unauthorized', 'expected Authorization: Bearer <token>\n');
+      return;
+    }
+    const offered = (req.headers['sec-websocket-protocol'] ?? '').split(',').map((p) => p.trim());
+    if (!offered.includes(BRIDGE_SUBPROTOCOL)) {
+      logger.warn({ remote, offered }, 'bridge refused: wrong subprotocol');
+      rejectUpgrade(socket, 400, 'Bad Request', `expected subprotocol ${BRIDGE_SUBPROTOCOL}, found ${offered.join(', ') || 'none'}\n`);
+      return;
+    }
+    if (closed || peers.size >= maxConnections) {
+      rejectUpgrade(socket, 503, 'Service Unavailable', `expected at most ${maxConnections} bridges\n`);
+      return;
+    }
+    wss.handleUpgrade(req, socket, head, (ws) => accept(ws, remote));
+  });
+
+  function send(peer: Peer, message: Parameters<typeof encodeMessage>[0]): void {
+    if (peer.ws.readyState === peer.ws.OPEN) peer.ws.send(encodeMessage(message));
+  }
+
+  function closePeer(peer: Peer, code: number, reason: string): void {
+    if (peer.closing) return;
+    peer.closing = true;
+    logger.warn({ runtimeId: peer.runtimeId, remote: peer.remote, code, reason }, 'bridge connection closed by the endpoint');
+    peer.ws.close(code, reason);
+    // A peer that does not finish the closing handshake is cut off.
+    setTimeout(() => peer.ws.terminate(), 1000).unref();
+  }
+
+  function accept(ws: WebSocket, remote: string): void {
+    const peer: Peer = {
+      ws,
+      remote,
+      runtimeId: null,
+      digest: null,
+      bucket: new TokenBucket(perSecond, perSecond * 2, clock),
+      malformed: 0,
+      closing: false,
+      awaitingPong: null,
+      helloTimer: undefined,
+      pending: new Map(),
+      inflight: new Map(),
+    };
+    peers.add(peer);
+    stats.connections += 1;
+    peer.helloTimer = setTimeout(() => closePeer(peer, CLOSE_CODES.HELLO_TIMEOUT, 'expected hello'), helloTimeoutMs);
+    peer.helloTimer.unref();
+
+    ws.on('message', (data, isBinary) => {
+      if (peer.closing) return;
+      if (!peer.bucket.take()) {
+        stats.rateLimited += 1;
+        closePeer(peer, CLOSE_CODES.POLICY_VIOLATION, `rate limit: expected at most ${perSecond} messages per second`);
+        return;
+      }
+      let message: RuntimeMessage;
+      try {
+        if (isBinary) throw new ProtocolError('MALFORMED', 'expected a text frame, found a binary one');
+        message = parseRuntimeMessage(data as Buffer);
+      } catch (error) {
+        const code = error instanceof ProtocolError ? error.code : 'MALFORMED';
+        return malformed(peer, code, (error as Error).message);
+      }
+      handle(peer, message);
+    });
+    ws.on('error', (error: Error & { code?: string }) => {
+      if (error.code === 'WS_ERR_UNSUPPORTED_MESSAGE_LENGTH') stats.oversized += 1;
+      logger.warn({ runtimeId: peer.runtimeId, remote, err: error.message }, 'bridge connection error');
+    });
+    ws.on('close', () => {
+      peers.delete(peer);
+      clearTimeout(peer.helloTimer);
+      for (const [, waiting] of peer.pending) {
+        waiting.settle({ runtimeId: peer.runtimeId ?? 'unknown', digest: waiting.digest, ok: false, code: 'DISCONNECTED', message: 'the bridge disconnected before answering' });
+      }
+      peer.pending.clear();
+      logger.info({ runtimeId: peer.runtimeId, remote }, 'bridge disconnected');
+    });
+  }
+
+  function malformed(peer: Peer, code: string, message: string): void {
+    peer.malformed += 1;
+    stats.malformed += 1;
+    send(peer, { type: 'error', code, message: message.slice(0, 2048) });
+    if (peer.malformed > maxMalformed) {
+      closePeer(peer, CLOSE_CODES.POLICY_VIOLATION, `expected at most ${maxMalformed} malformed messages`);
+    }
+  }
+
+  function handle(peer: Peer, message: RuntimeMessage): void {
+    if (message.type === 'ping') return send(peer, { type: 'pong', id: message.id });
+    if (message.type === 'hello') return hello(peer, message);
+    if (peer.runtimeId === null) return malformed(peer, 'HELLO_REQUIRED', `expected hello first, found ${message.type}`);
+    if (message.type === 'pong') {
+      if (message.id === peer.awaitingPong) peer.awaitingPong = null;
+      return;
+    }
+    const waiting = peer.pending.get(message.nonce);
+    if (waiting === undefined || waiting.digest !== message.digest) {
+      return malformed(peer, 'UNKNOWN_NONCE', `expected an answer to an environment sent, found nonce ${message.nonce.slice(0, 128)} for ${message.digest}`);
+    }
+    peer.pending.delete(message.nonce);
+    if (message.type === 'ack') {
+      peer.digest = message.digest;
+      waiting.settle({ runtimeId: peer.runtimeId, digest: message.digest, ok: true });
+    } else {
+      waiting.settle({ runtimeId: peer.runtimeId, digest: message.digest, ok: false, code: message.code, message: message.message });
+    }
+  }
+
+  function hello(peer: Peer, message: HelloMessage): void {
+    if (peer.runtimeId !== null) return malformed(peer, 'UNEXPECTED_MESSAGE', 'expected one hello per connection, found a second');
+    clearTimeout(peer.helloTimer);
+    for (const other of peers) {
+      // A runtime that reconnects before its old connection timed out replaces it.
+      if (other !== peer && other.runtimeId === message.runtimeId) closePeer(other, CLOSE_CODES.REPLACED, 'replaced by a newer connection');
+    }
+    peer.runtimeId = message.runtimeId;
+    peer.digest = message.digest;
+    logger.info({ runtimeId: peer.runtimeId, remote: peer.remote, digest: message.digest }, 'bridge connected');
+    send(peer, { type: 'welcome', digest: current?.digest ?? null, pingIntervalMs });
+    if (current !== null && current.digest !== peer.digest) void deliver(peer, current);
+  }
+
+  /** Sends an environment to one bridge and resolves with its answer (never rejects). */
+  function deliver(peer: Peer, env: RuntimeEnvironment): Promise<BridgeAck> {
+    const runtimeId = peer.runtimeId ?? 'unknown';
+    if (peer.digest === env.digest) return Promise.resolve({ runtimeId, digest: env.digest, ok: true });
+    const existing = peer.inflight.get(env.digest);
+    if (existing !== undefined) return existing;
+    const nonce = randomUUID();
+    const answer = new Promise<BridgeAck>((resolve) => {
+      const timer = setTimeout(() => {
+        peer.pending.delete(nonce);
+        settle({ runtimeId, digest: env.digest, ok: false, code: 'ACK_TIMEOUT', message: `expected an answer within ${ackTimeoutMs} ms` });
+      }, ackTimeoutMs);
+      timer.unref();
+      let settled = false;
+      function settle(ack: BridgeAck): void {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        peer.inflight.delete(env.digest);
+        if (ack.ok) stats.acks += 1;
+        else stats.nacks += 1;
+        if (!ack.ok) logger.warn({ ...ack }, 'bridge did not take the environment');
+        events.emit('ack', ack);
+        resolve(ack);
+      }
+      peer.pending.set(nonce, { digest: env.digest, settle });
+    });
+    peer.inflight.set(env.digest, answer);
+    send(peer, { type: 'environment', nonce, digest: env.digest, environment: env });
+    return answer;
+  }
+
+  const pinger = setInterval(() => {
+    for (const peer of peers) {
+      if (peer.runtimeId === null || peer.closing) continue;
+      if (peer.awaitingPong !== null) {
+        closePeer(peer, CLOSE_CODES.KEEPALIVE_TIMEOUT, `expected a pong within ${pingIntervalMs} ms`);
+        continue;
+      }
+      pingId += 1;
+      peer.awaitingPong = pingId;
+      send(peer, { type: 'ping', id: pingId });
+    }
+  }, pingIntervalMs);
+  pinger.unref();
+
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', (error) => reject(new EndpointError('LISTEN_FAILED', `cannot listen on ${describeListen(options.listen)}: ${error.message}`, { cause: error })));
+    if (socketPath !== null) server.listen(socketPath, resolve);
+    else server.listen((options.listen as { port: number }).port, (options.listen as { host: string }).host, resolve);
+  }).catch((error: unknown) => {
+    clearInterval(pinger);
+    throw error;
+  });
+  if (socketPath !== null) await chmod(socketPath, 0o600);
+
+  const bound = server.address();
+  const address =
+    socketPath ?? (typeof bound === 'object' && bound !== null ? `ws://${bound.family === 'IPv6' ? `[${bound.address}]` : bound.address}:${bound.port}` : '');
+  logger.info({ address }, 'bridge endpoint listening');
+
+  return {
+    address,
+    async setEnvironment(env) {
+      if (closed) throw new EndpointError('CLOSED', 'expected an open endpoint, found it closed');
+      let parsed: RuntimeEnvironment;
+      try {
+        parsed = parseRuntimeEnvironment(env);
+      } catch (error) {
+        throw new EndpointError('ENVIRONMENT_INVALID', (error as Error).message, { cause: error });
+      }
+      current = parsed;
+      const ready = [...peers].filter((peer) => peer.runtimeId !== null && !peer.closing);
+      return Promise.all(ready.map((peer) => deliver(peer, parsed)));
+    },
+    environment: () => current,
+    connected: () =>
+      [...peers].filter((peer) => peer.runtimeId !== null && !peer.closing).map((peer) => ({ runtimeId: peer.runtimeId as string, digest: peer.digest })),
+    stats: () => ({ ...stats }),
+    on: (event, listener) => void events.on(event, listener),
+    off: (event, listener) => void events.off(event, listener),
+    async close() {
+      if (closed) return;
+      closed = true;
+      clearInterval(pinger);
+      const closing = [...peers].map(
+        (peer) =>
+          new Promise<void>((resolve) => {
+            if (peer.ws.readyState === peer.ws.CLOSED) return resolve();
+            peer.ws.once('close', () => resolve());
+            closePeer(peer, CLOSE_CODES.GOING_AWAY, 'endpoint closing');
+          }),
+      );
+      await Promise.all(closing);
+      wss.close();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+      if (socketPath !== null) await unlink(socketPath).catch(() => undefined);
+      logger.info({ address }, 'bridge endpoint closed');
+    },
+  };
+}
+
+function describeListen(listen: ListenAddress): string {
+  return 'socketPath' in listen ? listen.socketPath : `${listen.host}:${listen.port}`;
+}
+
+/** A socket left by a previous run is removed; a live socket or any other file at the path is refused. */
+async function clearStaleSocket(path: string): Promise<void> {
+  const info = await lstat(path).catch((error: NodeJS.ErrnoException) => (error.code === 'ENOENT' ? null : Promise.reject(error)));
+  if (info === null) return;
+  if (!info.isSocket()) throw new EndpointError('SOCKET_PATH_IN_USE', `expected ${path} to be free or a stale socket, found another kind of file`);
+  // A socket someone still answers on belongs to a running endpoint: never steal it.
+  const live = await new Promise<boolean>((resolve) => {
+    const probe = connectSocket(path);
+    probe.once('connect', () => {
+      probe.destroy();
+      resolve(true);
+    });
+    probe.once('error', () => resolve(false));
+  });
+  if (live) throw new EndpointError('SOCKET_PATH_IN_USE', `expected ${path} to be free or a stale socket, found one that is listening`);
+  await unlink(path);
+}

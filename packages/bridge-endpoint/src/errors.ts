@@ -1,0 +1,29 @@
+/** Why the endpoint would not start or would not take an environment. */
+export type EndpointErrorCode =
+  /** The listen address is not loopback; the endpoint never listens where another host could reach it. */
+  | 'NOT_LOOPBACK'
+  /** The unix socket path is taken by something that is not a socket. */
+  | 'SOCKET_PATH_IN_USE'
+  /** The server could not listen (port taken, no permission). */
+  | 'LISTEN_FAILED'
+  /** The bearer token is missing or unusable. */
+  | 'TOKEN_INVALID'
+  /** setEnvironment got an environment that does not match the schema. */
+  | 'ENVIRONMENT_INVALID'
+  /** The endpoint is closed. */
+  | 'CLOSED';
+
+/** The one error type this package throws on purpose. */
+export class EndpointError extends Error {
+  override readonly name = 'EndpointError';
+  readonly code: EndpointErrorCode;
+
+  constructor(code: EndpointErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.code = code;
+  }
+}
+
+export function isEndpointError(error: unknown): error is EndpointError {
+  return error instanceof EndpointError;
+}

@@ -1,0 +1,220 @@
+import { mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+import { CLOSE_CODES } from '@resultity/bridge-protocol';
+import { afterEach, describe, expect, it } from 'vitest';
+
+import { type BridgeAck, type BridgeEndpoint, type BridgeEndpointOptions, EndpointError, startBridgeEndpoint } from '../src/index.js';
+import { TOKEN, helloClient, rawClient, sampleEnvironment } from './client.js';
+
+const opened: BridgeEndpoint[] = [];
+const cleanups: (() => Promise<void>)[] = [];
+
+async function endpoint(options: Partial<BridgeEndpointOptions> = {}): Promise<BridgeEndpoint> {
+  const started = await startBridgeEndpoint({ listen: { host: '127.0.0.1', port: 0 }, token: TOKEN, ...options });
+  opened.push(started);
+  return started;
+}
+
+afterEach(async () => {
+  await Promise.all(opened.splice(0).map((e) => e.close()));
+  await Promise.all(cleanups.splice(0).map((c) => c()));
+});
+
+async function codeOf(promise: Promise<unknown>): Promise<string> {
+  const error = await promise.then(
+    () => undefined,
+    (e: unknown) => e,
+  );
+  expect(error).toBeInstanceOf(EndpointError);
+  return (error as EndpointError).code;
+}
+
+describe('startBridgeEndpoint', () => {
+  it('refuses to listen on an address other hosts can reach with NOT_LOOPBACK', async () => {
+    expect(await codeOf(startBridgeEndpoint({ listen: { host: '0.0.0.0', port: 0 }, token: TOKEN }))).toBe('NOT_LOOPBACK');
+    expect(await codeOf(startBridgeEndpoint({ listen: { host: '192.168.1.10', port: 0 }, token: TOKEN }))).toBe('NOT_LOOPBACK');
+  });
+
+  it('refuses a short token with TOKEN_INVALID', async () => {
+    expect(await codeOf(startBridgeEndpoint({ listen: { host: '127.0.0.1', port: 0 }, token: 'short' }))).toBe('TOKEN_INVALID');
+  });
+
+  it('listens on a unix socket only its owner may open', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'resultity-endpoint-'));
+    cleanups.push(() => rm(dir, { recursive: true, force: true }));
+    const socketPath = join(dir, 'bridge.sock');
+    const server = await endpoint({ listen: { socketPath } });
+    expect(server.address).toBe(socketPath);
+    expect((await stat(socketPath)).mode & 0o777).toBe(0o600);
+    const client = await helloClient(server.address, 'unix-runtime');
+    expect(server.connected()).toEqual([{ runtimeId: 'unix-runtime', digest: null }]);
+    client.ws.close();
+  });
+
+  it('refuses a socket path taken by an ordinary file with SOCKET_PATH_IN_USE', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'resultity-endpoint-'));
+    cleanups.push(() => rm(dir, { recursive: true, force: true }));
+    const socketPath = join(dir, 'bridge.sock');
+    await writeFile(socketPath, 'not a socket');
+    expect(await codeOf(startBridgeEndpoint({ listen: { socketPath }, token: TOKEN }))).toBe('SOCKET_PATH_IN_USE');
+  });
+
+  it('refuses the socket of an endpoint that is still running, and listens there once it has closed', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'resultity-endpoint-'));
+    cleanups.push(() => rm(dir, { recursive: true, force: true }));
+    const socketPath = join(dir, 'bridge.sock');
+    const first = await endpoint({ listen: { socketPath } });
+    expect(await codeOf(startBridgeEndpoint({ listen: { socketPath }, token: TOKEN }))).toBe('SOCKET_PATH_IN_USE');
+    await first.close();
+    const second = await endpoint({ listen: { socketPath } });
+    expect(second.address).toBe(socketPath);
+  });
+});
+
+describe('authentication', () => {
+  it('refuses a client without a token or with a wrong one with 401 before any message', async () => {
+    const server = await endpoint();
+    expect(await rawClient(server.address, { token: null }).refused).toBe(401);
+    expect(await rawClient(server.address, { token: 'wrong-token-0123456789abcdef' }).refused).toBe(401);
+    expect(await rawClient(server.address, { token: `${TOKEN}x` }).refused).toBe(401);
+    expect(server.stats().unauthorized).toBe(3);
+    expect(server.stats().connections).toBe(0);
+  });
+
+  it('refuses a client that does not speak the bridge subprotocol with 400', async () => {
+    const server = await endpoint();
+    expect(await rawClient(server.address, { protocol: 'resultity.bridge.v0' }).refused).toBe(400);
+  });
+});
+
+describe('setEnvironment', () => {
+  it('sends the environment to a bridge and resolves with its ack', async () => {
+    const server = await endpoint();
+    const client = await helloClient(server.address, 'runtime-a');
+    const env = sampleEnvironment(1);
+    const acks = server.setEnvironment(env);
+    const message = await client.next('environment');
+    expect(message.environment).toEqual(env);
+    client.send({ type: 'ack', nonce: message.nonce, digest: env.digest });
+    expect(await acks).toEqual([{ runtimeId: 'runtime-a', digest: env.digest, ok: true }]);
+    expect(server.connected()).toEqual([{ runtimeId: 'runtime-a', digest: env.digest }]);
+  });
+
+  it('resolves with the nack of a bridge that refuses, and reports it to ack listeners', async () => {
+    const server = await endpoint();
+    const seen: BridgeAck[] = [];
+    server.on('ack', (ack) => seen.push(ack));
+    const client = await helloClient(server.address, 'runtime-a');
+    const env = sampleEnvironment(2);
+    const acks = server.setEnvironment(env);
+    const message = await client.next('environment');
+    client.send({ type: 'nack', nonce: message.nonce, digest: env.digest, code: 'LISTENER_FAILED', message: 'model missing' });
+    const expected = { runtimeId: 'runtime-a', digest: env.digest, ok: false, code: 'LISTENER_FAILED', message: 'model missing' };
+    expect(await acks).toEqual([expected]);
+    expect(seen).toEqual([expected]);
+    expect(server.connected()[0]?.digest).toBeNull();
+  });
+
+  it('answers ACK_TIMEOUT for a bridge that never answers', async () => {
+    const server = await endpoint({ ackTimeoutMs: 50 });
+    await helloClient(server.address, 'silent');
+    const [ack] = await server.setEnvironment(sampleEnvironment(3));
+    expect(ack).toMatchObject({ runtimeId: 'silent', ok: false, code: 'ACK_TIMEOUT' });
+  });
+
+  it('refuses an environment that does not match the schema with ENVIRONMENT_INVALID and keeps the current one', async () => {
+    const server = await endpoint();
+    const env = sampleEnvironment(4);
+    await server.setEnvironment(env);
+    const broken = { ...env, digest: 'sha256:nope' };
+    expect(await codeOf(server.setEnvironment(broken))).toBe('ENVIRONMENT_INVALID');
+    expect(server.environment()).toEqual(env);
+  });
+
+  it('sends the current environment to a bridge that connects later, and not to one that already has it', async () => {
+    const server = await endpoint();
+    const env = sampleEnvironment(5);
+    await server.setEnvironment(env);
+    const acked = new Promise<BridgeAck>((resolve) => server.on('ack', resolve));
+
+    const late = await helloClient(server.address, 'late', null);
+    const message = await late.next('environment');
+    late.send({ type: 'ack', nonce: message.nonce, digest: env.digest });
+    expect(await acked).toEqual({ runtimeId: 'late', digest: env.digest, ok: true });
+
+    const current = await helloClient(server.address, 'current', env.digest);
+    const [first, second] = await server.setEnvironment(env);
+    expect([first?.ok, second?.ok]).toEqual([true, true]);
+    expect(current.received.filter((m) => m.type === 'environment')).toEqual([]);
+  });
+});
+
+describe('misbehaving clients', () => {
+  it('answers a malformed message with an error, counts it, and closes the client after too many', async () => {
+    const server = await endpoint({ maxMalformed: 2 });
+    const { client, opened: ready } = rawClient(server.address);
+    await ready;
+    client.send('{not json');
+    expect(await client.next('error')).toMatchObject({ code: 'MALFORMED' });
+    client.send({ type: 'ack', nonce: 'x', digest: `sha256:${'0'.repeat(64)}` });
+    expect(await client.next('error')).toMatchObject({ code: 'HELLO_REQUIRED' });
+    client.send({ type: 'launch' });
+    expect(await client.next('error')).toMatchObject({ code: 'INVALID_MESSAGE' });
+    expect((await client.closed).code).toBe(CLOSE_CODES.POLICY_VIOLATION);
+    expect(server.stats().malformed).toBe(3);
+  });
+
+  it('closes a client whose frame is larger than the limit, and a good client keeps its environment', async () => {
+    const server = await endpoint({ maxFrameBytes: 1024 });
+    const good = await helloClient(server.address, 'good');
+    const { client: big, opened: ready } = rawClient(server.address);
+    await ready;
+    big.send(JSON.stringify({ type: 'hello', runtimeId: 'big', digest: null, padding: 'x'.repeat(4096) }));
+    expect((await big.closed).code).toBe(CLOSE_CODES.MESSAGE_TOO_BIG);
+    expect(server.stats().oversized).toBe(1);
+
+    const env = sampleEnvironment(6);
+    const acks = server.setEnvironment(env);
+    const message = await good.next('environment');
+    good.send({ type: 'ack', nonce: message.nonce, digest: env.digest });
+    expect(await acks).toEqual([{ runtimeId: 'good', digest: env.digest, ok: true }]);
+  });
+
+  it('closes a flooding client with a policy violation and leaves the others connected', async () => {
+    const server = await endpoint({ messagesPerSecond: 10 });
+    const good = await helloClient(server.address, 'good');
+    const flood = await helloClient(server.address, 'flood');
+    for (let i = 0; i < 200; i++) flood.send({ type: 'ping', id: i });
+    const closed = await flood.closed;
+    expect(closed.code).toBe(CLOSE_CODES.POLICY_VIOLATION);
+    expect(closed.reason).toContain('rate limit');
+    expect(server.stats().rateLimited).toBe(1);
+    expect(server.connected().map((c) => c.runtimeId)).toEqual(['good']);
+    good.send({ type: 'ping', id: 1 });
+    expect(await good.next('pong')).toEqual({ type: 'pong', id: 1 });
+  });
+
+  it('closes a client that never says hello', async () => {
+    const server = await endpoint({ helloTimeoutMs: 50 });
+    const { client, opened: ready } = rawClient(server.address);
+    await ready;
+    expect((await client.closed).code).toBe(CLOSE_CODES.HELLO_TIMEOUT);
+  });
+
+  it('closes a bridge that stops answering pings', async () => {
+    const server = await endpoint({ pingIntervalMs: 30 });
+    const client = await helloClient(server.address, 'deaf');
+    expect(await client.next('ping')).toMatchObject({ type: 'ping' });
+    expect((await client.closed).code).toBe(CLOSE_CODES.KEEPALIVE_TIMEOUT);
+  });
+
+  it('replaces the older connection when a runtime id says hello twice', async () => {
+    const server = await endpoint();
+    const old = await helloClient(server.address, 'same');
+    await helloClient(server.address, 'same');
+    expect((await old.closed).code).toBe(CLOSE_CODES.REPLACED);
+    expect(server.connected()).toHaveLength(1);
+  });
+});
