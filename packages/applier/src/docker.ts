@@ -1,0 +1,167 @@
+import Dockerode from 'dockerode';
+
+import { ApplyError, fail, messageOf } from './errors.js';
+import type { ContainerEngine, ContainerStatus, CreateContainerRequest, EngineContainer } from './ports.js';
+
+/** Options of the default engine adapter. */
+export interface DockerEngineOptions {
+  socketPath?: string;
+  /** Per-request timeout for everything but pulls (which can take long and honour the AbortSignal). */
+  requestTimeoutMs?: number;
+}
+
+function statusCode(error: unknown): number | undefined {
+  return (error as { statusCode?: number } | null)?.statusCode;
+}
+
+/**
+ * The Docker create options of a request. Safety is decided here and nowhere else: never
+ * privileged, no binds, no mounts, no devices, no added capabilities, and the network is the
+ * definition's ('none' unless the policy allowed the host's).
+ */
+export function dockerCreateOptions(request: CreateContainerRequest): Dockerode.ContainerCreateOptions {
+  const { definition } = request;
+  const options: Dockerode.ContainerCreateOptions = {
+    name: request.containerName,
+    Image: `${definition.image}@${definition.digest}`,
+    Env: Object.entries(definition.env).map(([k, v]) => `${k}=${v}`),
+    Labels: request.labels,
+    HostConfig: {
+      NetworkMode: definition.network,
+      RestartPolicy: { Name: definition.restart === 'no' ? '' : definition.restart },
+      Privileged: false,
+      Binds: [],
+      Mounts: [],
+      Devices: [],
+      CapAdd: [],
+      SecurityOpt: ['no-new-privileges'],
+      PublishAllPorts: false,
+    },
+  };
+  if (definition.command.length > 0) options.Cmd = definition.command;
+  return options;
+}
+
+/** The default ContainerEngine: Docker through dockerode, one client per adapter (no singleton). */
+export class DockerEngine implements ContainerEngine {
+  readonly docker: Dockerode;
+
+  constructor(options: DockerEngineOptions = {}) {
+    this.docker = new Dockerode({
+      socketPath: options.socketPath ?? '/var/run/docker.sock',
+      timeout: options.requestTimeoutMs ?? 30_000,
+    });
+  }
+
+  async ping(): Promise<void> {
+    try {
+      await this.docker.ping();
+    } catch (cause) {
+      fail('ENGINE_UNAVAILABLE', `the Docker engine did not answer a ping: ${messageOf(cause)}`, cause);
+    }
+  }
+
+  async listContainers(labelKey: string): Promise<EngineContainer[]> {
+    const list = await this.docker.listContainers({ all: true, filters: { label: [labelKey] } });
+    return list.map((c) => ({
+      id: c.Id,
+      name: (c.Names[0] ?? '').replace(/^\//, ''),
+      labels: c.Labels ?? {},
+      state: c.State,
+    }));
+  }
+
+  async inspectContainer(idOrName: string): Promise<ContainerStatus | null> {
+    try {
+      const info = await this.docker.getContainer(idOrName).inspect();
+      const health = info.State.Health?.Status;
+      return {
+        id: info.Id,
+        state: info.State.Status,
+        running: info.State.Running && !info.State.Restarting,
+        restarting: info.State.Restarting,
+        restartCount: info.RestartCount ?? 0,
+        exitCode: info.State.Running ? null : info.State.ExitCode,
+        health: health === 'healthy' || health === 'unhealthy' || health === 'starting' ? health : 'none',
+        error: info.State.Error ?? '',
+      };
+    } catch (error) {
+      if (statusCode(error) === 404) return null;
+      throw error;
+    }
+  }
+
+  async imageRepoDigests(reference: string): Promise<string[] | null> {
+    try {
+      const info = await this.docker.getImage(reference).inspect();
+      return info.RepoDigests ?? [];
+    } catch (error) {
+      if (statusCode(error) === 404) return null;
+      throw error;
+    }
+  }
+
+  async pullImage(
+    reference: string,
+    options: { signal?: AbortSignal; onProgress?: (done: number, total: number | null) => void },
+  ): Promise<void> {
+    const stream = (await this.docker.createImage({ fromImage: reference, abortSignal: options.signal })) as NodeJS.ReadableStream;
+    const layers = new Map<string, { current: number; total: number }>();
+    await new Promise<void>((resolve, reject) => {
+      const onAbort = () => {
+        (stream as unknown as { destroy?: () => void }).destroy?.();
+        reject(new ApplyError('ABORTED', `pull of ${reference} was cancelled`));
+      };
+      options.signal?.addEventListener('abort', onAbort, { once: true });
+      this.docker.modem.followProgress(
+        stream,
+        (error: Error | null) => {
+          options.signal?.removeEventListener('abort', onAbort);
+          if (error) reject(error);
+          else resolve();
+        },
+        (event: { id?: string; progressDetail?: { current?: number; total?: number } }) => {
+          if (event.id && event.progressDetail?.total) {
+            layers.set(event.id, { current: event.progressDetail.current ?? 0, total: event.progressDetail.total });
+            let done = 0;
+            let total = 0;
+            for (const l of layers.values()) {
+              done += l.current;
+              total += l.total;
+            }
+            options.onProgress?.(done, total);
+          }
+        },
+      );
+    });
+  }
+
+  async createContainer(request: CreateContainerRequest): Promise<string> {
+    const container = await this.docker.createContainer(dockerCreateOptions(request));
+    return container.id;
+  }
+
+  async startContainer(id: string): Promise<void> {
+    try {
+      await this.docker.getContainer(id).start();
+    } catch (error) {
+      if (statusCode(error) !== 304) throw error;
+    }
+  }
+
+  async stopContainer(id: string, timeoutSeconds: number): Promise<void> {
+    try {
+      await this.docker.getContainer(id).stop({ t: timeoutSeconds });
+    } catch (error) {
+      if (statusCode(error) !== 304) throw error;
+    }
+  }
+
+  async removeContainer(id: string): Promise<void> {
+    try {
+      await this.docker.getContainer(id).remove({ force: true });
+    } catch (error) {
+      if (statusCode(error) !== 404) throw error;
+    }
+  }
+}

@@ -1,0 +1,31 @@
+export * from './errors.js';
+export type * from './types.js';
+export type * from './ports.js';
+export { evaluateParticipation, desiredStateFrom, meetsRequirements } from './participation.js';
+export { plan, describeStep, DEFAULT_HEALTH_TIMEOUT_MS } from './plan.js';
+export {
+  definitionOf,
+  definitionHash,
+  canonicalDefinition,
+  containerNameFor,
+  networkModeFor,
+  registryOf,
+  assertRegistryAllowed,
+  hasRepoDigest,
+  labelKeys,
+  MANAGED_BY,
+  DEFAULT_LABEL_PREFIX,
+  DEFAULT_CONTAINER_PREFIX,
+} from './definition.js';
+export { execute } from './execute.js';
+export type { ExecuteOptions } from './execute.js';
+export { readCurrentState, createDefaultPorts, modelPath, observedFrom } from './state.js';
+export type { DefaultPortsOptions } from './state.js';
+export { fetchModel } from './fetch.js';
+export type { FetchModelOptions } from './fetch.js';
+export { DockerEngine, dockerCreateOptions } from './docker.js';
+export type { DockerEngineOptions } from './docker.js';
+export { FsModelStore, assertSha256 } from './store.js';
+export { HttpDownloader, HttpStatusError } from './http.js';
+export type { HttpDownloaderOptions } from './http.js';
+export { FileFlagsStore, systemClock } from './flags.js';

@@ -1,0 +1,112 @@
+import type { Writable } from 'node:stream';
+
+import type { ContainerDefinition, ParticipationFlags } from './types.js';
+
+/** A container as the engine lists it. */
+export interface EngineContainer {
+  id: string;
+  name: string;
+  labels: Record<string, string>;
+  state: string;
+}
+
+/** What the executor needs to know to decide whether a container came up. */
+export interface ContainerStatus {
+  id: string;
+  state: string;
+  running: boolean;
+  restarting: boolean;
+  restartCount: number;
+  exitCode: number | null;
+  health: 'none' | 'starting' | 'healthy' | 'unhealthy';
+  error: string;
+}
+
+/** A container to create: its engine name, what it runs, and the labels that let it be read back. */
+export interface CreateContainerRequest {
+  containerName: string;
+  definition: ContainerDefinition;
+  labels: Record<string, string>;
+}
+
+/** The container engine port; the default adapter speaks to Docker through dockerode. */
+export interface ContainerEngine {
+  /** Fails with ENGINE_UNAVAILABLE when the engine cannot be reached. */
+  ping(): Promise<void>;
+  /** Containers (running or not) carrying a label key. */
+  listContainers(labelKey: string): Promise<EngineContainer[]>;
+  inspectContainer(idOrName: string): Promise<ContainerStatus | null>;
+  /** The repo digests of a local image, or null when the engine does not have it. */
+  imageRepoDigests(reference: string): Promise<string[] | null>;
+  pullImage(reference: string, options: { signal?: AbortSignal; onProgress?: (done: number, total: number | null) => void }): Promise<void>;
+  createContainer(request: CreateContainerRequest): Promise<string>;
+  startContainer(id: string): Promise<void>;
+  stopContainer(id: string, timeoutSeconds: number): Promise<void>;
+  removeContainer(id: string): Promise<void>;
+}
+
+/** One name@version entry of the model index. */
+export interface ModelIndexEntry {
+  name: string;
+  version: string;
+  sha256: string;
+  size: number;
+}
+
+/** The content-addressed model store port: blobs under sha256/<hex>, a name@version index, a staging area. */
+export interface ModelStore {
+  readonly root: string;
+  readIndex(): Promise<ModelIndexEntry[]>;
+  /** Replaces the index atomically (write, fsync, rename). */
+  writeIndex(entries: ModelIndexEntry[]): Promise<void>;
+  listBlobs(): Promise<string[]>;
+  hasBlob(sha256: string): Promise<boolean>;
+  blobPath(sha256: string): string;
+  /** Bytes already staged for a blob by an interrupted download (0 when none). */
+  partSize(sha256: string): Promise<number>;
+  /** A stream writing the staged file, appending or from scratch. */
+  openPart(sha256: string, append: boolean): Promise<Writable>;
+  /** Reads the staged bytes, so a resumed download can hash what it already has. */
+  readPart(sha256: string): AsyncIterable<Uint8Array>;
+  discardPart(sha256: string): Promise<void>;
+  /** Moves a verified staged file into the store in one rename. */
+  commitPart(sha256: string): Promise<void>;
+  removeBlob(sha256: string): Promise<void>;
+  /** Bytes free for the store's file system. */
+  freeBytes(): Promise<number>;
+}
+
+/** The start of a response to a (possibly ranged) GET. */
+export interface DownloadResponse {
+  /** Where the body starts in the file: the asked offset when the server honoured the range, else 0. */
+  offset: number;
+  /** The size of the whole file when the server said it. */
+  totalBytes: number | null;
+  body: AsyncIterable<Uint8Array> & { destroy?: (error?: Error) => void };
+}
+
+/** The HTTP downloader port. */
+export interface Downloader {
+  open(url: string, options: { offset: number; signal?: AbortSignal }): Promise<DownloadResponse>;
+}
+
+/** Where the participation flags are kept (the Agent's runtime reads them). */
+export interface FlagsStore {
+  read(): Promise<ParticipationFlags | null>;
+  write(flags: ParticipationFlags | null): Promise<void>;
+}
+
+/** Time as data: the executor's waits and timeouts go through this. */
+export interface Clock {
+  now(): number;
+  sleep(ms: number, signal?: AbortSignal): Promise<void>;
+}
+
+/** Everything `execute` touches, injected. */
+export interface ApplierPorts {
+  engine: ContainerEngine;
+  models: ModelStore;
+  downloader: Downloader;
+  flags: FlagsStore;
+  clock: Clock;
+}
