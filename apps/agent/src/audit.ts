@@ -1,0 +1,164 @@
+import { createHash } from 'node:crypto';
+import { open, readFile, truncate } from 'node:fs/promises';
+
+/** The kinds of entries the Agent writes; the log is append-only and each entry chains to the one before. */
+export type AuditType =
+  | 'start'
+  | 'repair'
+  | 'fetch'
+  | 'refused'
+  | 'verified'
+  | 'not-eligible'
+  | 'skipped'
+  | 'plan'
+  | 'apply-started'
+  | 'apply-failed'
+  | 'apply-cancelled'
+  | 'applied'
+  | 'rollback'
+  | 'runtime-ack'
+  | 'runtime-nack'
+  | 'runtime-none'
+  | 'agent-update'
+  | 'budget-exhausted'
+  | 'recover'
+  | 'root-rotated';
+
+/** One line of audit.jsonl. `prev` is the SHA-256 of the previous line's bytes (64 zeros for the first). */
+export interface AuditEntry {
+  readonly seq: number;
+  readonly time: string;
+  readonly type: AuditType;
+  readonly prev: string;
+  readonly [key: string]: unknown;
+}
+
+export const GENESIS = '0'.repeat(64);
+
+function hashLine(line: string): string {
+  return createHash('sha256').update(line, 'utf8').digest('hex');
+}
+
+/** The audit sink the sync loop writes to; a fake may record entries in memory. */
+export interface AuditSink {
+  append(type: AuditType, data: Record<string, unknown>): Promise<AuditEntry>;
+}
+
+/**
+ * The append-only JSONL audit log. Each append is fsynced before it returns. A line torn by a
+ * crash (no trailing newline) is cut off on open and the cut is itself audited, so the chain
+ * stays verifiable.
+ */
+export class AuditLog implements AuditSink {
+  private lastHash = GENESIS;
+  private nextSeq = 0;
+  private opened = false;
+  private queue: Promise<unknown> = Promise.resolve();
+
+  constructor(readonly path: string, private readonly clock: () => Date = () => new Date()) {}
+
+  private async open(): Promise<void> {
+    if (this.opened) return;
+    let text = '';
+    try {
+      text = await readFile(this.path, 'utf8');
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
+    }
+    let torn = 0;
+    if (text.length > 0 && !text.endsWith('\n')) {
+      const keep = text.lastIndexOf('\n') + 1;
+      torn = Buffer.byteLength(text.slice(keep));
+      text = text.slice(0, keep);
+      await truncate(this.path, Buffer.byteLength(text));
+    }
+    const lines = text.split('\n').filter((l) => l.length > 0);
+    const last = lines.at(-1);
+    if (last !== undefined) {
+      this.lastHash = hashLine(last);
+      const seq = (safeParse(last) as { seq?: unknown } | null)?.seq;
+      this.nextSeq = typeof seq === 'number' ? seq + 1 : lines.length;
+    }
+    this.opened = true;
+    if (torn > 0) await this.write('repair', { torn_bytes: torn, reason: 'a partial last line from an interrupted write was cut off' });
+  }
+
+  append(type: AuditType, data: Record<string, unknown> = {}): Promise<AuditEntry> {
+    const run = this.queue.then(async () => {
+      await this.open();
+      return this.write(type, data);
+    });
+    this.queue = run.catch(() => undefined);
+    return run;
+  }
+
+  private async write(type: AuditType, data: Record<string, unknown>): Promise<AuditEntry> {
+    const entry: AuditEntry = { seq: this.nextSeq, time: this.clock().toISOString(), type, ...data, prev: this.lastHash };
+    const line = JSON.stringify(entry);
+    const file = await open(this.path, 'a', 0o600);
+    try {
+      await file.write(`${line}\n`);
+      await file.sync();
+    } finally {
+      await file.close();
+    }
+    this.lastHash = hashLine(line);
+    this.nextSeq += 1;
+    return entry;
+  }
+}
+
+/** The result of checking a whole log: ok, or the first entry (1-based line) that breaks the chain. */
+export type AuditVerification =
+  | { readonly ok: true; readonly entries: number; readonly head: string }
+  | { readonly ok: false; readonly entries: number; readonly line: number; readonly seq: number | null; readonly reason: string };
+
+/** Checks every line parses, numbers follow on, and each `prev` is the hash of the line before. */
+export function verifyAuditText(text: string): AuditVerification {
+  const lines = text.split('\n');
+  if (lines.at(-1) === '') lines.pop();
+  let prev = GENESIS;
+  for (let i = 0; i < lines.length; i++) {
+    const line = lines[i] ?? '';
+    const entry = safeParse(line) as Partial<AuditEntry> | null;
+    const fail = (reason: string) => ({ ok: false as const, entries: lines.length, line: i + 1, seq: typeof entry?.seq === 'number' ? entry.seq : null, reason });
+    if (entry === null || typeof entry !== 'object' || Array.isArray(entry)) return fail('is not a JSON object');
+    if (entry.seq !== i) return fail(`seq is ${String(entry.seq)}, expected ${i}`);
+    if (entry.prev !== prev) return fail(`prev is ${String(entry.prev)}, expected ${prev} (the hash of line ${i})`);
+    if (typeof entry.type !== 'string' || typeof entry.time !== 'string') return fail('has no type or time');
+    prev = hashLine(line);
+  }
+  return { ok: true, entries: lines.length, head: prev };
+}
+
+export async function verifyAuditFile(path: string): Promise<AuditVerification> {
+  let text = '';
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
+  }
+  return verifyAuditText(text);
+}
+
+export async function readAuditEntries(path: string): Promise<AuditEntry[]> {
+  let text = '';
+  try {
+    text = await readFile(path, 'utf8');
+  } catch {
+    return [];
+  }
+  return text
+    .split('\n')
+    .filter((l) => l.length > 0)
+    .map((l) => safeParse(l) as AuditEntry | null)
+    .filter((e): e is AuditEntry => e !== null);
+}
+
+function safeParse(line: string): unknown {
+  try {
+    return JSON.parse(line);
+  } catch {
+    return null;
+  }
+}

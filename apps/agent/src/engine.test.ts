@@ -1,0 +1,299 @@
+import { type SigningKey, generateSigningKey, signRoot } from '@resultity/snapshot';
+import { type TestSigner, createTestSigner, envelopeBytes, sampleSnapshot, tempDir } from '@resultity/testkit';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+
+import { SyncEngine } from './engine.js';
+import { FakeApplier, FakeNotifier, FakeOrigin, MemoryAudit } from './fakes.test-support.js';
+import { noMetrics, silentLogger } from './ports.js';
+import { StateStore } from './state.js';
+
+const NOW = new Date('2026-11-26T00:00:00Z');
+
+let signer: TestSigner;
+let dir: { path: string; cleanup: () => Promise<void> };
+let origin: FakeOrigin;
+let applier: FakeApplier;
+let notifier: FakeNotifier;
+let audit: MemoryAudit;
+let store: StateStore;
+
+function engine(overrides: { retryBudget?: number; nodeId?: string; trustRoots?: Uint8Array[] } = {}) {
+  return new SyncEngine({
+    network: 'testnet',
+    nodeId: overrides.nodeId ?? 'node-1',
+    retryBudget: overrides.retryBudget ?? 3,
+    maxSnapshotBytes: 4 * 1024 * 1024,
+    agentVersion: '0.1.0',
+    trustRoots: overrides.trustRoots ?? [signer.rootBytes],
+    origin,
+    applier,
+    notifier,
+    store,
+    audit,
+    clock: () => NOW,
+    logger: silentLogger,
+    metrics: noMetrics,
+  });
+}
+
+function publish(sequence: number, extra: Record<string, unknown> = {}, keys?: readonly SigningKey[]) {
+  const signed = signer.sign(sampleSnapshot({ sequence, ...extra }), keys);
+  origin.publish(signed.digest, sequence, signed.bytes);
+  return signed.digest;
+}
+
+beforeEach(async () => {
+  signer = await createTestSigner();
+  dir = await tempDir('agent-engine-');
+  origin = new FakeOrigin();
+  applier = new FakeApplier();
+  notifier = new FakeNotifier();
+  audit = new MemoryAudit();
+  store = new StateStore(dir.path);
+});
+
+afterEach(async () => {
+  await dir.cleanup();
+});
+
+describe('syncOnce', () => {
+  it('applies the first snapshot, tells the runtime, and records the digest last', async () => {
+    const digest = publish(1);
+    const outcome = await engine().syncOnce();
+    expect(outcome).toEqual({ result: 'applied', digest, sequence: 1 });
+    expect(applier.running?.digest).toBe(digest);
+    expect(notifier.told.map((e) => e.digest)).toEqual([digest]);
+    const state = await store.read();
+    expect(state.applied).toEqual({ digest, sequence: 1 });
+    expect(await store.readJournal()).toBeNull();
+    expect(await store.getEnvelope(digest)).not.toBeNull();
+    expect(audit.types()).toEqual(['fetch', 'fetch', 'verified', 'plan', 'apply-started', 'runtime-ack', 'applied']);
+  });
+
+  it('does nothing on a re-sync when nothing new was published', async () => {
+    publish(1);
+    const e = engine();
+    await e.syncOnce();
+    const outcome = await e.syncOnce();
+    expect(outcome.result).toBe('unchanged');
+    expect(origin.snapshotFetches).toBe(1);
+    expect(applier.executed).toHaveLength(1);
+  });
+
+  it('applies an update over the applied snapshot', async () => {
+    publish(1);
+    const e = engine();
+    await e.syncOnce();
+    const second = publish(2, { job: { max_tokens: 2048, max_queue_size: 8, execution_timeout_ms: 1000 } });
+    expect(await e.syncOnce()).toEqual({ result: 'applied', digest: second, sequence: 2 });
+    expect((await store.read()).applied?.sequence).toBe(2);
+  });
+
+  describe('when the network is down at start', () => {
+    it('fails with FETCH_FAILED, applies nothing and keeps what runs', async () => {
+      const first = publish(1);
+      const e = engine();
+      await e.syncOnce();
+      origin.down = true;
+      const outcome = await e.syncOnce();
+      expect(outcome).toMatchObject({ result: 'failed', code: 'FETCH_FAILED' });
+      expect(applier.running?.digest).toBe(first);
+      expect((await store.read()).last_error?.code).toBe('FETCH_FAILED');
+    });
+  });
+
+  describe('refusals', () => {
+    it('refuses a snapshot signed by an untrusted key with SIGNATURE_THRESHOLD and keeps the last-known-good', async () => {
+      const first = publish(1);
+      const e = engine();
+      await e.syncOnce();
+      publish(2, {}, [generateSigningKey()]);
+      const outcome = await e.syncOnce();
+      expect(outcome).toMatchObject({ result: 'refused', code: 'SIGNATURE_THRESHOLD' });
+      expect(applier.running?.digest).toBe(first);
+      expect((await store.read()).applied?.digest).toBe(first);
+      expect(audit.entries.find((x) => x.type === 'refused')).toMatchObject({ code: 'SIGNATURE_THRESHOLD' });
+    });
+
+    it('refuses an expired snapshot with EXPIRED', async () => {
+      publish(1, { issued_at: '2026-01-01T00:00:00Z', expires_at: '2026-02-01T00:00:00Z' });
+      expect(await engine().syncOnce()).toMatchObject({ result: 'refused', code: 'EXPIRED' });
+      expect(applier.executed).toEqual([]);
+    });
+
+    it('refuses a snapshot that goes back in sequence with ROLLBACK', async () => {
+      const older = signer.sign(sampleSnapshot({ sequence: 1 }));
+      publish(2);
+      const e = engine();
+      await e.syncOnce();
+      origin.publish(older.digest, 1, older.bytes);
+      expect(await e.syncOnce()).toMatchObject({ result: 'refused', code: 'ROLLBACK' });
+    });
+
+    it('refuses a snapshot for another network with NETWORK_MISMATCH', async () => {
+      publish(1, { network: 'mainnet' });
+      expect(await engine().syncOnce()).toMatchObject({ result: 'refused', code: 'NETWORK_MISMATCH' });
+    });
+
+    it('refuses bytes whose digest is not the one asked for with DIGEST_MISMATCH', async () => {
+      const a = signer.sign(sampleSnapshot({ sequence: 1 }));
+      const b = signer.sign(sampleSnapshot({ sequence: 2 }));
+      origin.publish(a.digest, 1, b.bytes);
+      expect(await engine().syncOnce()).toMatchObject({ result: 'refused', code: 'DIGEST_MISMATCH' });
+    });
+  });
+
+  describe('the retry budget', () => {
+    it('retries one digest at most retry_budget times, then marks it failed until a newer one appears', async () => {
+      publish(1);
+      const e = engine({ retryBudget: 2 });
+      await e.syncOnce();
+      const bad = publish(2, {}, [generateSigningKey()]);
+      expect((await e.syncOnce()).result).toBe('refused');
+      expect((await e.syncOnce()).result).toBe('refused');
+      const fetches = origin.snapshotFetches;
+      expect(await e.syncOnce()).toMatchObject({ result: 'budget-exhausted', digest: bad, code: 'SIGNATURE_THRESHOLD' });
+      expect(origin.snapshotFetches).toBe(fetches);
+      expect(audit.types()).toContain('budget-exhausted');
+      const good = publish(3);
+      expect(await e.syncOnce()).toEqual({ result: 'applied', digest: good, sequence: 3 });
+    });
+
+    it('does not spend the budget on transport failures', async () => {
+      publish(1);
+      origin.down = true;
+      const e = engine({ retryBudget: 1 });
+      await e.syncOnce();
+      await e.syncOnce();
+      origin.down = false;
+      expect((await e.syncOnce()).result).toBe('applied');
+    });
+  });
+
+  describe('a failed apply', () => {
+    it('keeps the last-known-good when the applier rolled back, and records the code', async () => {
+      const first = publish(1);
+      const e = engine();
+      await e.syncOnce();
+      const second = publish(2, { job: { max_tokens: 1, max_queue_size: 1, execution_timeout_ms: 1 } });
+      applier.failWith.set(second, { code: 'CONTAINER_FAILED', rolledBack: true });
+      expect(await e.syncOnce()).toMatchObject({ result: 'failed', code: 'CONTAINER_FAILED', digest: second });
+      expect(applier.running?.digest).toBe(first);
+      const state = await store.read();
+      expect(state.applied?.digest).toBe(first);
+      expect(state.failures[second]).toMatchObject({ attempts: 1, code: 'CONTAINER_FAILED' });
+      expect(await store.readJournal()).toBeNull();
+    });
+
+    it('restores the last-known-good itself when the applier did not', async () => {
+      const first = publish(1);
+      const e = engine();
+      await e.syncOnce();
+      const second = publish(2, { job: { max_tokens: 1, max_queue_size: 1, execution_timeout_ms: 1 } });
+      applier.failWith.set(second, { code: 'HEALTH_TIMEOUT', rolledBack: false });
+      await e.syncOnce();
+      expect(applier.running?.digest).toBe(first);
+      expect(audit.entries.find((x) => x.type === 'rollback')).toMatchObject({ to: first, reason: 'apply-failed', ok: true });
+    });
+  });
+
+  describe('when the runtime NACKs', () => {
+    it('rolls back to the last-known-good and records RUNTIME_NACK', async () => {
+      const first = publish(1);
+      const e = engine();
+      await e.syncOnce();
+      const second = publish(2, { job: { max_tokens: 1, max_queue_size: 1, execution_timeout_ms: 1 } });
+      notifier.nack.add(second);
+      expect(await e.syncOnce()).toMatchObject({ result: 'failed', code: 'RUNTIME_NACK' });
+      expect(applier.running?.digest).toBe(first);
+      expect(notifier.told.map((x) => x.digest)).toEqual([first, second, first]);
+      expect((await store.read()).applied?.digest).toBe(first);
+      expect(audit.types()).toContain('runtime-nack');
+    });
+  });
+
+  describe('rollout', () => {
+    it('stays on what it has when the node is outside the rollout percent', async () => {
+      publish(1, { rollout: { percent: 0 } });
+      const e = engine();
+      expect((await e.syncOnce()).result).toBe('not-eligible');
+      expect((await e.syncOnce()).result).toBe('not-eligible');
+      expect(origin.snapshotFetches).toBe(1);
+      expect(applier.executed).toEqual([]);
+    });
+  });
+
+  describe('updates', () => {
+    it('detects and audits an agent update without applying it', async () => {
+      publish(1, { updates: { agent: { version: '9.9.9', image: '127.0.0.1:5000/resultity/agent', digest: `sha256:${'a'.repeat(64)}` } } });
+      await engine().syncOnce();
+      expect((await store.read()).pending_agent_update).toMatchObject({ version: '9.9.9' });
+      expect(audit.types()).toContain('agent-update');
+    });
+  });
+
+  describe('root rotation', () => {
+    it('walks to the next root the origin has and verifies with it', async () => {
+      const newKey = generateSigningKey();
+      const { envelope } = signRoot({ network: 'testnet', version: 2, expiresAt: '2099-01-01T00:00:00Z', threshold: 1, keys: [newKey] }, [...signer.keys, newKey]);
+      origin.roots.set(2, envelopeBytes(envelope));
+      publish(1, {}, [newKey]);
+      expect((await engine().syncOnce()).result).toBe('applied');
+      expect(audit.types()).toContain('root-rotated');
+      expect(await store.cachedRoots()).toHaveLength(1);
+    });
+  });
+});
+
+describe('rollback', () => {
+  it('goes back to the previous verified snapshot and stays pinned until a newer sequence is published', async () => {
+    const first = publish(1);
+    const e = engine();
+    await e.syncOnce();
+    publish(2, { job: { max_tokens: 1, max_queue_size: 1, execution_timeout_ms: 1 } });
+    await e.syncOnce();
+    expect(await e.rollback(undefined)).toEqual({ result: 'applied', digest: first, sequence: 1 });
+    expect(applier.running?.digest).toBe(first);
+    expect((await store.read()).pinned).toMatchObject({ digest: first, until_above: 2 });
+    expect((await e.syncOnce()).result).toBe('pinned');
+    const third = publish(3);
+    expect(await e.syncOnce()).toEqual({ result: 'applied', digest: third, sequence: 3 });
+    expect((await store.read()).pinned).toBeNull();
+  });
+
+  it('refuses a digest that is not in history with NOT_IN_HISTORY', async () => {
+    publish(1);
+    const e = engine();
+    await e.syncOnce();
+    await expect(e.rollback(`sha256:${'b'.repeat(64)}`)).rejects.toMatchObject({ code: 'NOT_IN_HISTORY' });
+  });
+});
+
+describe('recover', () => {
+  it('finishes an apply a crash interrupted, toward the journal target', async () => {
+    const first = publish(1);
+    const e = engine();
+    await e.syncOnce();
+    const second = signer.sign(sampleSnapshot({ sequence: 2, job: { max_tokens: 1, max_queue_size: 1, execution_timeout_ms: 1 } }));
+    await store.putEnvelope(second.digest, second.bytes);
+    await store.writeJournal({ from: { digest: first, sequence: 1 }, to: { digest: second.digest, sequence: 2 }, reason: 'sync', started_at: NOW.toISOString() });
+    const outcome = await engine().recover();
+    expect(outcome).toEqual({ result: 'applied', digest: second.digest, sequence: 2 });
+    expect(applier.running?.digest).toBe(second.digest);
+    expect(await store.readJournal()).toBeNull();
+  });
+
+  it('goes back to the last-known-good when the interrupted apply cannot finish', async () => {
+    const first = publish(1);
+    const e = engine();
+    await e.syncOnce();
+    const second = signer.sign(sampleSnapshot({ sequence: 2, job: { max_tokens: 1, max_queue_size: 1, execution_timeout_ms: 1 } }));
+    await store.putEnvelope(second.digest, second.bytes);
+    await store.writeJournal({ from: { digest: first, sequence: 1 }, to: { digest: second.digest, sequence: 2 }, reason: 'sync', started_at: NOW.toISOString() });
+    applier.failWith.set(second.digest, { code: 'PULL_FAILED', rolledBack: false });
+    expect(await engine().recover()).toMatchObject({ result: 'failed', code: 'PULL_FAILED' });
+    expect(applier.running?.digest).toBe(first);
+    expect((await store.read()).applied?.digest).toBe(first);
+    expect(await store.readJournal()).toBeNull();
+  });
+});

@@ -1,0 +1,141 @@
+import type { AuditEntry, AuditSink, AuditType } from './audit.js';
+import { AgentError } from './errors.js';
+import type { LatestResult, Origin } from './origin-client.js';
+import type { ApplierPort, ApplyTarget, NotifyResult, ObservedNode, PlannedApply, RuntimeEnvironment, RuntimeNotifier } from './ports.js';
+
+/** An in-memory origin for unit tests of the sync logic. */
+export class FakeOrigin implements Origin {
+  latestHint: { config_digest: string; sequence: number } | null = null;
+  etag = 0;
+  snapshots = new Map<string, Uint8Array>();
+  roots = new Map<number, Uint8Array>();
+  down = false;
+  snapshotFetches = 0;
+  heartbeats: Record<string, unknown>[] = [];
+
+  publish(digest: string, sequence: number, bytes: Uint8Array): void {
+    this.snapshots.set(digest, bytes);
+    this.latestHint = { config_digest: digest, sequence };
+    this.etag += 1;
+  }
+
+  async latest(etag: string | null): Promise<LatestResult> {
+    if (this.down) throw new AgentError('FETCH_FAILED', 'connect ECONNREFUSED 127.0.0.1');
+    if (this.latestHint === null) throw new AgentError('HTTP_STATUS', 'expected 200 or 304, got 404');
+    const current = `"${this.etag}"`;
+    if (etag === current) return { status: 'not-modified' };
+    return { status: 'ok', hint: this.latestHint, etag: current, bytes: 80 };
+  }
+
+  async snapshot(digest: string): Promise<Uint8Array> {
+    if (this.down) throw new AgentError('FETCH_FAILED', 'connect ECONNREFUSED 127.0.0.1');
+    this.snapshotFetches += 1;
+    const bytes = this.snapshots.get(digest);
+    if (!bytes) throw new AgentError('HTTP_STATUS', 'expected 200, got 404');
+    return bytes;
+  }
+
+  async root(version: number): Promise<Uint8Array | null> {
+    return this.roots.get(version) ?? null;
+  }
+
+  async heartbeat(body: Record<string, unknown>): Promise<void> {
+    if (this.down) throw new AgentError('FETCH_FAILED', 'down');
+    this.heartbeats.push(body);
+  }
+}
+
+/** Error shaped like the applier's ApplyError. */
+export class FakeApplyError extends Error {
+  constructor(readonly code: string, readonly rolledBack: boolean) {
+    super(`fake ${code}`);
+  }
+}
+
+/** An applier that "runs" a target by remembering it; failures are scripted per digest. */
+export class FakeApplier implements ApplierPort {
+  running: ApplyTarget | null = null;
+  executed: string[] = [];
+  failWith = new Map<string, { code: string; rolledBack: boolean }>();
+  /** When set, execute waits on this (for cancellation tests). */
+  gate: Promise<void> | null = null;
+
+  async plan(target: ApplyTarget): Promise<PlannedApply> {
+    const lines = this.running?.digest === target.digest ? [] : [`switch ${this.running?.digest ?? 'nothing'} -> ${target.digest}`];
+    return { target, steps: lines, lines };
+  }
+
+  async execute(plan: PlannedApply, options: { signal?: AbortSignal }): Promise<{ durationMs: number; steps: number }> {
+    this.executed.push(plan.target.digest);
+    if (this.gate) {
+      const signal = options.signal;
+      await Promise.race([
+        this.gate,
+        new Promise<void>((_, reject) => {
+          if (signal?.aborted) reject(new FakeApplyError('ABORTED', true));
+          signal?.addEventListener('abort', () => reject(new FakeApplyError('ABORTED', true)), { once: true });
+        }),
+      ]);
+    }
+    const failure = this.failWith.get(plan.target.digest);
+    if (failure) {
+      if (!failure.rolledBack) this.running = plan.target;
+      throw new FakeApplyError(failure.code, failure.rolledBack);
+    }
+    this.running = plan.target;
+    return { durationMs: 1, steps: plan.steps.length };
+  }
+
+  environment(target: ApplyTarget): RuntimeEnvironment {
+    return {
+      digest: target.digest,
+      sequence: target.snapshot.sequence,
+      job: target.snapshot.job,
+      models: target.snapshot.models.map((m) => ({ name: m.name, version: m.version, sha256: m.sha256, path: `/models/${m.sha256}` })),
+      participation: { mode: target.snapshot.participation.mode, subclouds: [] },
+    };
+  }
+
+  async observe(): Promise<ObservedNode> {
+    return { containers: [], models: [], flags: null };
+  }
+
+  flags(target: ApplyTarget) {
+    return { mode: target.snapshot.participation.mode, subclouds: [] };
+  }
+}
+
+/** A runtime that ACKs, or NACKs the digests it is told to. */
+export class FakeNotifier implements RuntimeNotifier {
+  nack = new Set<string>();
+  told: RuntimeEnvironment[] = [];
+
+  async notify(env: RuntimeEnvironment): Promise<NotifyResult> {
+    this.told.push(env);
+    const ok = !this.nack.has(env.digest);
+    return {
+      outcome: ok ? 'ack' : 'nack',
+      acks: [{ runtimeId: 'rt-1', digest: env.digest, ok, ...(ok ? {} : { code: 'MODEL_LOAD_FAILED', message: 'cannot load' }) }],
+      ...(ok ? {} : { code: 'MODEL_LOAD_FAILED', message: 'cannot load' }),
+    };
+  }
+
+  connected() {
+    return [{ runtimeId: 'rt-1', digest: this.told.at(-1)?.digest ?? null }];
+  }
+
+  async close() {}
+}
+
+/** Audit entries kept in memory. */
+export class MemoryAudit implements AuditSink {
+  entries: AuditEntry[] = [];
+  async append(type: AuditType, data: Record<string, unknown>): Promise<AuditEntry> {
+    const entry = { seq: this.entries.length, time: new Date(0).toISOString(), type, prev: '', ...data };
+    this.entries.push(entry);
+    return entry;
+  }
+  types(): string[] {
+    return this.entries.map((e) => e.type);
+  }
+}

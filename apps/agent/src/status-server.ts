@@ -1,0 +1,59 @@
+import { type Server, createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+
+import type { Registry } from 'prom-client';
+
+import type { ListenAddress } from './config.js';
+
+/** The local endpoint for operators and scrapers: /healthz, /metrics, /status. */
+export interface StatusServer {
+  readonly url: string;
+  close(): Promise<void>;
+}
+
+export interface StatusServerOptions {
+  readonly listen: ListenAddress;
+  readonly registry: Registry;
+  readonly healthy: () => boolean;
+  readonly status: () => Promise<unknown>;
+}
+
+export async function startStatusServer(options: StatusServerOptions): Promise<StatusServer> {
+  const server: Server = createServer((req, res) => {
+    const path = new URL(req.url ?? '/', 'http://agent.invalid').pathname;
+    const reply = (status: number, type: string, body: string) => {
+      res.writeHead(status, { 'content-type': type, 'content-length': Buffer.byteLength(body) });
+      res.end(body);
+    };
+    const handle = async () => {
+      if (req.method !== 'GET') return reply(405, 'text/plain', 'method not allowed\n');
+      if (path === '/healthz') {
+        const ok = options.healthy();
+        return reply(ok ? 200 : 503, 'text/plain', ok ? 'ok\n' : 'stale: no successful check within twice the poll interval\n');
+      }
+      if (path === '/metrics') return reply(200, options.registry.contentType, await options.registry.metrics());
+      if (path === '/status') return reply(200, 'application/json', `${JSON.stringify(await options.status(), null, 2)}\n`);
+      return reply(404, 'text/plain', 'not found\n');
+    };
+    handle().catch((error: unknown) => reply(500, 'text/plain', `${(error as Error).message}\n`));
+  });
+  server.requestTimeout = 10_000;
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    if ('socketPath' in options.listen) server.listen(options.listen.socketPath, () => resolve());
+    else server.listen(options.listen.port, options.listen.host, () => resolve());
+  });
+  const address = server.address();
+  const url =
+    typeof address === 'string'
+      ? `unix:${address}`
+      : `http://${(address as AddressInfo).family === 'IPv6' ? `[${(address as AddressInfo).address}]` : (address as AddressInfo).address}:${(address as AddressInfo).port}`;
+  return {
+    url,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeAllConnections();
+      }),
+  };
+}
