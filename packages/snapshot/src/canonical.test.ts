@@ -1,6 +1,7 @@
 import { readFileSync, readdirSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 
+import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 
 import { canonicalBytes, configDigest, parseCanonical } from './canonical.js';
@@ -74,5 +75,33 @@ describe('configDigest', () => {
   it('is sha256: and the lowercase hex SHA-256 of the payload bytes', () => {
     // sha256("{}") computed independently: echo -n '{}' | sha256sum
     expect(configDigest(utf8('{}'))).toBe('sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a');
+  });
+});
+
+describe('parseCanonical, fast path and reference path', () => {
+  it('accepts integer-like keys in code-unit order, which JavaScript iterates in another order', () => {
+    expect(parseCanonical(utf8('{"10":1,"9":2}'))).toEqual({ 10: 1, 9: 2 });
+    expect(codeOf(() => parseCanonical(utf8('{"9":2,"10":1}')))).toBe('NOT_CANONICAL');
+  });
+
+  it('refuses an escaped lone surrogate, even where the rest is canonical', () => {
+    expect(codeOf(() => parseCanonical(utf8('{"a":"\\ud800"}')))).toBe('MALFORMED');
+    expect(codeOf(() => parseCanonical(utf8('{"a":"x\\\\ud800"}')))).toBeUndefined();
+  });
+
+  it('refuses an escaped valid surrogate pair as not canonical (RFC 8785 writes it raw)', () => {
+    expect(codeOf(() => parseCanonical(utf8('{"a":"\\ud83d\\ude00"}')))).toBe('NOT_CANONICAL');
+    expect(parseCanonical(utf8('{"a":"😀"}'))).toEqual({ a: '😀' });
+  });
+
+  it('agrees with the RFC 8785 implementation on any JSON value', () => {
+    fc.assert(
+      fc.property(fc.jsonValue(), fc.boolean(), (value, pretty) => {
+        const text = JSON.stringify(value, null, pretty ? 1 : undefined);
+        const reference = Buffer.from(canonicalBytes(JSON.parse(text))).toString('utf8') === text;
+        expect(codeOf(() => parseCanonical(utf8(text))) === undefined).toBe(reference);
+      }),
+      { numRuns: 2000 },
+    );
   });
 });

@@ -29,6 +29,12 @@ export function parseCanonical(payload: Uint8Array, what = 'payload'): unknown {
   } catch (cause) {
     refuse('MALFORMED', `${what} is not JSON: ${(cause as Error).message}`, cause);
   }
+  if (isCanonicalFast(value, text)) {
+    if (LONE_SURROGATE_ESCAPE.test(text)) refuse('MALFORMED', `${what} holds a lone UTF-16 surrogate`);
+    return value;
+  }
+
+  // The reference path: the RFC 8785 implementation's own output, compared byte for byte.
   let canonical: Uint8Array;
   try {
     canonical = canonicalBytes(value);
@@ -42,6 +48,40 @@ export function parseCanonical(payload: Uint8Array, what = 'payload'): unknown {
     );
   }
   return value;
+}
+
+/**
+ * Valid UTF-8 decodes to well-formed text, so the only way a lone surrogate reaches a parsed
+ * value is a \uD800–\uDFFF escape; a canonical payload never escapes a valid pair, so any such
+ * escape (not itself preceded by an escaping backslash) is a lone one.
+ */
+const LONE_SURROGATE_ESCAPE = /(?:^|[^\\])(?:\\\\)*\\u[dD][89a-fA-F][0-9a-fA-F]{2}/;
+
+/**
+ * A sufficient, cheaper test than re-serializing: RFC 8785 is JSON.stringify with every
+ * object's keys sorted by UTF-16 code units (its numbers and string escapes are ECMAScript's).
+ * So when the parsed value's keys already iterate in that order and JSON.stringify reproduces
+ * the text, the text is canonical. A false answer proves nothing (JavaScript puts integer-like
+ * keys first), and the caller falls back to the reference implementation.
+ */
+function isCanonicalFast(value: unknown, text: string): boolean {
+  return keysInCodeUnitOrder(value) && JSON.stringify(value) === text;
+}
+
+function keysInCodeUnitOrder(value: unknown): boolean {
+  if (value === null || typeof value !== 'object') return true;
+  if (Array.isArray(value)) {
+    for (const item of value) if (!keysInCodeUnitOrder(item)) return false;
+    return true;
+  }
+  let previous: string | undefined;
+  for (const key in value) {
+    // Plain < on strings compares UTF-16 code units, which is the order RFC 8785 sorts by.
+    if (previous !== undefined && !(previous < key)) return false;
+    previous = key;
+    if (!keysInCodeUnitOrder((value as Record<string, unknown>)[key])) return false;
+  }
+  return true;
 }
 
 /**

@@ -20,17 +20,9 @@ const timestamp = z
   .string()
   .regex(RFC3339_UTC, 'must be an RFC 3339 UTC timestamp ending in Z')
   .refine((s) => !Number.isNaN(Date.parse(s)), 'is not a real date');
-const httpUrl = z
-  .string()
-  .max(4096)
-  .refine((s) => {
-    try {
-      const url = new URL(s);
-      return url.protocol === 'http:' || url.protocol === 'https:';
-    } catch {
-      return false;
-    }
-  }, 'must be an http(s) URL');
+// A shape check only (scheme, a host, no whitespace): the downloader parses each URL when it
+// uses it, and a mirror that does not parse is skipped like one that does not answer.
+const httpUrl = z.string().max(4096).regex(/^https?:\/\/[^\s/?#]+(?:[/?#]\S*)?$/, 'must be an http(s) URL');
 const port = z.number().int().min(1).max(65535);
 
 /** Lists whose items are named must not name anything twice (SPEC §3). */
