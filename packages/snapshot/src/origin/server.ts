@@ -65,7 +65,7 @@ export async function startOriginServer(
     res.setHeader('ETag', etag);
     res.setHeader('Cache-Control', immutable ? 'public, max-age=31536000, immutable' : 'no-cache');
     const inm = req.headers['if-none-match'];
-    if (inm !== undefined && inm.split(',').some((tag) => tag.trim() === etag || tag.trim() === '*')) {
+    if (inm?.split(',').some((tag) => tag.trim() === etag || tag.trim() === '*')) {
       res.writeHead(304).end();
       return;
     }
