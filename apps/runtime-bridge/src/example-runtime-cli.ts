@@ -1,0 +1,72 @@
+#!/usr/bin/env node
+import { Command, InvalidArgumentError } from 'commander';
+
+import { type ExampleRuntime, startExampleRuntime } from './example-runtime.js';
+import { cliLogger } from './logger.js';
+
+function nonNegativeInt(value: string): number {
+  const parsed = Number(value);
+  if (!Number.isInteger(parsed) || parsed < 0) throw new InvalidArgumentError(`expected a non-negative integer, found ${value}`);
+  return parsed;
+}
+
+const program = new Command()
+  .name('resultity-example-runtime')
+  .description('A stand-in inference server that embeds the runtime bridge and enforces the job limits live.')
+  .requiredOption('--bridge <url>', 'the Agent endpoint: ws://127.0.0.1:PORT or a unix socket path')
+  .requiredOption('--token-file <file>', 'file holding the bearer token (mode 0600)')
+  .option('--runtime-id <id>', 'what the Agent knows this runtime by', 'example-runtime')
+  .option('--host <host>', 'address of the job API (loopback only)', '127.0.0.1')
+  .option('--port <port>', 'port of the job API (0 picks a free one)', nonNegativeInt, 0)
+  .option('--token-delay-ms <ms>', 'pretend time to generate one token', nonNegativeInt, 5)
+  .option('--concurrency <n>', 'jobs generated at once', nonNegativeInt, 2)
+  .option('--log-level <level>', 'pino log level', 'info');
+
+async function main(): Promise<number> {
+  program.parse();
+  const opts = program.opts<{
+    bridge: string;
+    tokenFile: string;
+    runtimeId: string;
+    host: string;
+    port: number;
+    tokenDelayMs: number;
+    concurrency: number;
+    logLevel: string;
+  }>();
+  const logger = cliLogger(opts.logLevel);
+  let runtime: ExampleRuntime;
+  try {
+    runtime = await startExampleRuntime({
+      bridgeUrl: opts.bridge,
+      tokenFile: opts.tokenFile,
+      runtimeId: opts.runtimeId,
+      http: { host: opts.host, port: opts.port },
+      tokenDelayMs: opts.tokenDelayMs,
+      concurrency: Math.max(1, opts.concurrency),
+      logger,
+    });
+  } catch (error) {
+    const code = error instanceof Error && 'code' in error ? String(error.code) : 'FAILED';
+    logger.error({ code, err: (error as Error).message }, 'the example runtime could not start');
+    return 1;
+  }
+  // One line on stdout that a parent process (the dev network) can read to find the API.
+  process.stdout.write(`${JSON.stringify({ url: runtime.url, runtimeId: opts.runtimeId })}\n`);
+  await new Promise<void>((resolve) => {
+    process.once('SIGTERM', () => resolve());
+    process.once('SIGINT', () => resolve());
+  });
+  await runtime.close();
+  return 0;
+}
+
+main().then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (error: unknown) => {
+    process.stderr.write(`resultity-example-runtime: ${(error as Error).message}\n`);
+    process.exitCode = 1;
+  },
+);

@@ -1,0 +1,11 @@
+export * from './errors.js';
+export { connect, resolveAgentUrl } from './bridge.js';
+export type { ConnectOptions, RuntimeBridge, EnvironmentListener, AdmittedJob, BridgeLogger } from './bridge.js';
+export { backoffDelay, backoffOptions, DEFAULT_BACKOFF } from './backoff.js';
+export type { BackoffOptions } from './backoff.js';
+export { deepFreeze } from './freeze.js';
+export { startSidecar, writeFileAtomic } from './sidecar.js';
+export type { SidecarOptions } from './sidecar.js';
+export { startExampleRuntime } from './example-runtime.js';
+export type { ExampleRuntime, ExampleRuntimeOptions, ExampleRuntimeStats, JobResult } from './example-runtime.js';
+export type { RuntimeEnvironment, JobRequest, ActiveModel } from '@resultity/bridge-protocol';
