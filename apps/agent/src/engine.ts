@@ -318,6 +318,23 @@ export class SyncEngine {
     return this.apply({ verified, bytes }, signal, { reason: 'rollback', pinUntilAbove: pin });
   }
 
+  /**
+   * Verifies envelope bytes as a sync would (root chain, network, expiry, sequence floor)
+   * without recording anything, for `plan`.
+   */
+  async verifyEnvelope(bytes: Uint8Array, options: { expectedDigest?: string; online?: boolean } = {}): Promise<VerifiedSnapshot> {
+    const state = await this.deps.store.read();
+    return verifySnapshot({
+      envelope: bytes,
+      root: await this.trustedRoot(undefined, options.online ?? false),
+      network: this.deps.network,
+      applied: state.high_water,
+      ...(options.expectedDigest ? { expectedDigest: options.expectedDigest } : {}),
+      now: this.deps.clock(),
+      maxBytes: this.deps.maxSnapshotBytes,
+    });
+  }
+
   /** The steps an apply of this envelope (or of what latest.json names) would run, without running them. */
   async planFor(target: ApplyTarget): Promise<readonly string[]> {
     const state = await this.deps.store.read();

@@ -1,4 +1,5 @@
-import type { Job, Snapshot } from '@resultity/snapshot';
+import type { RuntimeEnvironment } from '@resultity/bridge-protocol';
+import type { Snapshot } from '@resultity/snapshot';
 
 /** A snapshot the Agent means to run: the verified content and its digest. */
 export interface ApplyTarget {
@@ -43,13 +44,7 @@ export interface ApplierPort {
 }
 
 /** What the runtime is told after an apply (the runtime bridge protocol's environment). */
-export interface RuntimeEnvironment {
-  digest: string;
-  sequence: number;
-  job: Job;
-  models: { name: string; version: string; sha256: string; path: string }[];
-  participation: { mode: 'testnet' | 'mainnet'; subclouds: string[] };
-}
+export type { RuntimeEnvironment } from '@resultity/bridge-protocol';
 
 /** How the runtimes answered a new environment. `none` means no runtime is connected. */
 export interface NotifyResult {

@@ -1,0 +1,235 @@
+#!/usr/bin/env node
+import { readFile } from 'node:fs/promises';
+
+import { Command, CommanderError } from 'commander';
+
+import { buildAgent, createLogger } from './agent.js';
+import { verifyAuditFile } from './audit.js';
+import { type AgentConfig, loadConfig } from './config.js';
+import { type SyncOutcome, outcomeCode } from './engine.js';
+import { AgentError, errorCode, errorMessage } from './errors.js';
+import { applierFor, startAgent } from './main.js';
+import { type ProgressInfo, noRuntimeNotifier } from './ports.js';
+import { acquireLock, statePaths } from './state.js';
+import { collectStatus, renderStatus } from './status.js';
+import { AGENT_VERSION } from './version.js';
+
+/** Exit codes: 0 converged or nothing new, 1 refused or failed, 2 bad usage or configuration. */
+class ExitError extends Error {
+  constructor(readonly exitCode: number, message: string) {
+    super(message);
+  }
+}
+
+/** Progress of model and image downloads, on a terminal only. */
+function terminalProgress(): ((e: ProgressInfo) => void) | undefined {
+  if (!process.stderr.isTTY) return undefined;
+  let last = 0;
+  return (e) => {
+    const now = Date.now();
+    const done = e.bytesTotal !== null && e.bytesDone >= e.bytesTotal;
+    if (!done && now - last < 200) return;
+    last = now;
+    const mib = (n: number) => `${(n / 1048576).toFixed(1)} MiB`;
+    const pct = e.bytesTotal ? ` ${Math.floor((100 * e.bytesDone) / e.bytesTotal)}%` : '';
+    process.stderr.write(`\r${e.kind} ${e.name}${pct} ${mib(e.bytesDone)}${e.bytesTotal ? ` / ${mib(e.bytesTotal)}` : ''}\x1b[K${done ? '\n' : ''}`);
+  };
+}
+
+/** One-shot commands log only warnings, to stderr, so their stdout stays readable. */
+async function oneShot(config: AgentConfig) {
+  const logger = createLogger({ ...config, log_level: config.log_level === 'info' ? 'warn' : config.log_level }, 2);
+  const applier = applierFor(config, logger);
+  const progress = terminalProgress();
+  const parts = await buildAgent(config, {
+    applier,
+    notifier: noRuntimeNotifier('one-shot command: no runtime bridge is hosted'),
+    logger,
+    ...(progress ? { onProgress: progress } : {}),
+  });
+  return { parts, applier };
+}
+
+function describeOutcome(outcome: SyncOutcome): { ok: boolean; line: string } {
+  switch (outcome.result) {
+    case 'applied':
+      return { ok: true, line: `applied ${outcome.digest} (sequence ${outcome.sequence})` };
+    case 'unchanged':
+      return { ok: true, line: `up to date${outcome.digest ? `: ${outcome.digest}` : ''}` };
+    case 'not-eligible':
+      return { ok: true, line: `not in the rollout of ${outcome.digest}; staying on what runs` };
+    case 'pinned':
+      return { ok: true, line: `pinned to ${outcome.digest} by an operator's rollback; the origin's ${outcome.latest} is not newer` };
+    case 'cancelled':
+      return { ok: false, line: `ABORTED: the apply of ${outcome.digest} was cancelled` };
+    case 'budget-exhausted':
+      return { ok: false, line: `RETRY_BUDGET_EXHAUSTED: ${outcome.digest} failed too often (last ${outcome.code}: ${outcome.message}); waiting for a newer snapshot` };
+    default:
+      return { ok: false, line: `${outcome.code}: ${outcome.message}` };
+  }
+}
+
+export function buildProgram(): Command {
+  const program = new Command('resultity-agent')
+    .description('The Resultity node Agent: keeps this node on a verified configuration snapshot.')
+    .version(AGENT_VERSION, '-V, --version')
+    .exitOverride()
+    .showHelpAfterError();
+
+  program
+    .command('run')
+    .description('run the daemon: sync, apply, host the runtime bridge, serve status (SIGTERM stops cleanly)')
+    .requiredOption('-c, --config <file>', 'configuration file')
+    .action(async (opts: { config: string }) => {
+      const config = await loadConfig(opts.config);
+      const progress = terminalProgress();
+      const agent = await startAgent(config, progress ? { onProgress: progress } : {});
+      await new Promise<void>((resolve) => {
+        let stopping = false;
+        const stop = () => {
+          if (stopping) return;
+          stopping = true;
+          void agent.stop().finally(resolve);
+        };
+        process.once('SIGTERM', stop);
+        process.once('SIGINT', stop);
+      });
+    });
+
+  program
+    .command('sync')
+    .description('run one sync cycle: exit 0 when converged or nothing is new, 1 when refused or failed')
+    .requiredOption('-c, --config <file>', 'configuration file')
+    .option('--once', 'one cycle (the only mode of this command)', true)
+    .action(async (opts: { config: string }) => {
+      const config = await loadConfig(opts.config);
+      const lock = await acquireLock(config.state_dir);
+      try {
+        const { parts } = await oneShot(config);
+        const controller = new AbortController();
+        const abort = () => controller.abort();
+        process.once('SIGTERM', abort);
+        process.once('SIGINT', abort);
+        const recovered = await parts.engine.recover(controller.signal);
+        const outcome = await parts.engine.syncOnce(controller.signal);
+        const described = describeOutcome(outcome);
+        if (!described.ok) throw new ExitError(1, described.line);
+        if (recovered && recovered.result !== 'applied') process.stderr.write(`recovered an interrupted apply: ${outcomeCode(recovered)}\n`);
+        process.stdout.write(`${described.line}\n`);
+      } finally {
+        await lock.release();
+      }
+    });
+
+  program
+    .command('status')
+    .description('show the applied snapshot, last check and error, containers, models, flags and pending update')
+    .requiredOption('-c, --config <file>', 'configuration file')
+    .option('--json', 'print JSON')
+    .action(async (opts: { config: string; json?: boolean }) => {
+      const config = await loadConfig(opts.config);
+      const { parts, applier } = await oneShot(config);
+      const report = await collectStatus(parts, applier);
+      process.stdout.write(opts.json ? `${JSON.stringify(report, null, 2)}\n` : `${renderStatus(report)}\n`);
+    });
+
+  program
+    .command('plan')
+    .description('print the steps an apply would run: of ENVELOPE, or of what the origin names as latest')
+    .requiredOption('-c, --config <file>', 'configuration file')
+    .argument('[envelope]', 'a snapshot envelope file')
+    .action(async (envelope: string | undefined, opts: { config: string }) => {
+      const config = await loadConfig(opts.config);
+      const { parts } = await oneShot(config);
+      let bytes: Uint8Array;
+      let expected: string | undefined;
+      if (envelope !== undefined) {
+        bytes = new Uint8Array(await readFile(envelope));
+      } else {
+        const latest = await parts.origin.latest(null);
+        if (latest.status !== 'ok') throw new AgentError('HTTP_STATUS', 'the origin answered 304 to a request without an ETag');
+        expected = latest.hint.config_digest;
+        bytes = await parts.origin.snapshot(expected);
+      }
+      const verified = await parts.engine.verifyEnvelope(bytes, { ...(expected ? { expectedDigest: expected } : {}), online: envelope === undefined });
+      const lines = await parts.engine.planFor({ snapshot: verified.snapshot, digest: verified.digest });
+      process.stdout.write(`plan for ${verified.digest} (sequence ${verified.snapshot.sequence}):\n`);
+      process.stdout.write(lines.length === 0 ? '  nothing to do\n' : `${lines.map((l, i) => `  ${i + 1}. ${l}`).join('\n')}\n`);
+    });
+
+  program
+    .command('rollback')
+    .description('go back to a verified snapshot from history (audited; pinned until the network publishes a newer sequence)')
+    .requiredOption('-c, --config <file>', 'configuration file')
+    .option('--to <digest>', 'the digest to go back to (default: the previously applied one)')
+    .action(async (opts: { config: string; to?: string }) => {
+      const config = await loadConfig(opts.config);
+      const lock = await acquireLock(config.state_dir);
+      try {
+        const { parts } = await oneShot(config);
+        const outcome = await parts.engine.rollback(opts.to);
+        const described = describeOutcome(outcome);
+        if (!described.ok) throw new ExitError(1, described.line);
+        process.stdout.write(`rolled back: ${described.line}\n`);
+      } finally {
+        await lock.release();
+      }
+    });
+
+  program
+    .command('history')
+    .description('list the verified snapshots kept in the state directory')
+    .requiredOption('-c, --config <file>', 'configuration file')
+    .option('--json', 'print JSON')
+    .action(async (opts: { config: string; json?: boolean }) => {
+      const config = await loadConfig(opts.config);
+      const { parts } = await oneShot(config);
+      const state = await parts.store.read();
+      const rows = [...state.history].sort((a, b) => b.sequence - a.sequence);
+      if (opts.json) {
+        process.stdout.write(`${JSON.stringify(rows, null, 2)}\n`);
+        return;
+      }
+      const lines = rows.map((h) => {
+        const mark = h.digest === state.applied?.digest ? '*' : ' ';
+        return `${mark} ${String(h.sequence).padStart(8)}  ${h.digest}  verified ${h.verified_at}  ${h.applied_at ? `applied ${h.applied_at}` : 'never applied'}`;
+      });
+      process.stdout.write(lines.length === 0 ? 'no verified snapshots yet\n' : `${lines.join('\n')}\n(* = applied)\n`);
+    });
+
+  const audit = program.command('audit').description('the append-only audit log');
+  audit
+    .command('verify')
+    .description('check the hash chain of the audit log and name the first broken entry')
+    .requiredOption('-c, --config <file>', 'configuration file')
+    .action(async (opts: { config: string }) => {
+      const config = await loadConfig(opts.config);
+      const path = statePaths(config.state_dir).audit;
+      const result = await verifyAuditFile(path);
+      if (!result.ok) {
+        throw new ExitError(1, `AUDIT_BROKEN: ${path} line ${result.line}${result.seq === null ? '' : ` (seq ${result.seq})`}: ${result.reason}`);
+      }
+      process.stdout.write(`audit log intact: ${result.entries} entries, head ${result.head}\n`);
+    });
+
+  return program;
+}
+
+async function main(argv: string[]): Promise<number> {
+  const program = buildProgram();
+  try {
+    await program.parseAsync(argv);
+    return 0;
+  } catch (error) {
+    if (error instanceof CommanderError) return error.exitCode === 0 ? 0 : 2;
+    if (error instanceof ExitError) {
+      process.stderr.write(`${error.message}\n`);
+      return error.exitCode;
+    }
+    const code = errorCode(error);
+    process.stderr.write(`${code}: ${errorMessage(error)}\n`);
+    return code === 'CONFIG_INVALID' || code === 'USAGE' ? 2 : 1;
+  }
+}
+
+process.exitCode = await main(process.argv);

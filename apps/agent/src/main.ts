@@ -1,0 +1,99 @@
+import { startBridgeNotifier } from './bridge-adapter.js';
+import { buildAgent, createLogger } from './agent.js';
+import { createApplierPort } from './applier-adapter.js';
+import { type AgentConfig, parseListen } from './config.js';
+import { Daemon } from './loop.js';
+import { type ApplierPort, type Logger, type ProgressInfo, type RuntimeNotifier, noRuntimeNotifier } from './ports.js';
+import { collectStatus } from './status.js';
+import { type StatusServer, startStatusServer } from './status-server.js';
+import { acquireLock } from './state.js';
+import { AGENT_VERSION } from './version.js';
+import { errorCode, errorMessage } from './errors.js';
+
+/** A running Agent daemon and how to stop it. */
+export interface RunningAgent {
+  readonly daemon: Daemon;
+  readonly statusUrl: string | null;
+  readonly bridgeAddress: string | null;
+  stop(): Promise<void>;
+}
+
+/** The applier port every command uses, with the configuration's policy and profile. */
+export function applierFor(config: AgentConfig, logger: Logger): ApplierPort {
+  let warned = false;
+  return createApplierPort({
+    stateDir: config.state_dir,
+    dockerSocketPath: config.docker.socket_path,
+    allowedRegistries: config.allowed_registries,
+    profile: config.profile,
+    requestTimeoutMs: config.limits.request_timeout_ms,
+    onEngineUnavailable: (error) => {
+      if (warned) return;
+      warned = true;
+      logger.warn({ socket: config.docker.socket_path, err: errorMessage(error) }, 'Docker engine is not reachable: snapshots with containers cannot be applied until it is');
+    },
+  });
+}
+
+/**
+ * Wires the daemon: lock, bridge endpoint, applier, engine, loop, status server. Everything
+ * decided lives elsewhere; this only connects the parts.
+ */
+export async function startAgent(config: AgentConfig, options: { logger?: Logger; onProgress?: (e: ProgressInfo) => void } = {}): Promise<RunningAgent> {
+  const lock = await acquireLock(config.state_dir);
+  const logger = options.logger ?? createLogger(config);
+  let notifier: RuntimeNotifier = noRuntimeNotifier('the runtime bridge is disabled in the configuration');
+  let bridgeAddress: string | null = null;
+  let status: StatusServer | null = null;
+  try {
+    if (config.bridge.enabled) {
+      const listen = parseListen(config.bridge.listen);
+      if (listen === null) throw new Error(`bridge.listen ${config.bridge.listen} is not a loopback address`);
+      try {
+        const bridge = await startBridgeNotifier({ listen, tokenFile: config.bridge.token_file, logger, ackTimeoutMs: config.bridge.ack_timeout_ms });
+        notifier = bridge;
+        bridgeAddress = bridge.address;
+        logger.info({ address: bridge.address }, 'runtime bridge endpoint listening');
+      } catch (error) {
+        logger.error({ code: errorCode(error), err: errorMessage(error) }, 'the runtime bridge endpoint did not start; applies are recorded with no runtime');
+        notifier = noRuntimeNotifier(`bridge endpoint not running: ${errorMessage(error)}`);
+      }
+    }
+    const applier = applierFor(config, logger);
+    const parts = await buildAgent(config, { applier, notifier, logger, ...(options.onProgress ? { onProgress: options.onProgress } : {}) });
+    await parts.audit.append('start', { version: AGENT_VERSION, pid: process.pid });
+    const daemon = new Daemon({ engine: parts.engine, origin: parts.origin, logger, metrics: parts.metrics.sink, timers: parts.timers });
+    const applied = (await parts.store.read()).applied;
+    if (applied) parts.metrics.sink.appliedSequence(applied.sequence);
+    if (config.status.listen !== null) {
+      const listen = parseListen(config.status.listen);
+      if (listen !== null) {
+        status = await startStatusServer({
+          listen,
+          registry: parts.metrics.registry,
+          healthy: () => daemon.status().healthy,
+          status: async () => ({ ...(await collectStatus(parts, applier, notifier)), daemon: daemon.status() }),
+        });
+        logger.info({ url: status.url }, 'status, /healthz and /metrics listening');
+      }
+    }
+    await daemon.start();
+    const statusServer = status;
+    return {
+      daemon,
+      statusUrl: statusServer?.url ?? null,
+      bridgeAddress,
+      async stop() {
+        await daemon.stop();
+        await notifier.close().catch(() => undefined);
+        await statusServer?.close();
+        await lock.release();
+      },
+    };
+  } catch (error) {
+    await notifier.close().catch(() => undefined);
+    await status?.close();
+    await lock.release();
+    throw error;
+  }
+}
