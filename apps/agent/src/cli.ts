@@ -38,7 +38,7 @@ function terminalProgress(): ((e: ProgressInfo) => void) | undefined {
 
 /** One-shot commands log only warnings, to stderr, so their stdout stays readable. */
 async function oneShot(config: AgentConfig) {
-  const logger = createLogger({ ...config, log_level: config.log_level === 'info' ? 'warn' : config.log_level }, 2);
+  const logger = createLogger({ ...config, log_level: config.log_level === 'info' || config.log_level === 'warn' ? 'error' : config.log_level }, 2);
   const applier = applierFor(config, logger);
   const progress = terminalProgress();
   const parts = await buildAgent(config, {

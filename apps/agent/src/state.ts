@@ -1,4 +1,4 @@
-import { open, readFile, readdir, rm, stat, unlink } from 'node:fs/promises';
+import { mkdir, open, readFile, readdir, rm, stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 
 import { fsyncDirectory, writeFileAtomic } from '@resultity/snapshot/origin';
@@ -205,6 +205,7 @@ export class StateStore {
  */
 export async function acquireLock(dir: string): Promise<{ release(): Promise<void> }> {
   const path = statePaths(dir).lock;
+  await mkdir(dir, { recursive: true, mode: 0o700 });
   for (let attempt = 0; attempt < 3; attempt++) {
     try {
       const file = await open(path, 'wx', 0o600);

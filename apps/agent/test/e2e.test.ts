@@ -1,0 +1,224 @@
+import { readFile, utimes, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+
+import { originPaths } from '@resultity/snapshot/origin';
+import { generateSigningKey } from '@resultity/snapshot';
+import { tempDir } from '@resultity/testkit';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+import { devSnapshot } from '../src/devnet-kit.js';
+import { type Setup, cli, setup } from './helpers.js';
+
+let bump = 0;
+/**
+ * nginx's ETag is mtime and size; two hints of one length written within a second would share
+ * one, so each hand-written hint gets an mtime of its own.
+ */
+async function writeLatest(dir: string, digest: string, sequence: number) {
+  const path = join(dir, originPaths.latest('testnet'));
+  await writeFile(path, JSON.stringify({ config_digest: digest, sequence }));
+  bump += 1;
+  const when = new Date(Date.now() + bump * 1000);
+  await utimes(path, when, when);
+}
+
+async function auditTypes(stateDir: string): Promise<{ type: string; code?: string }[]> {
+  const text = await readFile(join(stateDir, 'audit.jsonl'), 'utf8');
+  return text.trim().split('\n').map((l) => JSON.parse(l) as { type: string; code?: string });
+}
+
+async function status(config: string): Promise<{ applied: { digest: string; sequence: number } | null; last_error: { code: string } | null }> {
+  const result = await cli(['status', '--config', config, '--json']);
+  expect(result.code).toBe(0);
+  return JSON.parse(result.stdout);
+}
+
+describe.each(['dev', 'nginx'] as const)('sync --once against the %s origin', (kind) => {
+  let work: { path: string; cleanup: () => Promise<void> };
+  let s: Setup;
+  const digests: string[] = [];
+
+  beforeAll(async () => {
+    work = await tempDir(`agent-e2e-${kind}-`);
+    s = await setup(work.path, kind);
+  });
+  afterAll(async () => {
+    await s.close();
+    await work.cleanup();
+  });
+
+  it('applies the first snapshot and exits 0', async () => {
+    const { digest } = await s.net.publish(devSnapshot({ network: 'testnet', sequence: 1 }));
+    digests.push(digest);
+    const result = await cli(['sync', '--once', '--config', s.config]);
+    expect(result.stderr).toBe('');
+    expect(result.code).toBe(0);
+    expect(result.stdout).toContain(`applied ${digest}`);
+    expect((await status(s.config)).applied).toEqual({ digest, sequence: 1 });
+  });
+
+  it('re-syncs to no change (ETag → 304) and exits 0', async () => {
+    const result = await cli(['sync', '--once', '--config', s.config]);
+    expect(result.code).toBe(0);
+    expect(result.stdout).toContain('up to date');
+    const state = JSON.parse(await readFile(join(s.stateDir, 'state.json'), 'utf8'));
+    expect(state.etag).toEqual(expect.any(String));
+  });
+
+  it('applies an update', async () => {
+    const { digest } = await s.net.publish(devSnapshot({ network: 'testnet', sequence: 2, maxTokens: 2048 }));
+    digests.push(digest);
+    const result = await cli(['sync', '--once', '--config', s.config]);
+    expect(result.code).toBe(0);
+    expect((await status(s.config)).applied).toEqual({ digest, sequence: 2 });
+  });
+
+  describe('refused updates keep the last-known-good and are audited with their code', () => {
+    const hostile: [string, () => Promise<void>][] = [
+      [
+        'SIGNATURE_THRESHOLD',
+        async () => {
+          const signed = s.net.sign(devSnapshot({ network: 'testnet', sequence: 3 }), [generateSigningKey()]);
+          await place(signed.digest, 3, signed.bytes);
+        },
+      ],
+      [
+        'EXPIRED',
+        async () => {
+          const snap = devSnapshot({ network: 'testnet', sequence: 4, now: new Date('2020-01-01T00:00:00Z') });
+          const signed = s.net.sign(snap);
+          await place(signed.digest, 4, signed.bytes);
+        },
+      ],
+      [
+        'NETWORK_MISMATCH',
+        async () => {
+          const signed = s.net.sign(devSnapshot({ network: 'othernet', sequence: 5 }));
+          await place(signed.digest, 5, signed.bytes);
+        },
+      ],
+      [
+        'ROLLBACK',
+        async () => {
+          const signed = s.net.sign(devSnapshot({ network: 'testnet', sequence: 1, maxTokens: 7 }));
+          await place(signed.digest, 1, signed.bytes);
+        },
+      ],
+      [
+        'DIGEST_MISMATCH',
+        async () => {
+          const a = s.net.sign(devSnapshot({ network: 'testnet', sequence: 6 }));
+          const b = s.net.sign(devSnapshot({ network: 'testnet', sequence: 7 }));
+          await place(a.digest, 6, b.bytes);
+        },
+      ],
+      [
+        'TOO_LARGE',
+        async () => {
+          const digest = `sha256:${'c'.repeat(64)}`;
+          await place(digest, 8, new Uint8Array(200 * 1024).fill(0x20));
+        },
+      ],
+      [
+        'MALFORMED',
+        async () => {
+          await place(`sha256:${'d'.repeat(64)}`, 9, new TextEncoder().encode('{"payloadType": 1'));
+        },
+      ],
+    ];
+
+    async function place(digest: string, sequence: number, bytes: Uint8Array) {
+      const dir = s.net.originDir;
+      await writeFile(join(dir, originPaths.snapshot('testnet', digest.slice(7))), bytes);
+      await writeLatest(dir, digest, sequence);
+    }
+
+    it.each(hostile)('%s', async (code, arrange) => {
+      await arrange();
+      const result = await cli(['sync', '--once', '--config', s.config]);
+      expect(result.code).toBe(1);
+      expect(result.stderr).toMatch(new RegExp(`^${code}: `));
+      expect((await status(s.config)).applied).toEqual({ digest: digests[1], sequence: 2 });
+      const entries = await auditTypes(s.stateDir);
+      expect(entries.filter((e) => e.type === 'refused').at(-1)?.code).toBe(code);
+    });
+  });
+
+  describe('the retry budget', () => {
+    it('stops fetching a digest after retry_budget refusals and says so', async () => {
+      const signed = s.net.sign(devSnapshot({ network: 'testnet', sequence: 10 }), [generateSigningKey()]);
+      await writeFile(join(s.net.originDir, originPaths.snapshot('testnet', signed.digest.slice(7))), signed.bytes);
+      await writeLatest(s.net.originDir, signed.digest, 10);
+      for (let i = 0; i < 3; i++) expect((await cli(['sync', '--once', '--config', s.config])).stderr).toMatch(/^SIGNATURE_THRESHOLD/);
+      const refusals = (await auditTypes(s.stateDir)).filter((e) => e.type === 'refused').length;
+      const after = await cli(['sync', '--once', '--config', s.config]);
+      expect(after.code).toBe(1);
+      expect(after.stderr).toMatch(/^RETRY_BUDGET_EXHAUSTED: /);
+      const entries = await auditTypes(s.stateDir);
+      expect(entries.filter((e) => e.type === 'refused')).toHaveLength(refusals);
+      expect(entries.some((e) => e.type === 'budget-exhausted')).toBe(true);
+    });
+
+    it('applies again once a newer snapshot appears', async () => {
+      const { digest } = await s.net.publish(devSnapshot({ network: 'testnet', sequence: 11 }));
+      digests.push(digest);
+      const result = await cli(['sync', '--once', '--config', s.config]);
+      expect(result.code).toBe(0);
+      expect((await status(s.config)).applied).toEqual({ digest, sequence: 11 });
+    });
+  });
+
+  describe('operator rollback', () => {
+    it('goes back to the previous snapshot, is audited, and stays pinned until a newer sequence', async () => {
+      const back = await cli(['rollback', '--config', s.config, '--to', digests[1] as string]);
+      expect(back.stderr).toBe('');
+      expect(back.code).toBe(0);
+      expect((await status(s.config)).applied).toEqual({ digest: digests[1], sequence: 2 });
+      const pinned = await cli(['sync', '--once', '--config', s.config]);
+      expect(pinned.code).toBe(0);
+      expect(pinned.stdout).toContain('pinned');
+      expect((await status(s.config)).applied?.sequence).toBe(2);
+      const { digest } = await s.net.publish(devSnapshot({ network: 'testnet', sequence: 12 }));
+      expect((await cli(['sync', '--once', '--config', s.config])).code).toBe(0);
+      expect((await status(s.config)).applied).toEqual({ digest, sequence: 12 });
+      expect((await auditTypes(s.stateDir)).some((e) => e.type === 'rollback')).toBe(true);
+    });
+
+    it('lists what it can go back to in history', async () => {
+      const result = await cli(['history', '--config', s.config]);
+      expect(result.code).toBe(0);
+      for (const d of digests) expect(result.stdout).toContain(d);
+    });
+  });
+
+  describe('audit verify', () => {
+    it('accepts the intact log, then names the first entry of a tampered one', async () => {
+      const ok = await cli(['audit', 'verify', '--config', s.config]);
+      expect(ok.code).toBe(0);
+      expect(ok.stdout).toContain('audit log intact');
+      const path = join(s.stateDir, 'audit.jsonl');
+      const lines = (await readFile(path, 'utf8')).trim().split('\n');
+      lines[3] = (lines[3] as string).replace('"type":"', '"type":"x');
+      await writeFile(path, `${lines.join('\n')}\n`);
+      const broken = await cli(['audit', 'verify', '--config', s.config]);
+      expect(broken.code).toBe(1);
+      expect(broken.stderr).toMatch(/^AUDIT_BROKEN: .*line 5 \(seq 4\)/);
+    });
+  });
+});
+
+describe('configuration errors', () => {
+  it('name the field and exit 2', async () => {
+    const work = await tempDir('agent-config-');
+    try {
+      const file = join(work.path, 'agent.json');
+      await writeFile(file, JSON.stringify({ network: 'testnet', origin: 'ftp://x', node_id: 'n', trust_root: [], state_dir: 's' }));
+      const result = await cli(['status', '--config', file]);
+      expect(result.code).toBe(2);
+      expect(result.stderr).toMatch(/^CONFIG_INVALID: .*origin: must be an http\(s\) URL/);
+      expect(result.stderr).toContain('trust_root');
+    } finally {
+      await work.cleanup();
+    }
+  });
+});

@@ -1,0 +1,137 @@
+import { type ChildProcess, execFile, spawn } from 'node:child_process';
+import { mkdir, writeFile } from 'node:fs/promises';
+import { createServer } from 'node:net';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+
+import { startOriginServer } from '@resultity/snapshot/origin';
+
+import type { ConfigInput } from '../src/config.js';
+import { type DevNetwork, createDevNetwork, writeAgentConfig } from '../src/devnet-kit.js';
+
+const run = promisify(execFile);
+export const CLI = join(dirname(fileURLToPath(import.meta.url)), '..', 'dist', 'cli.js');
+
+/** A published origin tree served by the dev origin or by nginx. */
+export interface ServedOrigin {
+  readonly url: string;
+  close(): Promise<void>;
+}
+
+export async function freePort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as { port: number };
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  return port;
+}
+
+export async function serveWithDevOrigin(dir: string): Promise<ServedOrigin> {
+  await mkdir(dir, { recursive: true });
+  const origin = await startOriginServer({ dir });
+  return { url: origin.url, close: () => origin.close() };
+}
+
+/** Debian's nginx on a free loopback port, serving the tree statically (ETag and 304 are nginx's own). */
+export async function serveWithNginx(dir: string, work: string): Promise<ServedOrigin> {
+  await mkdir(dir, { recursive: true });
+  const prefix = join(work, 'nginx');
+  await mkdir(join(prefix, 'logs'), { recursive: true });
+  const port = await freePort();
+  const conf = join(prefix, 'nginx.conf');
+  await writeFile(
+    conf,
+    `daemon off;
+${process.getuid?.() === 0 ? 'user root;' : ''}
+worker_processes 1;
+pid ${prefix}/nginx.pid;
+error_log ${prefix}/logs/error.log warn;
+events { worker_connections 64; }
+http {
+  access_log off;
+  client_body_temp_path ${prefix}/body;
+  proxy_temp_path ${prefix}/proxy;
+  fastcgi_temp_path ${prefix}/fastcgi;
+  uwsgi_temp_path ${prefix}/uwsgi;
+  scgi_temp_path ${prefix}/scgi;
+  default_type application/json;
+  server {
+    listen 127.0.0.1:${port};
+    root ${dir};
+    etag on;
+    location / { try_files $uri =404; }
+  }
+}
+`,
+  );
+  const child = spawn('/usr/sbin/nginx', ['-p', prefix, '-c', conf], { stdio: ['ignore', 'ignore', 'pipe'] });
+  let stderr = '';
+  child.stderr?.on('data', (d: Buffer) => {
+    stderr += d.toString();
+  });
+  const url = `http://127.0.0.1:${port}`;
+  for (let i = 0; i < 100; i++) {
+    if (child.exitCode !== null) throw new Error(`nginx exited: ${stderr}`);
+    try {
+      await fetch(`${url}/`);
+      break;
+    } catch {
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+  return {
+    url,
+    close: async () => {
+      if (child.exitCode !== null) return;
+      const exited = new Promise((resolve) => child.once('exit', resolve));
+      child.kill('SIGQUIT');
+      await exited;
+    },
+  };
+}
+
+/** Runs the built CLI; never throws on a non-zero exit. */
+export async function cli(args: string[], options: { timeoutMs?: number } = {}): Promise<{ code: number; stdout: string; stderr: string }> {
+  try {
+    const { stdout, stderr } = await run(process.execPath, [CLI, ...args], { timeout: options.timeoutMs ?? 60_000 });
+    return { code: 0, stdout, stderr };
+  } catch (error) {
+    const e = error as { code?: number; stdout?: string; stderr?: string };
+    return { code: typeof e.code === 'number' ? e.code : -1, stdout: e.stdout ?? '', stderr: e.stderr ?? '' };
+  }
+}
+
+/** A network, an origin serving it, and an Agent configuration pointing at it. */
+export interface Setup {
+  readonly net: DevNetwork;
+  readonly origin: ServedOrigin;
+  readonly config: string;
+  readonly stateDir: string;
+  close(): Promise<void>;
+}
+
+export async function setup(work: string, kind: 'dev' | 'nginx', overrides: Partial<ConfigInput> = {}): Promise<Setup> {
+  const net = await createDevNetwork(join(work, 'net'), 'testnet');
+  const origin = kind === 'dev' ? await serveWithDevOrigin(net.originDir) : await serveWithNginx(net.originDir, work);
+  const stateDir = join(work, 'state');
+  const config = await writeAgentConfig(join(work, 'agent.json'), {
+    network: 'testnet',
+    origin: origin.url,
+    node_id: 'node-test-1',
+    trust_root: ['net/root/1.json'],
+    state_dir: 'state',
+    allowed_registries: ['127.0.0.1:5000'],
+    bridge: { enabled: false },
+    status: { listen: null },
+    limits: { max_snapshot_bytes: 64 * 1024, request_timeout_ms: 5000 },
+    retry_budget: 3,
+    ...overrides,
+  });
+  return { net, origin, config, stateDir, close: () => origin.close() };
+}
+
+export function waitForExit(child: ChildProcess): Promise<number | null> {
+  if (child.exitCode !== null) return Promise.resolve(child.exitCode);
+  return new Promise((resolve) => child.once('exit', (code) => resolve(code)));
+}
