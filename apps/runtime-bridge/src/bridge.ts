@@ -318,7 +318,8 @@ export async function connect(options: ConnectOptions): Promise<RuntimeBridge> {
       return reply({ ok: false, code: 'ENVIRONMENT_INVALID', text: (error as Error).message });
     }
     if (current !== null && current.digest === next.digest) return reply({ ok: true });
-    const frozen = deepFreeze(structuredClone(next));
+    // The parsed environment is a fresh object nobody else holds, so it can be frozen as it is.
+    const frozen = deepFreeze(next);
     try {
       await options.check?.(frozen);
     } catch (error) {

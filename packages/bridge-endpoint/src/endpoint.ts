@@ -13,6 +13,7 @@ import {
   type RuntimeEnvironment,
   type RuntimeMessage,
   checkToken,
+  encodeEnvironmentFrame,
   encodeMessage,
   parseRuntimeEnvironment,
   parseRuntimeMessage,
@@ -39,7 +40,11 @@ export interface BridgeEndpointOptions {
   logger?: EndpointLogger;
   /** Largest frame accepted, in bytes; a larger one closes the connection with 1009. Default 1 MiB. */
   maxFrameBytes?: number;
-  /** Sustained messages per second per connection; a burst of twice that is allowed. Default 50. */
+  /**
+   * Sustained unsolicited messages per second per connection (hello, ping, anything unexpected);
+   * a burst of twice that is allowed. Acks to pending environments and awaited pongs are exempt,
+   * since their pace is the Agent's. Default 50.
+   */
   messagesPerSecond?: number;
   /** Malformed messages tolerated per connection before it is closed with 1008. Default 5. */
   maxMalformed?: number;
@@ -240,19 +245,22 @@ export async function startBridgeEndpoint(options: BridgeEndpointOptions): Promi
 
     ws.on('message', (data, isBinary) => {
       if (peer.closing) return;
-      if (!peer.bucket.take()) {
-        stats.rateLimited += 1;
-        closePeer(peer, CLOSE_CODES.POLICY_VIOLATION, `rate limit: expected at most ${perSecond} messages per second`);
-        return;
-      }
-      let message: RuntimeMessage;
+      let message: RuntimeMessage | null = null;
+      let failure: ProtocolError | null = null;
       try {
         if (isBinary) throw new ProtocolError('MALFORMED', 'expected a text frame, found a binary one');
         message = parseRuntimeMessage(data as Buffer);
       } catch (error) {
-        const code = error instanceof ProtocolError ? error.code : 'MALFORMED';
-        return malformed(peer, code, (error as Error).message);
+        failure = error instanceof ProtocolError ? error : new ProtocolError('MALFORMED', (error as Error).message);
       }
+      // Answers the endpoint asked for (an ack to a pending environment, the awaited pong) are
+      // as frequent as the Agent makes them; everything else the bridge says on its own counts.
+      if (!(message !== null && solicited(peer, message)) && !peer.bucket.take()) {
+        stats.rateLimited += 1;
+        closePeer(peer, CLOSE_CODES.POLICY_VIOLATION, `rate limit: expected at most ${perSecond} messages per second`);
+        return;
+      }
+      if (message === null) return malformed(peer, (failure as ProtocolError).code, (failure as ProtocolError).message);
       handle(peer, message);
     });
     ws.on('error', (error: Error & { code?: string }) => {
@@ -268,6 +276,12 @@ export async function startBridgeEndpoint(options: BridgeEndpointOptions): Promi
       peer.pending.clear();
       logger.info({ runtimeId: peer.runtimeId, remote }, 'bridge disconnected');
     });
+  }
+
+  function solicited(peer: Peer, message: RuntimeMessage): boolean {
+    if (message.type === 'pong') return message.id === peer.awaitingPong;
+    if (message.type === 'ack' || message.type === 'nack') return peer.pending.get(message.nonce)?.digest === message.digest;
+    return false;
   }
 
   function malformed(peer: Peer, code: string, message: string): void {
@@ -314,6 +328,16 @@ export async function startBridgeEndpoint(options: BridgeEndpointOptions): Promi
     if (current !== null && current.digest !== peer.digest) void deliver(peer, current);
   }
 
+  const serializedCache = new WeakMap<RuntimeEnvironment, string>();
+  function serialized(env: RuntimeEnvironment): string {
+    let json = serializedCache.get(env);
+    if (json === undefined) {
+      json = JSON.stringify(env);
+      serializedCache.set(env, json);
+    }
+    return json;
+  }
+
   /** Sends an environment to one bridge and resolves with its answer (never rejects). */
   function deliver(peer: Peer, env: RuntimeEnvironment): Promise<BridgeAck> {
     const runtimeId = peer.runtimeId ?? 'unknown';
@@ -342,7 +366,7 @@ export async function startBridgeEndpoint(options: BridgeEndpointOptions): Promi
       peer.pending.set(nonce, { digest: env.digest, settle });
     });
     peer.inflight.set(env.digest, answer);
-    send(peer, { type: 'environment', nonce, digest: env.digest, environment: env });
+    if (peer.ws.readyState === peer.ws.OPEN) peer.ws.send(encodeEnvironmentFrame(nonce, env.digest, serialized(env)));
     return answer;
   }
 

@@ -196,6 +196,19 @@ describe('misbehaving clients', () => {
     expect(await good.next('pong')).toEqual({ type: 'pong', id: 1 });
   });
 
+  it('does not count answers to its own environments against the rate limit', async () => {
+    const server = await endpoint({ messagesPerSecond: 1 });
+    const client = await helloClient(server.address, 'busy');
+    for (let n = 10; n < 30; n++) {
+      const env = sampleEnvironment(n);
+      const acks = server.setEnvironment(env);
+      const message = await client.next('environment');
+      client.send({ type: 'ack', nonce: message.nonce, digest: env.digest });
+      expect((await acks)[0]?.ok).toBe(true);
+    }
+    expect(server.stats()).toMatchObject({ rateLimited: 0, acks: 20 });
+  });
+
   it('closes a client that never says hello', async () => {
     const server = await endpoint({ helloTimeoutMs: 50 });
     const { client, opened: ready } = rawClient(server.address);

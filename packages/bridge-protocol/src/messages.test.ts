@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 
 import { ProtocolError } from './errors.js';
-import { encodeMessage, parseAgentMessage, parseBridgeMessage, parseRuntimeMessage } from './messages.js';
+import { encodeEnvironmentFrame, encodeMessage, parseAgentMessage, parseBridgeMessage, parseRuntimeMessage } from './messages.js';
 
 const DIGEST = `sha256:${'b'.repeat(64)}`;
 
@@ -39,6 +39,14 @@ describe('parseBridgeMessage', () => {
     expect(refusal(() => parseBridgeMessage('{"type":"shutdown"}')).code).toBe('INVALID_MESSAGE');
     expect(refusal(() => parseBridgeMessage('{"type":"hello","runtimeId":"","digest":null}')).code).toBe('INVALID_MESSAGE');
     expect(refusal(() => parseBridgeMessage('{"type":"ack","nonce":"n","digest":"sha256:short"}')).code).toBe('INVALID_MESSAGE');
+  });
+});
+
+describe('encodeEnvironmentFrame', () => {
+  it('builds the same message encodeMessage would', () => {
+    const environment = { digest: DIGEST, sequence: 1, note: 'quote " and \\ backslash' };
+    const frame = encodeEnvironmentFrame('n"1', DIGEST, JSON.stringify(environment));
+    expect(JSON.parse(frame)).toEqual({ type: 'environment', nonce: 'n"1', digest: DIGEST, environment });
   });
 });
 

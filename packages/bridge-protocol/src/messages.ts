@@ -189,3 +189,11 @@ export interface OutgoingEnvironmentMessage {
 export function encodeMessage(message: BridgeMessage | OutgoingEnvironmentMessage): string {
   return JSON.stringify(message);
 }
+
+/**
+ * Builds an `environment` frame around an environment serialized once, so the endpoint does
+ * not stringify the same environment again for each of a hundred bridges.
+ */
+export function encodeEnvironmentFrame(nonce: string, digest: string, environmentJson: string): string {
+  return `{"type":"environment","nonce":${JSON.stringify(nonce)},"digest":${JSON.stringify(digest)},"environment":${environmentJson}}`;
+}
