@@ -181,3 +181,37 @@ export async function writeAgentConfig(file: string, input: ConfigInput): Promis
   await writeFileAtomic(file, `${JSON.stringify(input, null, 2)}\n`);
   return file;
 }
+
+/** An image in a local registry, as a snapshot's container names it. */
+export interface RegistryImage {
+  readonly image: string;
+  readonly tag: string;
+  readonly digest: string;
+}
+
+/**
+ * Builds a tiny image FROM scratch holding a static busybox and pushes it to a local registry
+ * (nothing is pulled from the internet). Needs the docker CLI and a reachable engine.
+ */
+export async function buildBusyboxImage(options: { registry: string; busybox?: string; repository?: string; tag?: string; workDir: string }): Promise<RegistryImage> {
+  const { execFile } = await import('node:child_process');
+  const { promisify } = await import('node:util');
+  const { copyFile, mkdtemp, rm } = await import('node:fs/promises');
+  const run = promisify(execFile);
+  const context = await mkdtemp(join(options.workDir, 'busybox-image-'));
+  try {
+    await copyFile(options.busybox ?? process.env.RESULTITY_BUSYBOX ?? '/bin/busybox', join(context, 'busybox'));
+    await writeFileAtomic(join(context, 'Dockerfile'), 'FROM scratch\nCOPY busybox /bin/busybox\nCMD ["/bin/busybox", "sleep", "3600"]\n');
+    const image = `${options.registry}/${options.repository ?? 'resultity-dev/busybox'}`;
+    const tag = options.tag ?? '1';
+    await run('docker', ['build', '-q', '-t', `${image}:${tag}`, context], { timeout: 120_000 });
+    await run('docker', ['push', `${image}:${tag}`], { timeout: 120_000 });
+    const { stdout } = await run('docker', ['image', 'inspect', '--format', '{{json .RepoDigests}}', `${image}:${tag}`]);
+    const digests = JSON.parse(stdout) as string[];
+    const match = digests.find((d) => d.startsWith(`${image}@`));
+    if (!match) throw new Error(`no registry digest for ${image}:${tag} after the push (found ${digests.join(', ')})`);
+    return { image, tag, digest: match.slice(image.length + 1) };
+  } finally {
+    await rm(context, { recursive: true, force: true });
+  }
+}

@@ -26,7 +26,8 @@ export function applierFor(config: AgentConfig, logger: Logger): ApplierPort {
     dockerSocketPath: config.docker.socket_path,
     allowedRegistries: config.allowed_registries,
     profile: config.profile,
-    requestTimeoutMs: config.limits.request_timeout_ms,
+    // Engine calls such as a container stop legitimately take longer than an origin request.
+    requestTimeoutMs: Math.max(config.limits.request_timeout_ms, 60_000),
     onEngineUnavailable: (error) => {
       if (warned) return;
       warned = true;

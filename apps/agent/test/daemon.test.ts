@@ -1,0 +1,121 @@
+import { type ChildProcess, spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdir, readFile, readdir } from 'node:fs/promises';
+import { join } from 'node:path';
+
+import { tempDir } from '@resultity/testkit';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+import { verifyAuditFile } from '../src/audit.js';
+import { type FileServer, devSnapshot, makeModel, startFileServer } from '../src/devnet-kit.js';
+import { CLI, type Setup, freePort, setup, waitForExit } from './helpers.js';
+
+interface StateFile {
+  applied: { digest: string; sequence: number } | null;
+}
+
+async function readState(stateDir: string): Promise<StateFile | null> {
+  try {
+    return JSON.parse(await readFile(join(stateDir, 'state.json'), 'utf8')) as StateFile;
+  } catch {
+    return null;
+  }
+}
+
+async function exists(path: string): Promise<boolean> {
+  return readFile(path).then(
+    () => true,
+    () => false,
+  );
+}
+
+/** Polls a condition; fails with `what` after the deadline (a liveness bound, not a timing assertion). */
+async function until<T>(what: string, probe: () => Promise<T | null | undefined | false>, ms = 30_000): Promise<T> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const value = await probe();
+    if (value) return value;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+function startDaemon(config: string): { child: ChildProcess; output: () => string } {
+  const child = spawn(process.execPath, [CLI, 'run', '--config', config], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  child.stdout?.on('data', (d: Buffer) => {
+    out += d.toString();
+  });
+  child.stderr?.on('data', (d: Buffer) => {
+    out += d.toString();
+  });
+  return { child, output: () => out };
+}
+
+describe('the daemon', () => {
+  let work: { path: string; cleanup: () => Promise<void> };
+  let s: Setup;
+  let files: FileServer;
+  let statusPort: number;
+  const children: ChildProcess[] = [];
+
+  beforeAll(async () => {
+    work = await tempDir('agent-daemon-');
+    statusPort = await freePort();
+    s = await setup(work.path, 'dev', {
+      bridge: { enabled: true, listen: '127.0.0.1:0' },
+      status: { listen: `127.0.0.1:${statusPort}` },
+      timers: { poll_interval_s: 1, heartbeat_interval_s: 1, retry_initial_ms: 100, retry_max_ms: 1000 },
+    });
+    await mkdir(join(work.path, 'files'));
+    files = await startFileServer(join(work.path, 'files'));
+  });
+
+  afterAll(async () => {
+    for (const child of children) if (child.exitCode === null) child.kill('SIGKILL');
+    await files.close();
+    await s.close();
+    await work.cleanup();
+  });
+
+  it('converges after kill -9 in the middle of an apply, with no operator help', async () => {
+    const small = await makeModel(join(work.path, 'files'), files, 'small', '1.0.0', randomBytes(1024));
+    const first = await s.net.publish(devSnapshot({ network: 'testnet', sequence: 1, models: [small], pollSeconds: 1 }));
+    const one = startDaemon(s.config);
+    children.push(one.child);
+    await until('the first snapshot to be applied', async () => (await readState(s.stateDir))?.applied?.digest === first.digest);
+    const health = await fetch(`http://127.0.0.1:${statusPort}/healthz`);
+    expect(health.status).toBe(200);
+    const metrics = await (await fetch(`http://127.0.0.1:${statusPort}/metrics`)).text();
+    expect(metrics).toContain('resultity_agent_applied_sequence 1');
+
+    // A 2 MiB model served at 256 KiB/s: the apply is surely in progress when the Agent is killed.
+    files.throttle = 256 * 1024;
+    const big = await makeModel(join(work.path, 'files'), files, 'big', '2.0.0', randomBytes(2 * 1024 * 1024));
+    const second = await s.net.publish(devSnapshot({ network: 'testnet', sequence: 2, models: [small, big], pollSeconds: 1 }));
+    await until('the apply to start', () => exists(join(s.stateDir, 'journal.json')));
+    await until('the download to be under way', async () => {
+      const staging = await readdir(join(s.stateDir, 'models'), { recursive: true }).catch(() => [] as string[]);
+      return staging.some((name) => String(name).includes(big.sha256)) || staging.some((name) => /part|tmp|staging/.test(String(name)));
+    });
+    one.child.kill('SIGKILL');
+    await waitForExit(one.child);
+    expect((await readState(s.stateDir))?.applied?.digest).toBe(first.digest);
+    expect(await exists(join(s.stateDir, 'journal.json'))).toBe(true);
+
+    files.throttle = 0;
+    const two = startDaemon(s.config);
+    children.push(two.child);
+    await until('the second snapshot to be applied after the restart', async () => (await readState(s.stateDir))?.applied?.digest === second.digest);
+    await until('the journal to be cleared', async () => !(await exists(join(s.stateDir, 'journal.json'))));
+    const index = await readFile(join(s.stateDir, 'models', 'index.json'), 'utf8').catch(() => '');
+    expect(index).toContain(big.sha256);
+    const audit = await readFile(join(s.stateDir, 'audit.jsonl'), 'utf8');
+    expect(audit).toContain('"type":"recover"');
+    expect((await verifyAuditFile(join(s.stateDir, 'audit.jsonl'))).ok).toBe(true);
+
+    two.child.kill('SIGTERM');
+    expect(await waitForExit(two.child)).toBe(0);
+    expect(await exists(join(s.stateDir, 'agent.lock'))).toBe(false);
+  });
+});
