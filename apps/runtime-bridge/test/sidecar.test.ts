@@ -6,7 +6,7 @@ import { fileURLToPath } from 'node:url';
 
 import { afterEach, describe, expect, it } from 'vitest';
 
-import { BridgeError, type RuntimeBridge, startSidecar } from '../src/index.js';
+import { type BridgeError, type RuntimeBridge, startSidecar } from '../src/index.js';
 import { FAST_BACKOFF, TOKEN, endpoints, environment, tokenDir, until } from './helpers.js';
 
 const servers = endpoints();

@@ -260,8 +260,8 @@ export async function startBridgeEndpoint(options: BridgeEndpointOptions): Promi
         closePeer(peer, CLOSE_CODES.POLICY_VIOLATION, `rate limit: expected at most ${perSecond} messages per second`);
         return;
       }
-      if (message === null) return malformed(peer, (failure as ProtocolError).code, (failure as ProtocolError).message);
-      handle(peer, message);
+      if (message === null) malformed(peer, (failure as ProtocolError).code, (failure as ProtocolError).message);
+      else handle(peer, message);
     });
     ws.on('error', (error: Error & { code?: string }) => {
       if (error.code === 'WS_ERR_UNSUPPORTED_MESSAGE_LENGTH') stats.oversized += 1;
@@ -294,16 +294,26 @@ export async function startBridgeEndpoint(options: BridgeEndpointOptions): Promi
   }
 
   function handle(peer: Peer, message: RuntimeMessage): void {
-    if (message.type === 'ping') return send(peer, { type: 'pong', id: message.id });
-    if (message.type === 'hello') return hello(peer, message);
-    if (peer.runtimeId === null) return malformed(peer, 'HELLO_REQUIRED', `expected hello first, found ${message.type}`);
+    if (message.type === 'ping') {
+      send(peer, { type: 'pong', id: message.id });
+      return;
+    }
+    if (message.type === 'hello') {
+      hello(peer, message);
+      return;
+    }
+    if (peer.runtimeId === null) {
+      malformed(peer, 'HELLO_REQUIRED', `expected hello first, found ${message.type}`);
+      return;
+    }
     if (message.type === 'pong') {
       if (message.id === peer.awaitingPong) peer.awaitingPong = null;
       return;
     }
     const waiting = peer.pending.get(message.nonce);
     if (waiting === undefined || waiting.digest !== message.digest) {
-      return malformed(peer, 'UNKNOWN_NONCE', `expected an answer to an environment sent, found nonce ${message.nonce.slice(0, 128)} for ${message.digest}`);
+      malformed(peer, 'UNKNOWN_NONCE', `expected an answer to an environment sent, found nonce ${message.nonce.slice(0, 128)} for ${message.digest}`);
+      return;
     }
     peer.pending.delete(message.nonce);
     if (message.type === 'ack') {
@@ -315,7 +325,10 @@ export async function startBridgeEndpoint(options: BridgeEndpointOptions): Promi
   }
 
   function hello(peer: Peer, message: HelloMessage): void {
-    if (peer.runtimeId !== null) return malformed(peer, 'UNEXPECTED_MESSAGE', 'expected one hello per connection, found a second');
+    if (peer.runtimeId !== null) {
+      malformed(peer, 'UNEXPECTED_MESSAGE', 'expected one hello per connection, found a second');
+      return;
+    }
     clearTimeout(peer.helloTimer);
     for (const other of peers) {
       // A runtime that reconnects before its old connection timed out replaces it.
