@@ -1,0 +1,311 @@
+import { canonicalBytes, configDigest, SnapshotSchema, type ContainerSpec } from '@resultity/snapshot';
+import { sampleSnapshot, tempDir } from '@resultity/testkit';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+import {
+  ApplyError,
+  DockerEngine,
+  createDefaultPorts,
+  desiredStateFrom,
+  execute,
+  labelKeys,
+  plan,
+  readCurrentState,
+  type ApplierPolicy,
+  type ApplierPorts,
+  type Step,
+  type Strategy,
+} from '../src/index.js';
+import { TEST_REGISTRY, buildTestImage, docker, removeContainersLabelled, type TestImage } from './support/images.js';
+import { startTamperingRegistry } from './support/tampering-registry.js';
+
+const runId = `${process.pid}x${Date.now().toString(36)}`;
+const policy: ApplierPolicy = {
+  allowedRegistries: [TEST_REGISTRY],
+  labelPrefix: `io.resultity.t${runId}`,
+  containerNamePrefix: `rt${runId}`,
+};
+const keys = labelKeys(policy);
+const profile = { vram_gb: 24, regions: ['eu'], gpu: [] };
+const job = { max_tokens: 4096, max_queue_size: 64, execution_timeout_ms: 120000 };
+
+let state: { path: string; cleanup: () => Promise<void> };
+let ports: ApplierPorts;
+let dockerode: DockerEngine['docker'];
+const img: Record<'v1' | 'v2' | 'exits' | 'healthy' | 'unhealthy' | 'wanted' | 'served', TestImage> = {} as never;
+
+beforeAll(async () => {
+  state = await tempDir('resultity-applier-docker-');
+  ports = createDefaultPorts({ stateDir: state.path, policy });
+  dockerode = (ports.engine as DockerEngine).docker;
+  const sleep = ['/bin/busybox', 'sleep', '3600'];
+  img.v1 = await buildTestImage({ repo: 'applier-test/sleeper', tag: 'v1', cmd: sleep, variant: 'one' });
+  img.v2 = await buildTestImage({ repo: 'applier-test/sleeper', tag: 'v2', cmd: sleep, variant: 'two' });
+  img.exits = await buildTestImage({ repo: 'applier-test/exits', tag: 'v1', cmd: ['/bin/busybox', 'false'] });
+  img.healthy = await buildTestImage({ repo: 'applier-test/healthy', tag: 'v1', cmd: sleep, healthcheck: ['/bin/busybox', 'true'] });
+  img.unhealthy = await buildTestImage({ repo: 'applier-test/unhealthy', tag: 'v1', cmd: sleep, healthcheck: ['/bin/busybox', 'false'] });
+  // Never pulled before the test, so the engine has to fetch (and verify) their manifests.
+  img.wanted = await buildTestImage({ repo: 'applier-test/lie', tag: 'wanted', cmd: sleep, variant: 'wanted' });
+  img.served = await buildTestImage({ repo: 'applier-test/lie', tag: 'served', cmd: sleep, variant: 'served' });
+});
+
+afterAll(async () => {
+  await removeContainersLabelled(keys.managedBy);
+  await state?.cleanup();
+});
+
+function spec(image: TestImage, overrides: Partial<ContainerSpec> = {}): ContainerSpec {
+  return { name: 'inference', image: image.image, tag: image.tag, digest: image.digest, env: { MODE: 'a' }, command: [], ports: [], restart: 'no', ...overrides };
+}
+
+async function apply(
+  containers: ContainerSpec[],
+  options: { job?: typeof job; strategy?: Strategy; signal?: AbortSignal; onStep?: (step: Step) => void; applierPolicy?: ApplierPolicy } = {},
+) {
+  const snapshot = SnapshotSchema.parse(sampleSnapshot({ models: [], runtime: { containers }, job: options.job ?? job }));
+  const desired = desiredStateFrom(snapshot, configDigest(canonicalBytes(snapshot)), profile);
+  const p = options.applierPolicy ?? policy;
+  const steps = plan(await readCurrentState(ports, p), desired, { policy: p, strategy: options.strategy ?? 'download-then-kill', healthTimeoutMs: 20_000 });
+  const report = await execute(steps, ports, {
+    policy: p,
+    stableMs: 1000,
+    pollMs: 100,
+    stopTimeoutSeconds: 1,
+    ...(options.signal ? { signal: options.signal } : {}),
+    ...(options.onStep ? { onStep: options.onStep } : {}),
+  });
+  return { steps, report };
+}
+
+async function failure(promise: Promise<unknown>): Promise<ApplyError> {
+  const outcome = await promise.then(
+    () => undefined,
+    (e: unknown) => e,
+  );
+  expect(outcome).toBeInstanceOf(ApplyError);
+  return outcome as ApplyError;
+}
+
+/** This run's containers as the engine has them: id, name, state, start time. */
+async function containers() {
+  const list = await dockerode.listContainers({ all: true, filters: { label: [keys.managedBy] } });
+  return Promise.all(
+    list.map(async (c) => {
+      const info = await dockerode.getContainer(c.Id).inspect();
+      return { id: c.Id, name: info.Name.slice(1), state: info.State.Status, startedAt: info.State.StartedAt, info };
+    }),
+  );
+}
+
+async function only() {
+  const list = await containers();
+  expect(list).toHaveLength(1);
+  return list[0]!;
+}
+
+/** Engine events about this run's containers and test images between two instants. */
+async function engineEvents(since: number, until: number): Promise<{ Type: string; Action: string }[]> {
+  const stream = (await dockerode.getEvents({ since: (since / 1000).toFixed(3), until: (until / 1000).toFixed(3) } as never)) as unknown as NodeJS.ReadableStream;
+  let text = '';
+  for await (const chunk of stream) text += chunk.toString();
+  return text
+    .split('\n')
+    .filter(Boolean)
+    .map((line) => JSON.parse(line) as { Type: string; Action: string; Actor: { ID: string; Attributes: Record<string, string> } })
+    .filter((e) => e.Actor.Attributes[keys.managedBy] !== undefined || (e.Type === 'image' && e.Actor.ID.includes('applier-test/')));
+}
+
+describe('execute against Docker', () => {
+  it('creates a container from nothing: pulled by digest, labelled, isolated and unprivileged', async () => {
+    const { steps } = await apply([spec(img.v1)]);
+    expect(steps.map((s) => s.kind)).toEqual(['pull-image', 'create', 'start', 'wait-healthy', 'set-flags']);
+    const c = await only();
+    expect(c.state).toBe('running');
+    expect(c.info.Config.Image).toBe(`${img.v1.image}@${img.v1.digest}`);
+    expect(c.info.Config.Labels).toMatchObject({ [keys.name]: 'inference', [keys.tag]: 'v1' });
+    expect(c.info.Config.Env).toContain('MODE=a');
+    expect(c.info.HostConfig).toMatchObject({ NetworkMode: 'none', Privileged: false });
+    expect(c.info.Mounts).toEqual([]);
+    const current = await readCurrentState(ports, policy);
+    expect(current.containers).toEqual([expect.objectContaining({ name: 'inference', running: true, id: c.id })]);
+    expect(current.flags).toEqual({ mode: 'testnet', subclouds: ['eu-gpu'] });
+  });
+
+  it('makes zero mutating Docker calls when the same snapshot is applied again', async () => {
+    await apply([spec(img.v1)]);
+    const before = await only();
+    const since = Date.now();
+    const { steps, report } = await apply([spec(img.v1)]);
+    await new Promise((r) => setTimeout(r, 300));
+    const events = await engineEvents(since, Date.now());
+    expect(steps).toEqual([]);
+    expect(report.mutatingCalls).toBe(0);
+    expect(events.filter((e) => !['exec_create', 'exec_start', 'exec_die', 'health_status'].includes(e.Action))).toEqual([]);
+    expect((await only()).startedAt).toBe(before.startedAt);
+  });
+
+  it('does nothing when only the job parameters change', async () => {
+    await apply([spec(img.v1)]);
+    const before = await only();
+    const { steps } = await apply([spec(img.v1)], { job: { ...job, max_tokens: 16 } });
+    expect(steps).toEqual([]);
+    expect(await only()).toMatchObject({ id: before.id, startedAt: before.startedAt });
+  });
+
+  it('recreates the container when the tag and digest change', async () => {
+    await apply([spec(img.v1)]);
+    const before = await only();
+    await apply([spec(img.v2)]);
+    const after = await only();
+    expect(after.id).not.toBe(before.id);
+    expect(after.state).toBe('running');
+    expect(after.info.Config.Image).toBe(`${img.v2.image}@${img.v2.digest}`);
+  });
+
+  it('recreates the container when its env changes', async () => {
+    await apply([spec(img.v1)]);
+    const before = await only();
+    await apply([spec(img.v1, { env: { MODE: 'b' } })]);
+    const after = await only();
+    expect(after.id).not.toBe(before.id);
+    expect(after.info.Config.Env).toContain('MODE=b');
+  });
+
+  it('refuses a digest the registry does not have with PULL_FAILED before touching the running container', async () => {
+    await apply([spec(img.v1)]);
+    const before = await only();
+    const seen: string[] = [];
+    const missing = `sha256:${'e'.repeat(64)}`;
+    const error = await failure(apply([spec(img.v1, { digest: missing })], { onStep: (s) => seen.push(s.kind) }));
+    expect(error.code).toBe('PULL_FAILED');
+    expect(error.step).toMatchObject({ kind: 'pull-image', digest: missing });
+    expect(error.rolledBack).toBe(false);
+    expect(seen).toEqual(['pull-image']);
+    expect(await only()).toMatchObject({ id: before.id, state: 'running', startedAt: before.startedAt });
+  });
+
+  it('refuses an image whose content does not have the digest (DIGEST_MISMATCH) before touching the running container', async () => {
+    await apply([spec(img.v1)]);
+    const before = await only();
+    const proxy = await startTamperingRegistry({
+      upstream: TEST_REGISTRY,
+      repo: 'applier-test/lie',
+      wanted: img.wanted.digest,
+      served: img.served.digest,
+    });
+    try {
+      const lying = { ...img.wanted, image: `${proxy.host}/applier-test/lie` };
+      const widened = { ...policy, allowedRegistries: [TEST_REGISTRY, proxy.host] };
+      const error = await failure(apply([spec(lying)], { applierPolicy: widened }));
+      expect(error.code).toBe('DIGEST_MISMATCH');
+      expect(error.rolledBack).toBe(false);
+      expect(await only()).toMatchObject({ id: before.id, state: 'running', startedAt: before.startedAt });
+    } finally {
+      await proxy.close();
+    }
+  });
+
+  it('refuses an image from a registry off the allowlist before any step runs', async () => {
+    await apply([spec(img.v1)]);
+    const before = await only();
+    const seen: string[] = [];
+    const error = await failure(apply([spec({ ...img.v2, image: 'registry.example/x' })], { onStep: (s) => seen.push(s.kind) }));
+    expect(error.code).toBe('REGISTRY_NOT_ALLOWED');
+    expect(seen).toEqual([]);
+    expect(await only()).toMatchObject({ id: before.id, startedAt: before.startedAt });
+  });
+
+  for (const restart of ['no', 'always'] as const) {
+    it(`rolls back to the previous container when the new one exits at once (restart ${restart})`, async () => {
+      await apply([spec(img.v1)]);
+      const before = await only();
+      const error = await failure(apply([spec(img.exits, { restart })]));
+      expect(error.code).toBe('CONTAINER_FAILED');
+      expect(error.step).toMatchObject({ kind: 'wait-healthy' });
+      expect(error.rolledBack).toBe(true);
+      const after = await only();
+      expect(after.id).toBe(before.id);
+      expect(after.state).toBe('running');
+      expect(await readCurrentState(ports, policy)).toMatchObject({ containers: [expect.objectContaining({ id: before.id, running: true })] });
+    });
+  }
+
+  it('waits for the health check of an image that has one', async () => {
+    await apply([spec(img.healthy)]);
+    const c = await only();
+    expect(c.info.State.Health?.Status).toBe('healthy');
+  });
+
+  it('rolls back when the new container fails its health check', async () => {
+    await apply([spec(img.v1)]);
+    const before = await only();
+    const error = await failure(apply([spec(img.unhealthy)]));
+    expect(error.code).toBe('CONTAINER_FAILED');
+    expect(error.message).toContain('health check');
+    expect(error.rolledBack).toBe(true);
+    expect(await only()).toMatchObject({ id: before.id, state: 'running' });
+  });
+
+  it('hands over: the new container is healthy before the old one stops', async () => {
+    await apply([spec(img.v1)]);
+    const before = await only();
+    const seen: string[] = [];
+    await apply([spec(img.v2)], { strategy: 'hand-over', onStep: (s) => seen.push(s.kind) });
+    expect(seen).toEqual(['pull-image', 'create', 'start', 'wait-healthy', 'stop', 'remove']);
+    const after = await only();
+    expect(after.id).not.toBe(before.id);
+    expect(after.state).toBe('running');
+  });
+
+  it('stops with ABORTED when cancelled while waiting, and restores the previous container', async () => {
+    await apply([spec(img.v1)]);
+    const before = await only();
+    const controller = new AbortController();
+    const error = await failure(
+      apply([spec(img.v1, { env: { MODE: 'cancelled' } })], {
+        signal: controller.signal,
+        onStep: (s) => {
+          if (s.kind === 'wait-healthy') setTimeout(() => controller.abort(), 100);
+        },
+      }),
+    );
+    expect(error.code).toBe('ABORTED');
+    expect(error.rolledBack).toBe(true);
+    expect(await only()).toMatchObject({ id: before.id, state: 'running' });
+  });
+
+  it('recreates an old container from its recorded definition when the apply stops after removing it', async () => {
+    const pair = [spec(img.v1, { name: 'first' }), spec(img.v1, { name: 'second' })];
+    await apply(pair);
+    const before = await containers();
+    const controller = new AbortController();
+    const seen: string[] = [];
+    const error = await failure(
+      apply(
+        pair.map((c) => ({ ...c, env: { MODE: 'next' } })),
+        {
+          signal: controller.signal,
+          onStep: (s) => {
+            seen.push(s.kind);
+            if (s.kind === 'remove') controller.abort();
+          },
+        },
+      ),
+    );
+    expect(error.code).toBe('ABORTED');
+    expect(error.rolledBack).toBe(true);
+    expect(seen.filter((k) => k === 'remove')).toHaveLength(1);
+    const after = await containers();
+    const summary = (list: typeof before) =>
+      list.map((c) => ({ name: c.name, state: c.state, hash: c.info.Config.Labels[keys.definitionHash] })).sort((a, b) => a.name.localeCompare(b.name));
+    expect(summary(after)).toEqual(summary(before));
+    expect(after.every((c) => c.state === 'running')).toBe(true);
+  });
+
+  it('removes a container the snapshot no longer names', async () => {
+    await apply([spec(img.v1)]);
+    const { steps } = await apply([]);
+    expect(steps.map((s) => s.kind)).toEqual(['stop', 'remove']);
+    expect(await containers()).toEqual([]);
+  });
+});
