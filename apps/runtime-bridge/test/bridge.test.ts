@@ -1,3 +1,5 @@
+import { join } from 'node:path';
+
 import { afterEach, describe, expect, it } from 'vitest';
 import { WebSocketServer } from 'ws';
 
@@ -59,6 +61,18 @@ describe('connect', () => {
     await endpoint.setEnvironment(environment(3));
     const bridge = await bridgeTo(endpoint.address, { token: undefined, tokenFile });
     expect(bridge.environment.sequence).toBe(3);
+  });
+
+  it('connects over a unix socket given its path', async () => {
+    const { dir, cleanup } = await tokenDir();
+    cleanups.push(cleanup);
+    const endpoint = await servers.start({ listen: { socketPath: join(dir, 'bridge.sock') } });
+    await endpoint.setEnvironment(environment(4));
+    const bridge = await bridgeTo(endpoint.address);
+    expect(bridge.environment.sequence).toBe(4);
+    const [ack] = await endpoint.setEnvironment(environment(5));
+    expect(ack?.ok).toBe(true);
+    expect(bridge.environment.sequence).toBe(5);
   });
 
   it('rejects with UNAUTHORIZED when the Agent refuses the token', async () => {

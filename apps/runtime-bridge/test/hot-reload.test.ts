@@ -93,10 +93,11 @@ describe('hot reload in the example runtime', () => {
   });
 
   it('drains queued jobs when max_queue_size shrinks, and refuses only new ones above the limit', async () => {
-    const { endpoint, runtime } = await setup(environment(1, { max_queue_size: 5 }), { tokenDelayMs: 20, concurrency: 1 });
-    const admitted = Array.from({ length: 6 }, (_, i) => submit(runtime, { model: 'tiny', max_tokens: 5, prompt: `queued ${i}` }));
-    await until(() => runtime.stats().queued === 5, 'five jobs waited in the queue');
-    expect(runtime.stats().running).toBe(1);
+    const { endpoint, runtime } = await setup(environment(1, { max_queue_size: 5 }), { tokenDelayMs: 25, concurrency: 1 });
+    const admitted = Array.from({ length: 6 }, (_, i) => submit(runtime, { model: 'tiny', max_tokens: 12, prompt: `queued ${i}` }));
+    await until(() => runtime.stats().admitted === 6, 'six jobs were admitted');
+    // More jobs wait than the new limit will allow.
+    expect(runtime.stats().queued).toBeGreaterThan(1);
 
     await reload(endpoint, environment(2, { max_queue_size: 1 }));
     const refused = await submit(runtime, { model: 'tiny', max_tokens: 5 });
