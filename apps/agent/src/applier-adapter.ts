@@ -15,6 +15,7 @@ import {
 } from '@resultity/applier';
 import { environmentFromSnapshot } from '@resultity/bridge-protocol';
 
+import { AgentError } from './errors.js';
 import type { ApplierPort, ObservedNode } from './ports.js';
 
 export interface ApplierAdapterOptions {
@@ -69,7 +70,8 @@ export function createApplierPort(options: ApplierAdapterOptions & { onEngineUna
   const base =
     options.ports ??
     createDefaultPorts({ stateDir: options.stateDir, dockerSocketPath: options.dockerSocketPath, policy, requestTimeoutMs: options.requestTimeoutMs });
-  const ports: ApplierPorts = { ...base, engine: optionalEngine(base.engine, options.onEngineUnavailable) };
+  const engine = optionalEngine(base.engine, options.onEngineUnavailable);
+  const ports: ApplierPorts = { ...base, engine };
   const profile = options.profile;
 
   return {
@@ -106,6 +108,9 @@ export function createApplierPort(options: ApplierAdapterOptions & { onEngineUna
     },
 
     async observe(): Promise<ObservedNode> {
+      if (!(await engine.available())) {
+        throw new AgentError('ENGINE_UNAVAILABLE', `the container engine at ${options.dockerSocketPath} is not reachable`);
+      }
       const current = await readCurrentState(ports, policy);
       return {
         containers: current.containers.map((c) => ({ name: c.name, image: c.definition ? `${c.definition.image}@${c.definition.digest}` : c.tag, state: c.state })),

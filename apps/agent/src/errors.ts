@@ -17,6 +17,7 @@ export type AgentErrorCode =
   | 'APPLY_FAILED'
   | 'ABORTED'
   | 'AUDIT_BROKEN'
+  | 'ENGINE_UNAVAILABLE'
   | 'USAGE';
 
 /** The one error type the Agent throws on purpose; anything else is a bug. */

@@ -222,3 +222,25 @@ describe('configuration errors', () => {
     }
   });
 });
+
+describe('a node without a reachable Docker engine', () => {
+  it('still applies a snapshot with no containers, and status says the engine is unreachable', async () => {
+    const work = await tempDir('agent-nodocker-');
+    const s = await setup(work.path, 'dev', { docker: { socket_path: join(work.path, 'no-docker.sock') } });
+    try {
+      const { digest } = await s.net.publish(devSnapshot({ network: 'testnet', sequence: 1 }));
+      const result = await cli(['sync', '--once', '--config', s.config]);
+      expect(result.code).toBe(0);
+      const report = JSON.parse((await cli(['status', '--config', s.config, '--json'])).stdout);
+      expect(report.applied).toEqual({ digest, sequence: 1 });
+      expect(report.containers).toBeNull();
+      expect(report.engine).toMatch(/^ENGINE_UNAVAILABLE: /);
+      const table = (await cli(['status', '--config', s.config])).stdout;
+      expect(table).toMatch(/applied sequence\s+1/);
+      expect(table).toMatch(/containers\s+\(engine not reachable\)/);
+    } finally {
+      await s.close();
+      await work.cleanup();
+    }
+  });
+});
