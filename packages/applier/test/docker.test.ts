@@ -1,4 +1,4 @@
-import { canonicalBytes, configDigest, SnapshotSchema, type ContainerSpec } from '@resultity/snapshot';
+import { canonicalBytes, configDigest, SnapshotSchema, type ContainerSpec, type Model } from '@resultity/snapshot';
 import { sampleSnapshot, tempDir } from '@resultity/testkit';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
@@ -17,6 +17,7 @@ import {
   type Strategy,
 } from '../src/index.js';
 import { TEST_REGISTRY, buildTestImage, docker, removeContainersLabelled, type TestImage } from './support/images.js';
+import { generatedBytes, sha256, startModelServer, type ModelServer } from './support/model-server.js';
 import { startTamperingRegistry } from './support/tampering-registry.js';
 
 const runId = `${process.pid}x${Date.now().toString(36)}`;
@@ -30,12 +31,14 @@ const profile = { vram_gb: 24, regions: ['eu'], gpu: [] };
 const job = { max_tokens: 4096, max_queue_size: 64, execution_timeout_ms: 120000 };
 
 let state: { path: string; cleanup: () => Promise<void> };
+let modelServer: ModelServer;
 let ports: ApplierPorts;
 let dockerode: DockerEngine['docker'];
 const img: Record<'v1' | 'v2' | 'exits' | 'healthy' | 'unhealthy' | 'wanted' | 'served', TestImage> = {} as never;
 
 beforeAll(async () => {
   state = await tempDir('resultity-applier-docker-');
+  modelServer = await startModelServer();
   ports = createDefaultPorts({ stateDir: state.path, policy });
   dockerode = (ports.engine as DockerEngine).docker;
   const sleep = ['/bin/busybox', 'sleep', '3600'];
@@ -51,6 +54,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await removeContainersLabelled(keys.managedBy);
+  await modelServer?.close();
   await state?.cleanup();
 });
 
@@ -60,9 +64,9 @@ function spec(image: TestImage, overrides: Partial<ContainerSpec> = {}): Contain
 
 async function apply(
   containers: ContainerSpec[],
-  options: { job?: typeof job; strategy?: Strategy; signal?: AbortSignal; onStep?: (step: Step) => void; applierPolicy?: ApplierPolicy } = {},
+  options: { models?: Model[]; job?: typeof job; strategy?: Strategy; signal?: AbortSignal; onStep?: (step: Step) => void; applierPolicy?: ApplierPolicy } = {},
 ) {
-  const snapshot = SnapshotSchema.parse(sampleSnapshot({ models: [], runtime: { containers }, job: options.job ?? job }));
+  const snapshot = SnapshotSchema.parse(sampleSnapshot({ models: options.models ?? [], runtime: { containers }, job: options.job ?? job }));
   const desired = desiredStateFrom(snapshot, configDigest(canonicalBytes(snapshot)), profile);
   const p = options.applierPolicy ?? policy;
   const steps = plan(await readCurrentState(ports, p), desired, { policy: p, strategy: options.strategy ?? 'download-then-kill', healthTimeoutMs: 20_000 });
@@ -229,6 +233,26 @@ describe('execute against Docker', () => {
       expect(await readCurrentState(ports, policy)).toMatchObject({ containers: [expect.objectContaining({ id: before.id, running: true })] });
     });
   }
+
+  it('restores the previous model index when the new container fails', async () => {
+    const model = (name: string, seed: number): Model => {
+      const bytes = generatedBytes(50_000, seed);
+      modelServer.serve(`/${name}`, { bytes });
+      return { name, version: '1', sha256: sha256(bytes), size: bytes.length, urls: [modelServer.url(`/${name}`)] };
+    };
+    const a = model('weights-a', 41);
+    const b = model('weights-b', 42);
+    await apply([spec(img.v1)], { models: [a] });
+    const indexBefore = await ports.models.readIndex();
+    const before = await only();
+    const error = await failure(apply([spec(img.exits)], { models: [b] }));
+    expect(error.code).toBe('CONTAINER_FAILED');
+    expect(error.rolledBack).toBe(true);
+    expect(await ports.models.readIndex()).toEqual(indexBefore);
+    expect(await ports.models.hasBlob(a.sha256)).toBe(true);
+    expect(await only()).toMatchObject({ id: before.id, state: 'running' });
+    await apply([spec(img.v1)], { models: [] });
+  });
 
   it('waits for the health check of an image that has one', async () => {
     await apply([spec(img.healthy)]);
