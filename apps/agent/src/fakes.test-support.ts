@@ -39,8 +39,10 @@ export class FakeOrigin implements Origin {
     return this.roots.get(version) ?? null;
   }
 
+  heartbeatDown = false;
+
   async heartbeat(body: Record<string, unknown>): Promise<void> {
-    if (this.down) throw new AgentError('FETCH_FAILED', 'down');
+    if (this.down || this.heartbeatDown) throw new AgentError('FETCH_FAILED', 'down');
     this.heartbeats.push(body);
   }
 }

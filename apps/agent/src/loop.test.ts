@@ -1,0 +1,160 @@
+import { createTestSigner, sampleSnapshot, tempDir, type TestSigner } from '@resultity/testkit';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+
+import { SyncEngine } from './engine.js';
+import { FakeApplier, FakeNotifier, FakeOrigin, MemoryAudit } from './fakes.test-support.js';
+import { Daemon, type TimerPort } from './loop.js';
+import { noMetrics, silentLogger } from './ports.js';
+import { timersFrom } from './schedule.js';
+import { StateStore } from './state.js';
+
+/** Timers that only fire when the test says so. */
+class ManualTimers implements TimerPort {
+  pending = new Map<number, { fn: () => void; ms: number }>();
+  private next = 1;
+  setTimeout(fn: () => void, ms: number): unknown {
+    const id = this.next++;
+    this.pending.set(id, { fn, ms });
+    return id;
+  }
+  clearTimeout(handle: unknown): void {
+    this.pending.delete(handle as number);
+  }
+  delays(): number[] {
+    return [...this.pending.values()].map((p) => p.ms);
+  }
+}
+
+let signer: TestSigner;
+let dir: { path: string; cleanup: () => Promise<void> };
+let origin: FakeOrigin;
+let applier: FakeApplier;
+let audit: MemoryAudit;
+let store: StateStore;
+let timers: ManualTimers;
+let daemon: Daemon;
+
+function publish(sequence: number) {
+  const signed = signer.sign(sampleSnapshot({ sequence, job: { max_tokens: 100 + sequence, max_queue_size: 1, execution_timeout_ms: 1000 } }));
+  origin.publish(signed.digest, sequence, signed.bytes);
+  return signed.digest;
+}
+
+beforeEach(async () => {
+  signer = await createTestSigner();
+  dir = await tempDir('agent-loop-');
+  origin = new FakeOrigin();
+  applier = new FakeApplier();
+  audit = new MemoryAudit();
+  store = new StateStore(dir.path);
+  timers = new ManualTimers();
+  const engine = new SyncEngine({
+    network: 'testnet',
+    nodeId: 'node-1',
+    retryBudget: 3,
+    maxSnapshotBytes: 1 << 20,
+    agentVersion: '0.1.0',
+    trustRoots: [signer.rootBytes],
+    origin,
+    applier,
+    notifier: new FakeNotifier(),
+    store,
+    audit,
+    clock: () => new Date('2026-11-26T00:00:00Z'),
+    logger: silentLogger,
+    metrics: noMetrics,
+  });
+  const fallback = { poll_interval_s: 60, heartbeat_interval_s: 30, retry_initial_ms: 1000, retry_max_ms: 8000, jitter: 0 };
+  daemon = new Daemon({
+    engine,
+    origin,
+    logger: silentLogger,
+    metrics: noMetrics,
+    timers: async () => timersFrom((await engine.appliedTarget())?.snapshot ?? null, fallback),
+    timerPort: timers,
+    random: () => 0.5,
+  });
+});
+
+afterEach(async () => {
+  await daemon.stop();
+  await dir.cleanup();
+});
+
+describe('Daemon', () => {
+  it('lets a newer verified snapshot cancel the apply in progress, and applies the newer one', async () => {
+    let release!: () => void;
+    applier.gate = new Promise<void>((r) => {
+      release = r;
+    });
+    publish(1);
+    await daemon.start();
+    await daemon.tickNow();
+    expect(daemon.status().applying?.sequence).toBe(1);
+
+    const second = publish(2);
+    await daemon.tickNow();
+    expect(daemon.status().applying?.sequence).toBe(2);
+    release();
+    await daemon.idle();
+
+    expect((await store.read()).applied).toEqual({ digest: second, sequence: 2 });
+    expect(audit.types()).toContain('apply-cancelled');
+    expect(audit.types().filter((t) => t === 'applied')).toHaveLength(1);
+  });
+
+  it('keeps one apply at a time: a poll during an apply of the same digest starts nothing new', async () => {
+    let release!: () => void;
+    applier.gate = new Promise<void>((r) => {
+      release = r;
+    });
+    publish(1);
+    await daemon.start();
+    await daemon.tickNow();
+    await daemon.tickNow();
+    release();
+    await daemon.idle();
+    expect(applier.executed).toHaveLength(1);
+  });
+
+  it('backs off exponentially after failures and returns to the poll interval after a success', async () => {
+    origin.down = true;
+    await daemon.start();
+    await daemon.tickNow();
+    expect(timers.delays()).toContain(1000);
+    await daemon.tickNow();
+    expect(timers.delays()).toContain(2000);
+    await daemon.tickNow();
+    expect(timers.delays()).toContain(4000);
+    origin.down = false;
+    publish(1);
+    await daemon.tickNow();
+    await daemon.idle();
+    await daemon.tickNow();
+    // sampleSnapshot's ttl: poll every 60 s.
+    expect(timers.delays()).toContain(60_000);
+    expect(daemon.status().consecutiveFailures).toBe(0);
+  });
+
+  it('is not disturbed by failing heartbeats', async () => {
+    origin.heartbeatDown = true;
+    const digest = publish(1);
+    await daemon.start();
+    for (const { fn } of [...timers.pending.values()]) fn();
+    await daemon.tickNow();
+    await daemon.idle();
+    expect((await store.read()).applied?.digest).toBe(digest);
+    expect(daemon.status().healthy).toBe(true);
+  });
+
+  it('aborts the apply in flight on stop, leaving the last-known-good recorded', async () => {
+    applier.gate = new Promise<void>(() => undefined);
+    publish(1);
+    await daemon.start();
+    await daemon.tickNow();
+    await daemon.stop();
+    expect((await store.read()).applied).toBeNull();
+    expect(await store.readJournal()).toBeNull();
+    expect(audit.types()).toContain('apply-cancelled');
+  });
+});

@@ -1,0 +1,82 @@
+import { type Server, createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+
+import { afterEach, describe, expect, it } from 'vitest';
+
+import { createHttpOrigin } from './origin-client.js';
+
+let server: Server | null = null;
+
+async function serve(handler: Parameters<typeof createServer>[1]): Promise<string> {
+  server = createServer(handler);
+  await new Promise<void>((r) => server?.listen(0, '127.0.0.1', r));
+  return `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+}
+
+afterEach(async () => {
+  server?.closeAllConnections();
+  await new Promise<void>((r) => (server ? server.close(() => r()) : r()));
+  server = null;
+});
+
+const digest = `sha256:${'a'.repeat(64)}`;
+
+function origin(baseUrl: string, overrides: { timeoutMs?: number; maxBytes?: number } = {}) {
+  return createHttpOrigin({ baseUrl, network: 'testnet', nodeId: 'n1', timeoutMs: overrides.timeoutMs ?? 2000, maxBytes: overrides.maxBytes ?? 1024 });
+}
+
+describe('createHttpOrigin', () => {
+  it('sends the ETag and reads a 304 as not modified', async () => {
+    const url = await serve((req, res) => {
+      if (req.headers['if-none-match'] === '"e1"') return void res.writeHead(304).end();
+      res.writeHead(200, { etag: '"e1"' }).end(JSON.stringify({ config_digest: digest, sequence: 3 }));
+    });
+    const o = origin(url);
+    expect(await o.latest(null)).toMatchObject({ status: 'ok', etag: '"e1"', hint: { config_digest: digest, sequence: 3 } });
+    expect(await o.latest('"e1"')).toEqual({ status: 'not-modified' });
+  });
+
+  it('refuses a snapshot body past the limit with TOO_LARGE, even without a Content-Length', async () => {
+    const url = await serve((_req, res) => {
+      res.writeHead(200);
+      const chunk = Buffer.alloc(512, 0x20);
+      let sent = 0;
+      const timer = setInterval(() => {
+        if (res.destroyed || sent > 100) return clearInterval(timer);
+        res.write(chunk);
+        sent += 1;
+      }, 1);
+    });
+    await expect(origin(url).snapshot(digest)).rejects.toMatchObject({ code: 'TOO_LARGE' });
+  });
+
+  it('refuses a declared Content-Length past the limit before reading', async () => {
+    const url = await serve((_req, res) => {
+      res.writeHead(200, { 'content-length': 5000 }).end(Buffer.alloc(5000));
+    });
+    await expect(origin(url).snapshot(digest)).rejects.toMatchObject({ code: 'TOO_LARGE' });
+  });
+
+  it('gives up on a request slower than the timeout with TIMEOUT', async () => {
+    const url = await serve(() => undefined);
+    await expect(origin(url, { timeoutMs: 100 }).latest(null)).rejects.toMatchObject({ code: 'TIMEOUT' });
+  });
+
+  it('reads a latest.json of the wrong shape as LATEST_INVALID', async () => {
+    const url = await serve((_req, res) => res.writeHead(200).end('{"config_digest":"md5:x"}'));
+    await expect(origin(url).latest(null)).rejects.toMatchObject({ code: 'LATEST_INVALID' });
+  });
+
+  it('reads a missing next root as the end of the chain', async () => {
+    const url = await serve((_req, res) => res.writeHead(404).end());
+    expect(await origin(url).root(2)).toBeNull();
+  });
+
+  it('reports a refused connection as FETCH_FAILED', async () => {
+    const url = await serve(() => undefined);
+    server?.close();
+    server?.closeAllConnections();
+    await new Promise((r) => setTimeout(r, 10));
+    await expect(origin(url).latest(null)).rejects.toMatchObject({ code: 'FETCH_FAILED' });
+  });
+});
