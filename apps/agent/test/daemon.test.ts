@@ -118,4 +118,21 @@ describe('the daemon', () => {
     expect(await waitForExit(two.child)).toBe(0);
     expect(await exists(join(s.stateDir, 'agent.lock'))).toBe(false);
   });
+
+  it('stops cleanly on SIGTERM in the middle of an apply, keeping the last-known-good', async () => {
+    const before = (await readState(s.stateDir))?.applied;
+    files.throttle = 64 * 1024;
+    const slow = await makeModel(join(work.path, 'files'), files, 'slow', '1.0.0', randomBytes(1024 * 1024));
+    await s.net.publish(devSnapshot({ network: 'testnet', sequence: 3, models: [slow], pollSeconds: 1 }));
+    const three = startDaemon(s.config);
+    children.push(three.child);
+    await until('the apply to start', () => exists(join(s.stateDir, 'journal.json')));
+    three.child.kill('SIGTERM');
+    expect(await waitForExit(three.child)).toBe(0);
+    expect((await readState(s.stateDir))?.applied).toEqual(before);
+    expect(await exists(join(s.stateDir, 'journal.json'))).toBe(false);
+    const audit = await readFile(join(s.stateDir, 'audit.jsonl'), 'utf8');
+    expect(audit).toContain('"type":"apply-cancelled"');
+    files.throttle = 0;
+  });
 });

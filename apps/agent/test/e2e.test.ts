@@ -244,3 +244,38 @@ describe('a node without a reachable Docker engine', () => {
     }
   });
 });
+
+describe('plan', () => {
+  it('prints the steps the latest snapshot or a given envelope would run, changing nothing', async () => {
+    const work = await tempDir('agent-plan-');
+    const s = await setup(work.path, 'dev');
+    try {
+      const files = await import('../src/devnet-kit.js');
+      const server = await files.startFileServer(work.path);
+      try {
+        const model = await files.makeModel(work.path, server, 'planned', '1.0.0', new Uint8Array(2048).fill(7));
+        const { digest } = await s.net.publish(devSnapshot({ network: 'testnet', sequence: 1, models: [model] }));
+        const latest = await cli(['plan', '--config', s.config]);
+        expect(latest.stderr).toBe('');
+        expect(latest.code).toBe(0);
+        expect(latest.stdout).toContain(`plan for ${digest} (sequence 1)`);
+        expect(latest.stdout).toMatch(/1\. fetch model planned@1\.0\.0/);
+
+        const envelope = s.net.sign(devSnapshot({ network: 'testnet', sequence: 2 }));
+        const file = join(work.path, 'next.json');
+        await writeFile(file, envelope.bytes);
+        const given = await cli(['plan', '--config', s.config, file]);
+        expect(given.code).toBe(0);
+        expect(given.stdout).toContain(`plan for ${envelope.digest} (sequence 2)`);
+
+        const report = JSON.parse((await cli(['status', '--config', s.config, '--json'])).stdout);
+        expect(report.applied).toBeNull();
+      } finally {
+        await server.close();
+      }
+    } finally {
+      await s.close();
+      await work.cleanup();
+    }
+  });
+});

@@ -1,0 +1,76 @@
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+
+import { type RuntimeBridge, connect } from '@resultity/runtime-bridge';
+import { tempDir } from '@resultity/testkit';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+import { readAuditEntries } from '../src/audit.js';
+import { loadConfig } from '../src/config.js';
+import { devSnapshot } from '../src/devnet-kit.js';
+import { type RunningAgent, startAgent } from '../src/main.js';
+import { silentLogger } from '../src/ports.js';
+import { type Setup, setup } from './helpers.js';
+
+async function applied(stateDir: string): Promise<string | null> {
+  try {
+    return (JSON.parse(await readFile(join(stateDir, 'state.json'), 'utf8')) as { applied: { digest: string } | null }).applied?.digest ?? null;
+  } catch {
+    return null;
+  }
+}
+
+async function until(what: string, probe: () => Promise<boolean>, ms = 30_000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!(await probe())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+describe('the runtime bridge the Agent hosts', () => {
+  let work: { path: string; cleanup: () => Promise<void> };
+  let s: Setup;
+  let agent: RunningAgent;
+  let bridge: RuntimeBridge | null = null;
+
+  beforeAll(async () => {
+    work = await tempDir('agent-runtime-');
+    s = await setup(work.path, 'dev', { bridge: { enabled: true, listen: '127.0.0.1:0', ack_timeout_ms: 5000 }, timers: { poll_interval_s: 1, heartbeat_interval_s: 1, retry_initial_ms: 100, retry_max_ms: 500 } });
+  });
+
+  afterAll(async () => {
+    await bridge?.close();
+    await agent?.stop();
+    await s.close();
+    await work.cleanup();
+  });
+
+  it('records the runtime ACK, and rolls back to the last-known-good on a NACK', async () => {
+    const first = await s.net.publish(devSnapshot({ network: 'testnet', sequence: 1, pollSeconds: 1 }));
+    agent = await startAgent(await loadConfig(s.config), { logger: silentLogger });
+    await until('snapshot 1', async () => (await applied(s.stateDir)) === first.digest);
+
+    bridge = await connect({
+      url: agent.bridgeAddress ?? '',
+      tokenFile: join(s.stateDir, 'bridge.token'),
+      runtimeId: 'picky-runtime',
+      check: (env) => {
+        if (env.sequence === 2) throw new Error('this runtime cannot take sequence 2');
+      },
+    });
+    expect(bridge.environment.digest).toBe(first.digest);
+
+    const second = await s.net.publish(devSnapshot({ network: 'testnet', sequence: 2, maxTokens: 77, pollSeconds: 1 }));
+    const entries = () => readAuditEntries(join(s.stateDir, 'audit.jsonl'));
+    await until('the rollback after the NACK', async () => (await entries()).some((e) => e.type === 'rollback' && e.reason === 'runtime-nack'));
+
+    expect(await applied(s.stateDir)).toBe(first.digest);
+    const log = await entries();
+    expect(log.find((e) => e.type === 'runtime-nack')).toMatchObject({ digest: second.digest });
+    expect(log.some((e) => e.type === 'runtime-ack' && e.digest === first.digest)).toBe(true);
+    const state = JSON.parse(await readFile(join(s.stateDir, 'state.json'), 'utf8'));
+    expect(state.failures[second.digest]).toMatchObject({ code: 'RUNTIME_NACK' });
+    await until('the runtime to be back on snapshot 1', async () => bridge?.environment.digest === first.digest);
+  });
+});
