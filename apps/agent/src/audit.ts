@@ -20,6 +20,7 @@ export type AuditType =
   | 'runtime-nack'
   | 'runtime-none'
   | 'agent-update'
+  | 'runtime-update'
   | 'budget-exhausted'
   | 'recover'
   | 'root-rotated';

@@ -1,4 +1,4 @@
-import { type BridgeEndpoint, ensureTokenFile, startBridgeEndpoint } from '@resultity/bridge-endpoint';
+import { type BridgeAck, type BridgeEndpoint, ensureTokenFile, startBridgeEndpoint } from '@resultity/bridge-endpoint';
 
 import type { ListenAddress } from './config.js';
 import type { Logger, NotifyResult, RuntimeNotifier } from './ports.js';
@@ -14,14 +14,31 @@ export interface BridgeNotifier extends RuntimeNotifier {
  * file (created when there is none). No runtime connected means the apply is recorded as
  * "none", not refused: a node may run its runtime later.
  */
-export async function startBridgeNotifier(options: { listen: ListenAddress; tokenFile: string; logger: Logger; ackTimeoutMs: number }): Promise<BridgeNotifier> {
+export async function startBridgeNotifier(options: {
+  listen: ListenAddress;
+  tokenFile: string;
+  logger: Logger;
+  ackTimeoutMs: number;
+  /** Answers that arrive outside an apply: a runtime that (re)connected and was sent the current environment. */
+  onLateAck?: (ack: BridgeAck) => void;
+}): Promise<BridgeNotifier> {
   const token = await ensureTokenFile(options.tokenFile);
   const endpoint = await startBridgeEndpoint({ listen: options.listen, token, logger: options.logger, ackTimeoutMs: options.ackTimeoutMs });
+  let notifying = 0;
+  endpoint.on('ack', (ack) => {
+    if (notifying === 0) options.onLateAck?.(ack);
+  });
   return {
     address: endpoint.address,
     endpoint,
     async notify(env): Promise<NotifyResult> {
-      const acks = await endpoint.setEnvironment(env);
+      notifying += 1;
+      let acks: BridgeAck[];
+      try {
+        acks = await endpoint.setEnvironment(env);
+      } finally {
+        notifying -= 1;
+      }
       if (acks.length === 0) return { outcome: 'none', acks, message: 'no runtime is connected to the bridge' };
       const refused = acks.find((a) => !a.ok);
       if (refused) {

@@ -232,6 +232,18 @@ describe('syncOnce', () => {
     });
   });
 
+  it('audits a runtime update, which is applied through the containers like any change', async () => {
+    const image = '127.0.0.1:5000/resultity/runtime';
+    const digest = `sha256:${'e'.repeat(64)}`;
+    publish(1, {
+      runtime: { containers: [{ name: 'inference', image, tag: '2.0.0', digest }] },
+      updates: { runtime: { version: '2.0.0', image, digest } },
+    });
+    await engine().syncOnce();
+    expect(audit.entries.find((x) => x.type === 'runtime-update')).toMatchObject({ version: '2.0.0', container: 'inference' });
+    expect(applier.running?.snapshot.runtime.containers[0]?.digest).toBe(digest);
+  });
+
   describe('root rotation', () => {
     it('walks to the next root the origin has and verifies with it', async () => {
       const newKey = generateSigningKey();

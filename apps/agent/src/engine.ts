@@ -219,7 +219,7 @@ export class SyncEngine {
     const state = await store.read();
     const previous = state.applied ? await this.loadTarget(state.applied.digest) : null;
 
-    await this.noteAgentUpdate(target);
+    await this.noteUpdates(target, previous);
 
     let plan: Awaited<ReturnType<ApplierPort['plan']>>;
     try {
@@ -232,8 +232,17 @@ export class SyncEngine {
     await audit.append('apply-started', { digest: ref.digest, sequence: ref.sequence, from: state.applied?.digest ?? null, steps: plan.steps.length });
 
     const started = Date.now();
+    const seen = new Map<string, number>();
+    const onProgress = (event: ProgressInfo) => {
+      // Progress events carry totals so far; the metric counts what is new in each.
+      const key = `${event.kind}:${event.name}`;
+      const delta = event.bytesDone - (seen.get(key) ?? 0);
+      seen.set(key, event.bytesDone);
+      if (delta > 0) this.deps.metrics.bytesDownloaded(event.kind, delta);
+      this.deps.onProgress?.(event);
+    };
     try {
-      await applier.execute(plan, { signal, ...(this.deps.onProgress ? { onProgress: this.deps.onProgress } : {}) });
+      await applier.execute(plan, { signal, onProgress });
     } catch (error) {
       const code = errorCode(error);
       const rolledBack = (error as { rolledBack?: unknown }).rolledBack === true;
@@ -433,7 +442,24 @@ export class SyncEngine {
     }
   }
 
-  private async noteAgentUpdate(target: ApplyTarget): Promise<void> {
+  /**
+   * `updates.agent` is detected, audited and shown in status (self-update is not done here);
+   * `updates.runtime` is applied like any container change, so it is audited with whether a
+   * container of the snapshot runs exactly that image.
+   */
+  private async noteUpdates(target: ApplyTarget, previous: ApplyTarget | null): Promise<void> {
+    const runtime = target.snapshot.updates?.runtime;
+    if (runtime && runtime.version !== previous?.snapshot.updates?.runtime?.version) {
+      const container = target.snapshot.runtime.containers.find((c) => c.image === runtime.image && c.digest === runtime.digest);
+      await this.deps.audit.append('runtime-update', {
+        version: runtime.version,
+        image: runtime.image,
+        image_digest: runtime.digest,
+        from: previous?.snapshot.updates?.runtime?.version ?? null,
+        container: container?.name ?? null,
+        seen_in: target.digest,
+      });
+    }
     const update = target.snapshot.updates?.agent;
     if (!update || update.version === this.deps.agentVersion) return;
     const state = await this.deps.store.read();

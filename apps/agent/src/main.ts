@@ -1,3 +1,5 @@
+import type { BridgeAck } from '@resultity/bridge-endpoint';
+
 import { startBridgeNotifier } from './bridge-adapter.js';
 import { buildAgent, createLogger } from './agent.js';
 import { createApplierPort } from './applier-adapter.js';
@@ -44,6 +46,8 @@ export async function startAgent(config: AgentConfig, options: { logger?: Logger
   const lock = await acquireLock(config.state_dir);
   const logger = options.logger ?? createLogger(config);
   let notifier: RuntimeNotifier = noRuntimeNotifier('the runtime bridge is disabled in the configuration');
+  // Late answers are audited once the audit log exists; until then there can be none.
+  let lateAck: (ack: BridgeAck) => void = () => undefined;
   let bridgeAddress: string | null = null;
   let status: StatusServer | null = null;
   try {
@@ -51,7 +55,13 @@ export async function startAgent(config: AgentConfig, options: { logger?: Logger
       const listen = parseListen(config.bridge.listen);
       if (listen === null) throw new Error(`bridge.listen ${config.bridge.listen} is not a loopback address`);
       try {
-        const bridge = await startBridgeNotifier({ listen, tokenFile: config.bridge.token_file, logger, ackTimeoutMs: config.bridge.ack_timeout_ms });
+        const bridge = await startBridgeNotifier({
+          listen,
+          tokenFile: config.bridge.token_file,
+          logger,
+          ackTimeoutMs: config.bridge.ack_timeout_ms,
+          onLateAck: (ack) => lateAck(ack),
+        });
         notifier = bridge;
         bridgeAddress = bridge.address;
         logger.info({ address: bridge.address }, 'runtime bridge endpoint listening');
@@ -63,6 +73,12 @@ export async function startAgent(config: AgentConfig, options: { logger?: Logger
     const applier = applierFor(config, logger);
     const parts = await buildAgent(config, { applier, notifier, logger, ...(options.onProgress ? { onProgress: options.onProgress } : {}) });
     await parts.audit.append('start', { version: AGENT_VERSION, pid: process.pid });
+    lateAck = (ack) => {
+      logger.info({ runtime: ack.runtimeId, digest: ack.digest, ok: ack.ok, code: ack.code }, 'runtime answered outside an apply');
+      void parts.audit
+        .append(ack.ok ? 'runtime-ack' : 'runtime-nack', { digest: ack.digest, late: true, acks: [{ runtime: ack.runtimeId, ok: ack.ok, code: ack.code ?? null }] })
+        .catch(() => undefined);
+    };
     const daemon = new Daemon({ engine: parts.engine, origin: parts.origin, logger, metrics: parts.metrics.sink, timers: parts.timers });
     const applied = (await parts.store.read()).applied;
     if (applied) parts.metrics.sink.appliedSequence(applied.sequence);

@@ -60,6 +60,9 @@ describe('the runtime bridge the Agent hosts', () => {
       },
     });
     expect(bridge.environment.digest).toBe(first.digest);
+    await until('the late ACK of the runtime that connected after the apply to be audited', async () =>
+      (await readAuditEntries(join(s.stateDir, 'audit.jsonl'))).some((e) => e.type === 'runtime-ack' && e.late === true && e.digest === first.digest),
+    );
 
     const second = await s.net.publish(devSnapshot({ network: 'testnet', sequence: 2, maxTokens: 77, pollSeconds: 1 }));
     const entries = () => readAuditEntries(join(s.stateDir, 'audit.jsonl'));
@@ -69,8 +72,9 @@ describe('the runtime bridge the Agent hosts', () => {
     const log = await entries();
     expect(log.find((e) => e.type === 'runtime-nack')).toMatchObject({ digest: second.digest });
     expect(log.some((e) => e.type === 'runtime-ack' && e.digest === first.digest)).toBe(true);
-    const state = JSON.parse(await readFile(join(s.stateDir, 'state.json'), 'utf8'));
-    expect(state.failures[second.digest]).toMatchObject({ code: 'RUNTIME_NACK' });
+    const failure = async () => JSON.parse(await readFile(join(s.stateDir, 'state.json'), 'utf8')).failures[second.digest];
+    await until('the NACK to be recorded against the digest', async () => (await failure()) !== undefined);
+    expect(await failure()).toMatchObject({ code: 'RUNTIME_NACK' });
     await until('the runtime to be back on snapshot 1', async () => bridge?.environment.digest === first.digest);
   });
 });
