@@ -17,7 +17,7 @@ import {
 import WebSocket from 'ws';
 
 import { type BackoffOptions, backoffDelay, backoffOptions } from './backoff.js';
-import { BridgeError } from './errors.js';
+import { BridgeError, TokenError } from './errors.js';
 import { deepFreeze } from './freeze.js';
 
 /** A pino-compatible logger; the bridge logs connections and refusals, never the token. */
@@ -109,7 +109,7 @@ export function resolveAgentUrl(url: string): string {
 export async function connect(options: ConnectOptions): Promise<RuntimeBridge> {
   const target = resolveAgentUrl(options.url);
   if (options.token === undefined && options.tokenFile === undefined) {
-    throw new BridgeError('URL_INVALID', 'expected a token or a tokenFile');
+    throw new TokenError('TOKEN_INVALID', 'expected a token or a tokenFile, found neither');
   }
   if (options.token !== undefined) checkToken(options.token);
   const backoff = backoffOptions(options.backoff);

@@ -108,7 +108,7 @@ export async function startExampleRuntime(options: ExampleRuntimeOptions): Promi
   const counters = { admitted: 0, completed: 0, failed: 0, rejected: {} as Record<string, number> };
   let drained: (() => void) | null = null;
 
-  function reject(code: string): void {
+  function countRejection(code: string): void {
     counters.rejected[code] = (counters.rejected[code] ?? 0) + 1;
   }
 
@@ -158,12 +158,12 @@ export async function startExampleRuntime(options: ExampleRuntimeOptions): Promi
       admitted = bridge.validateJob(body);
     } catch (error) {
       if (!(error instanceof JobRejectedError)) throw error;
-      reject(error.code);
+      countRejection(error.code);
       return Promise.resolve({ status: 400, payload: { code: error.code, message: error.message } });
     }
     const limit = admitted.environment.job.max_queue_size;
     if (running >= concurrency && queue.length >= limit) {
-      reject('QUEUE_FULL');
+      countRejection('QUEUE_FULL');
       return Promise.resolve({ status: 429, payload: { code: 'QUEUE_FULL', message: `expected at most ${limit} queued jobs, found ${queue.length}` } });
     }
     counters.admitted += 1;
@@ -186,7 +186,7 @@ export async function startExampleRuntime(options: ExampleRuntimeOptions): Promi
     if (req.method === 'POST' && path === '/v1/jobs') {
       const body = await readJson(req);
       if (!body.ok) {
-        reject(body.code);
+        countRejection(body.code);
         if (body.code === 'BODY_TOO_LARGE') {
           res.once('finish', () => req.destroy());
           res.setHeader('connection', 'close');
