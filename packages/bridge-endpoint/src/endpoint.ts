@@ -139,10 +139,11 @@ export function bearerMatches(header: string | undefined, expectedDigest: Buffer
 }
 
 function rejectUpgrade(socket: Duplex, status: number, reason: string, body: string): void {
+  // Destroy only once the answer is flushed, so the client learns why it was refused.
+  socket.once('finish', () => socket.destroy());
   socket.end(
     `HTTP/1.1 ${status} ${reason}\r\nConnection: close\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
   );
-  socket.destroy();
 }
 
 /** Starts the Agent's side of the bridge; refuses a non-loopback address before listening. */
@@ -187,6 +188,10 @@ export async function startBridgeEndpoint(options: BridgeEndpointOptions): Promi
     res.writeHead(426, { 'Content-Type': 'text/plain; charset=utf-8', Connection: 'close' });
     res.end(`expected a WebSocket upgrade with subprotocol ${BRIDGE_SUBPROTOCOL}\n`);
   });
+
+  // A client that dribbles its upgrade headers is cut off rather than held open.
+  server.headersTimeout = 10_000;
+  server.requestTimeout = 10_000;
 
   server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
     socket.on('error', () => socket.destroy());
