@@ -70,11 +70,17 @@ export interface BridgeAck {
 
 /** Counters of what the endpoint refused, for metrics and tests. */
 export interface EndpointStats {
+  /** WebSocket connections accepted since start (authenticated ones only). */
   connections: number;
+  /** Upgrades refused for a missing or wrong token. */
   unauthorized: number;
+  /** Messages answered with an `error`. */
   malformed: number;
+  /** Connections closed for exceeding the message rate. */
   rateLimited: number;
+  /** Connections closed for a frame over `maxFrameBytes`. */
   oversized: number;
+  /** Answers to environments, including made-up ACK_TIMEOUT / DISCONNECTED nacks. */
   acks: number;
   nacks: number;
 }
