@@ -1,3 +1,4 @@
+import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 
 import { ProtocolError } from './errors.js';
@@ -54,5 +55,21 @@ describe('direction-specific parsers', () => {
   it('refuse a message the other side would send', () => {
     expect(refusal(() => parseRuntimeMessage(JSON.stringify({ type: 'welcome', digest: null, pingIntervalMs: 5 }))).code).toBe('INVALID_MESSAGE');
     expect(refusal(() => parseAgentMessage(JSON.stringify({ type: 'hello', runtimeId: 'r', digest: null }))).code).toBe('INVALID_MESSAGE');
+  });
+});
+
+describe('parsing arbitrary input', () => {
+  it('either returns a message or throws a ProtocolError, never anything else', () => {
+    fc.assert(
+      fc.property(fc.oneof(fc.string(), fc.json(), fc.jsonValue().map((v) => JSON.stringify({ type: 'hello', ...(typeof v === 'object' && v !== null ? v : { v }) }))), (raw) => {
+        for (const parse of [parseBridgeMessage, parseRuntimeMessage, parseAgentMessage]) {
+          try {
+            parse(raw);
+          } catch (error) {
+            expect(error).toBeInstanceOf(ProtocolError);
+          }
+        }
+      }),
+    );
   });
 });
