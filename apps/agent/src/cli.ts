@@ -81,19 +81,16 @@ export function buildProgram(): Command {
     .description('run the daemon: sync, apply, host the runtime bridge, serve status (SIGTERM stops cleanly)')
     .requiredOption('-c, --config <file>', 'configuration file')
     .action(async (opts: { config: string }) => {
+      // Handlers first: a SIGTERM during start-up (recovering an interrupted apply) stops cleanly too.
+      const stopped = new Promise<void>((resolve) => {
+        process.once('SIGTERM', () => resolve());
+        process.once('SIGINT', () => resolve());
+      });
       const config = await loadConfig(opts.config);
       const progress = terminalProgress();
       const agent = await startAgent(config, progress ? { onProgress: progress } : {});
-      await new Promise<void>((resolve) => {
-        let stopping = false;
-        const stop = () => {
-          if (stopping) return;
-          stopping = true;
-          void agent.stop().finally(resolve);
-        };
-        process.once('SIGTERM', stop);
-        process.once('SIGINT', stop);
-      });
+      await stopped;
+      await agent.stop();
     });
 
   program

@@ -96,7 +96,8 @@ async function main(): Promise<number> {
 
   const net = await createDevNetwork(join(dir, 'net'), 'devnet');
   say(`dev key ${net.key.keyid.slice(0, 16)}…, root ${net.rootFile}`);
-  const image = opts.docker ? await containerImage(dir) : (say('--no-docker: the dev network runs without containers.'), null);
+  if (!opts.docker) say('--no-docker: the dev network runs without containers.');
+  const image = opts.docker ? await containerImage(dir) : null;
   const containers = (env: string) =>
     image
       ? [{ name: 'dev-worker', image: image.image, tag: image.tag, digest: image.digest, env: { DEVNET: env }, command: ['/bin/busybox', 'sh', '-c', 'trap "exit 0" TERM; while true; do /bin/busybox sleep 1; done'], ports: [], restart: 'always' as const }]

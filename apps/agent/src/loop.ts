@@ -72,16 +72,24 @@ export class Daemon {
     this.startedAt = this.clock().getTime();
   }
 
-  /** Finishes any interrupted apply, then starts polling and heartbeats. */
+  /**
+   * Starts in the background: first finishes any interrupted apply (so stop() can abort it),
+   * then polls and sends heartbeats. Resolves at once.
+   */
   async start(): Promise<void> {
-    const recovered = await this.options.engine.recover(this.stopController.signal).catch((error: unknown) => {
-      this.options.logger.error({ code: errorCode(error), err: errorMessage(error) }, 'recovery failed');
-      return null;
+    const recovering = (async () => {
+      const recovered = await this.options.engine.recover(this.stopController.signal).catch((error: unknown) => {
+        this.options.logger.error({ code: errorCode(error), err: errorMessage(error) }, 'recovery failed');
+        return null;
+      });
+      if (recovered) this.note(recovered);
+      this.current = await this.options.timers();
+      this.schedulePoll(0);
+      this.scheduleHeartbeat(0);
+    })();
+    this.ticking = recovering.finally(() => {
+      this.ticking = null;
     });
-    if (recovered) this.note(recovered);
-    this.current = await this.options.timers();
-    this.schedulePoll(0);
-    this.scheduleHeartbeat(0);
   }
 
   status(): DaemonStatus {
@@ -97,6 +105,7 @@ export class Daemon {
 
   /** Runs one check now (used by tests and by a future control endpoint). */
   async tickNow(): Promise<void> {
+    await this.ticking?.catch(() => undefined);
     if (this.pollTimer !== null) this.timerPort.clearTimeout(this.pollTimer);
     this.pollTimer = null;
     await this.tick();

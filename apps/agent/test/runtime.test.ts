@@ -10,7 +10,7 @@ import { loadConfig } from '../src/config.js';
 import { devSnapshot } from '../src/devnet-kit.js';
 import { type RunningAgent, startAgent } from '../src/main.js';
 import { silentLogger } from '../src/ports.js';
-import { type Setup, setup } from './helpers.js';
+import { type Setup, freePort, setup } from './helpers.js';
 
 async function applied(stateDir: string): Promise<string | null> {
   try {
@@ -33,16 +33,18 @@ describe('the runtime bridge the Agent hosts', () => {
   let s: Setup;
   let agent: RunningAgent;
   let bridge: RuntimeBridge | null = null;
+  let statusPort: number;
 
   beforeAll(async () => {
     work = await tempDir('agent-runtime-');
-    s = await setup(work.path, 'dev', { bridge: { enabled: true, listen: '127.0.0.1:0', ack_timeout_ms: 5000 }, timers: { poll_interval_s: 1, heartbeat_interval_s: 1, retry_initial_ms: 100, retry_max_ms: 500 } });
+    statusPort = await freePort();
+    s = await setup(work.path, 'dev', { status: { listen: `127.0.0.1:${statusPort}` }, bridge: { enabled: true, listen: '127.0.0.1:0', ack_timeout_ms: 5000 }, timers: { poll_interval_s: 1, heartbeat_interval_s: 1, retry_initial_ms: 100, retry_max_ms: 500 } });
   });
 
   afterAll(async () => {
     await bridge?.close();
     await agent?.stop();
-    await s.close();
+    await s.close().catch(() => undefined);
     await work.cleanup();
   });
 
@@ -76,5 +78,22 @@ describe('the runtime bridge the Agent hosts', () => {
     await until('the NACK to be recorded against the digest', async () => (await failure()) !== undefined);
     expect(await failure()).toMatchObject({ code: 'RUNTIME_NACK' });
     await until('the runtime to be back on snapshot 1', async () => bridge?.environment.digest === first.digest);
+  });
+
+  it('sends heartbeats with the applied digest to the origin', async () => {
+    const nodes = async () => ((await (await fetch(`${s.origin.url}/v1/testnet/nodes`)).json()) as { nodes: { node_id: string; body: Record<string, unknown> }[] }).nodes;
+    await until('a heartbeat naming the applied snapshot', async () => (await nodes()).some((n) => n.node_id === 'node-test-1' && n.body.sequence === 1));
+    const body = (await nodes())[0]?.body;
+    expect(body).toMatchObject({ config_digest: expect.stringMatching(/^sha256:/), sequence: 1, agent_version: expect.any(String), status: expect.any(String) });
+  });
+
+  it('reports unhealthy once no check has succeeded for twice the poll interval, and keeps what runs', async () => {
+    const healthz = async () => (await fetch(`http://127.0.0.1:${statusPort}/healthz`)).status;
+    expect(await healthz()).toBe(200);
+    await s.close();
+    await until('/healthz to turn 503', async () => (await healthz()) === 503);
+    const status = (await (await fetch(`http://127.0.0.1:${statusPort}/status`)).json()) as { applied: { sequence: number }; last_error: { code: string } };
+    expect(status.applied.sequence).toBe(1);
+    expect(status.last_error.code).toBe('FETCH_FAILED');
   });
 });
