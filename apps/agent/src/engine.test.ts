@@ -1,3 +1,5 @@
+import { readFile } from 'node:fs/promises';
+
 import { type SigningKey, generateSigningKey, signRoot } from '@resultity/snapshot';
 import { type TestSigner, createTestSigner, envelopeBytes, sampleSnapshot, tempDir } from '@resultity/testkit';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -293,6 +295,29 @@ describe('recover', () => {
     expect(outcome).toEqual({ result: 'applied', digest: second.digest, sequence: 2 });
     expect(applier.running?.digest).toBe(second.digest);
     expect(await store.readJournal()).toBeNull();
+  });
+
+  it('gives up on an apply that every restart died in, after retry_budget recoveries', async () => {
+    const first = publish(1);
+    const e = engine({ retryBudget: 2 });
+    await e.syncOnce();
+    const second = publish(2, { job: { max_tokens: 1, max_queue_size: 1, execution_timeout_ms: 1 } });
+    await store.putEnvelope(second, origin.snapshots.get(second) as Uint8Array);
+    await store.writeJournal({ from: { digest: first, sequence: 1 }, to: { digest: second, sequence: 2 }, reason: 'sync', started_at: NOW.toISOString(), recoveries: 2 });
+    expect(await engine({ retryBudget: 2 }).recover()).toMatchObject({ result: 'failed', code: 'APPLY_INTERRUPTED' });
+    expect(applier.running?.digest).toBe(first);
+    expect(await store.readJournal()).toBeNull();
+    expect(await engine({ retryBudget: 2 }).syncOnce()).toMatchObject({ result: 'budget-exhausted', digest: second });
+  });
+
+  it('mends last-known-good.json when a crash fell between it and state.json', async () => {
+    const first = publish(1);
+    const e = engine();
+    await e.syncOnce();
+    const other = signer.sign(sampleSnapshot({ sequence: 9 }));
+    await store.putLastKnownGood(other.bytes);
+    await engine().recover();
+    expect(new Uint8Array(await readFile(store.paths.lastKnownGood))).toEqual(await store.getEnvelope(first));
   });
 
   it('goes back to the last-known-good when the interrupted apply cannot finish', async () => {

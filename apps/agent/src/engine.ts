@@ -1,3 +1,5 @@
+import { readFile } from 'node:fs/promises';
+
 import {
   type Snapshot,
   type TrustedRoot,
@@ -64,6 +66,8 @@ export interface EngineDeps {
 interface ApplyOptions {
   readonly reason: 'sync' | 'rollback' | 'recover';
   readonly pinUntilAbove?: number;
+  /** Restarts that have tried this apply before (carried in the journal). */
+  readonly recoveries?: number;
 }
 
 /**
@@ -83,6 +87,7 @@ export class SyncEngine {
   /** Finishes an apply a crash interrupted: toward its target from what really runs, or back to the last-known-good. */
   async recover(signal?: AbortSignal): Promise<SyncOutcome | null> {
     const { store, audit } = this.deps;
+    await this.repairLastKnownGood();
     const journal = await store.readJournal();
     if (journal === null) return null;
     const state = await store.read();
@@ -99,10 +104,34 @@ export class SyncEngine {
       await store.clearJournal();
       return { result: 'failed', code: 'STATE_CORRUPT', message: `journal names ${journal.to.digest}, which is not in the state directory`, digest: journal.to.digest };
     }
-    await audit.append('recover', { digest: journal.to.digest, from: journal.from?.digest ?? null, reason: journal.reason, resolution: 'finishing the interrupted apply' });
+    if (journal.recoveries >= this.deps.retryBudget) {
+      // Every restart died in this apply: stop trying it, go back, and fail the digest.
+      await audit.append('recover', { digest: journal.to.digest, recoveries: journal.recoveries, resolution: 'too many interrupted attempts; restoring the last-known-good' });
+      await this.restore(state.applied, 'recover');
+      await store.clearJournal();
+      const message = `the apply of ${journal.to.digest} was interrupted ${journal.recoveries} times`;
+      for (let i = 0; i < this.deps.retryBudget; i++) await this.recordFailure(journal.to, 'APPLY_INTERRUPTED', message);
+      return { result: 'failed', code: 'APPLY_INTERRUPTED', message, digest: journal.to.digest };
+    }
+    await audit.append('recover', { digest: journal.to.digest, from: journal.from?.digest ?? null, reason: journal.reason, recoveries: journal.recoveries + 1, resolution: 'finishing the interrupted apply' });
     const latest = state.latest?.sequence ?? 0;
     const pin = journal.reason === 'rollback' ? Math.max(state.high_water?.sequence ?? 0, latest) : undefined;
-    return this.apply({ verified: target, bytes }, signal, { reason: journal.reason, ...(pin === undefined ? {} : { pinUntilAbove: pin }) });
+    return this.apply({ verified: target, bytes }, signal, {
+      reason: journal.reason,
+      recoveries: journal.recoveries + 1,
+      ...(pin === undefined ? {} : { pinUntilAbove: pin }),
+    });
+  }
+
+  /** last-known-good.json follows state.json; a crash between the two writes is mended here. */
+  private async repairLastKnownGood(): Promise<void> {
+    const { store } = this.deps;
+    const applied = (await store.read()).applied;
+    if (applied === null) return;
+    const bytes = await store.getEnvelope(applied.digest);
+    if (bytes === null) return;
+    const current = await readFile(store.paths.lastKnownGood).catch(() => null);
+    if (current === null || !Buffer.from(bytes).equals(current)) await store.putLastKnownGood(bytes);
   }
 
   /** One whole cycle: check, and apply what the check found. */
@@ -228,7 +257,7 @@ export class SyncEngine {
       return this.applyFailed(ref, error, 'plan');
     }
     await audit.append('plan', { digest: ref.digest, sequence: ref.sequence, reason: options.reason, steps: plan.lines });
-    await store.writeJournal({ from: state.applied, to: ref, reason: options.reason, started_at: this.now() });
+    await store.writeJournal({ from: state.applied, to: ref, reason: options.reason, started_at: this.now(), recoveries: options.recoveries ?? 0 });
     await audit.append('apply-started', { digest: ref.digest, sequence: ref.sequence, from: state.applied?.digest ?? null, steps: plan.steps.length });
 
     const started = Date.now();

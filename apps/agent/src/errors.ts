@@ -15,6 +15,7 @@ export type AgentErrorCode =
   | 'STATE_CORRUPT'
   | 'NOT_IN_HISTORY'
   | 'APPLY_FAILED'
+  | 'APPLY_INTERRUPTED'
   | 'ABORTED'
   | 'AUDIT_BROKEN'
   | 'ENGINE_UNAVAILABLE'

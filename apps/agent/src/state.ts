@@ -46,6 +46,8 @@ const JournalSchema = z.object({
   to: Ref,
   reason: z.enum(['sync', 'rollback', 'recover']),
   started_at: z.string(),
+  /** How many restarts have tried to finish this apply: bounded by the retry budget, so a crash loop ends. */
+  recoveries: z.number().int().min(0).default(0),
 });
 /** The apply in progress: written before the first mutating step, removed after the digest is recorded. */
 export type Journal = z.infer<typeof JournalSchema>;
@@ -120,7 +122,7 @@ export class StateStore {
     return parsed.success ? parsed.data : null;
   }
 
-  async writeJournal(journal: Journal): Promise<void> {
+  async writeJournal(journal: z.input<typeof JournalSchema>): Promise<void> {
     await writeFileAtomic(this.paths.journal, `${JSON.stringify(journal)}\n`, 0o600);
   }
 
