@@ -19,7 +19,7 @@ let notifier: FakeNotifier;
 let audit: MemoryAudit;
 let store: StateStore;
 
-function engine(overrides: { retryBudget?: number; nodeId?: string; trustRoots?: Uint8Array[] } = {}) {
+function engine(overrides: { retryBudget?: number; nodeId?: string; trustRoots?: Uint8Array[]; clock?: () => Date } = {}) {
   return new SyncEngine({
     network: 'testnet',
     nodeId: overrides.nodeId ?? 'node-1',
@@ -32,7 +32,7 @@ function engine(overrides: { retryBudget?: number; nodeId?: string; trustRoots?:
     notifier,
     store,
     audit,
-    clock: () => NOW,
+    clock: overrides.clock ?? (() => NOW),
     logger: silentLogger,
     metrics: noMetrics,
   });
@@ -80,6 +80,18 @@ describe('syncOnce', () => {
     expect(outcome.result).toBe('unchanged');
     expect(origin.snapshotFetches).toBe(1);
     expect(applier.executed).toHaveLength(1);
+  });
+
+  it('sends the remembered ETag, but fetches latest.json in full once it is older than ten minutes', async () => {
+    publish(1);
+    let now = NOW.getTime();
+    const e = engine({ clock: () => new Date(now) });
+    await e.syncOnce();
+    await e.syncOnce();
+    now += 11 * 60_000;
+    await e.syncOnce();
+    await e.syncOnce();
+    expect(origin.etagsSent).toEqual([null, '"1"', null, '"1"']);
   });
 
   it('applies an update over the applied snapshot', async () => {

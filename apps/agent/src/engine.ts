@@ -61,6 +61,8 @@ export interface EngineDeps {
   readonly logger: Logger;
   readonly metrics: MetricsSink;
   readonly onProgress?: (event: ProgressInfo) => void;
+  /** How long a remembered ETag is sent before latest.json is fetched in full again; default 10 minutes. */
+  readonly etagMaxAgeMs?: number;
 }
 
 interface ApplyOptions {
@@ -153,13 +155,16 @@ export class SyncEngine {
 
     let hint: SnapshotRef;
     try {
-      const latest = await origin.latest(before.etag, signal);
+      // An ETag made of mtime and size (nginx) can stay the same across a change; asking
+      // without it now and then bounds how long such a change can hide.
+      const fresh = before.latest_at !== null && this.deps.clock().getTime() - Date.parse(before.latest_at) < (this.deps.etagMaxAgeMs ?? 600_000);
+      const latest = await origin.latest(fresh ? before.etag : null, signal);
       if (latest.status === 'ok') {
         this.deps.metrics.bytesDownloaded('latest', latest.bytes);
         hint = { digest: latest.hint.config_digest, sequence: latest.hint.sequence };
         if (before.latest?.digest !== hint.digest) await audit.append('fetch', { what: 'latest', digest: hint.digest, sequence: hint.sequence });
         const seen = hint;
-        await this.update((s) => ({ ...s, etag: latest.etag, latest: seen, last_check: checkedAt, last_success_check: checkedAt }));
+        await this.update((s) => ({ ...s, etag: latest.etag, latest: seen, latest_at: checkedAt, last_check: checkedAt, last_success_check: checkedAt }));
       } else if (before.latest !== null) {
         hint = before.latest;
         await this.update((s) => ({ ...s, last_check: checkedAt, last_success_check: checkedAt }));

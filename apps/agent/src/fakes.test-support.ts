@@ -19,7 +19,10 @@ export class FakeOrigin implements Origin {
     this.etag += 1;
   }
 
+  etagsSent: (string | null)[] = [];
+
   async latest(etag: string | null): Promise<LatestResult> {
+    this.etagsSent.push(etag);
     if (this.down) throw new AgentError('FETCH_FAILED', 'connect ECONNREFUSED 127.0.0.1');
     if (this.latestHint === null) throw new AgentError('HTTP_STATUS', 'expected 200 or 304, got 404');
     const current = `"${this.etag}"`;

@@ -29,6 +29,8 @@ const StateSchema = z.object({
   etag: z.string().nullable(),
   /** The hint latest.json gave with that ETag, so a 304 still says what the origin points at. */
   latest: Ref.nullable(),
+  /** When latest.json last answered 200; the ETag is not sent once this is old (weak ETags can hide a change). */
+  latest_at: z.string().nullable().default(null),
   failures: z.record(z.string(), Failure),
   not_eligible: z.array(digest),
   history: z.array(Ref.extend({ verified_at: z.string(), applied_at: z.string().nullable() })),
@@ -60,6 +62,7 @@ export function emptyState(): AgentState {
     pinned: null,
     etag: null,
     latest: null,
+    latest_at: null,
     failures: {},
     not_eligible: [],
     history: [],

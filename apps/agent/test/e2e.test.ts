@@ -279,3 +279,24 @@ describe('plan', () => {
     }
   });
 });
+
+describe('with the network down at start', () => {
+  it('applies nothing, exits 1 with FETCH_FAILED, keeps what runs, and status still answers', async () => {
+    const work = await tempDir('agent-down-');
+    const s = await setup(work.path, 'dev');
+    try {
+      const { digest } = await s.net.publish(devSnapshot({ network: 'testnet', sequence: 1 }));
+      expect((await cli(['sync', '--once', '--config', s.config])).code).toBe(0);
+      await s.close();
+      await s.net.publish(devSnapshot({ network: 'testnet', sequence: 2 }));
+      const result = await cli(['sync', '--once', '--config', s.config]);
+      expect(result.code).toBe(1);
+      expect(result.stderr).toMatch(/^FETCH_FAILED: /);
+      const report = JSON.parse((await cli(['status', '--config', s.config, '--json'])).stdout);
+      expect(report.applied).toEqual({ digest, sequence: 1 });
+      expect(report.last_error.code).toBe('FETCH_FAILED');
+    } finally {
+      await work.cleanup();
+    }
+  });
+});
