@@ -1,5 +1,3 @@
-import type { Writable } from 'node:stream';
-
 import { describe, expect, it } from 'vitest';
 
 import { containerNameFor, definitionHash } from './definition.js';
@@ -99,7 +97,7 @@ function ports(engine: ContainerEngine): ApplierPorts {
     hasBlob: async () => false,
     blobPath: (s: string) => `/nowhere/${s}`,
     partSize: async () => 0,
-    openPart: async () => ({}) as Writable,
+    openPart: async () => ({ write: async () => undefined, close: async () => undefined }),
     readPart: async function* () {},
     discardPart: async () => undefined,
     commitPart: async () => undefined,

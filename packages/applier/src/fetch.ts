@@ -1,11 +1,10 @@
-import { createHash } from 'node:crypto';
-import { pipeline } from 'node:stream/promises';
 
 import type { Model } from '@resultity/snapshot';
 
 import { ApplyError, fail, messageOf } from './errors.js';
+import { type Hasher, inlineHasher, workerHasher } from './hasher.js';
 import { HttpStatusError } from './http.js';
-import type { Clock, Downloader, ModelStore } from './ports.js';
+import type { Clock, DownloadResponse, Downloader, ModelStore, PartWriter } from './ports.js';
 import { assertSha256 } from './store.js';
 
 /** Options of one model download. */
@@ -16,22 +15,96 @@ export interface FetchModelOptions {
   maxAttemptsPerUrl?: number;
   /** First pause between attempts; doubles each time, default 200 ms. */
   retryDelayMs?: number;
+  /** Hash on a worker thread (frees the socket thread on a busy machine; costs ~40 MiB of memory). Default false. */
+  hashInWorker?: boolean;
 }
 
 const PROGRESS_EVERY = 1 << 20;
+const WRITE_BATCH = 4 << 20;
+const MAX_IN_FLIGHT = 4;
 
 function isNoSpace(error: unknown): boolean {
   const code = (error as NodeJS.ErrnoException | null)?.code;
   return code === 'ENOSPC' || code === 'EDQUOT';
 }
 
-async function hashPart(store: ModelStore, sha256: string, size: number) {
-  const hash = createHash('sha256');
+/** A hasher already fed with what an interrupted download left staged, and how much that is. */
+async function resumeHash(store: ModelStore, sha256: string, size: number, useWorker: boolean): Promise<{ hasher: Hasher; done: number }> {
   const done = await store.partSize(sha256);
+  const hasher = useWorker ? workerHasher() : inlineHasher();
   if (done > 0 && done <= size) {
-    for await (const chunk of store.readPart(sha256)) hash.update(chunk);
+    for await (const chunk of store.readPart(sha256)) await hasher.update(Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk));
   }
-  return { hash, done };
+  return { hasher, done };
+}
+
+/**
+ * Moves a response body into the staged file: each batch is written, then hashed, in file
+ * order, with one batch in flight while the next arrives. Returns the bytes now staged.
+ */
+async function receive(
+  response: DownloadResponse,
+  start: number,
+  writer: PartWriter,
+  hasher: Hasher,
+  size: number,
+  label: string,
+  url: string,
+  options: FetchModelOptions,
+): Promise<number> {
+  let done = start;
+  let reported = done;
+  let batch: Buffer[] = [];
+  let batchBytes = 0;
+  // Batches are written, then hashed, strictly in file order; a few may be in flight while the
+  // next arrive, so the socket keeps flowing while the disk catches up. Memory stays bounded.
+  let chain: Promise<void> = Promise.resolve();
+  const inFlight: Promise<void>[] = [];
+  let writeError: unknown = null;
+  const flush = () => {
+    const buffer = Buffer.concat(batch, batchBytes);
+    batch = [];
+    batchBytes = 0;
+    chain = chain
+      .then(async () => {
+        if (writeError !== null) return;
+        await writer.write([buffer]);
+        await hasher.update(buffer);
+      })
+      .catch((error: unknown) => {
+        writeError ??= error;
+      });
+    inFlight.push(chain);
+  };
+  try {
+    for await (const chunk of response.body) {
+      if (writeError !== null) throw writeError;
+      if (options.signal?.aborted) fail('ABORTED', `download of ${label} was cancelled`);
+      if (done + chunk.length > size) fail('SIZE_MISMATCH', `model ${label} from ${url}: more than the expected ${size} bytes arrived`);
+      done += chunk.length;
+      batch.push(Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength));
+      batchBytes += chunk.length;
+      if (batchBytes >= WRITE_BATCH) {
+        flush();
+        if (inFlight.length >= MAX_IN_FLIGHT) await inFlight.shift();
+      }
+      if (done - reported >= PROGRESS_EVERY) {
+        reported = done;
+        options.onProgress?.(done, size);
+      }
+    }
+  } finally {
+    // Whatever arrived is kept, so a resume asks only for the rest.
+    try {
+      if (batchBytes > 0) flush();
+      await chain;
+    } finally {
+      await writer.close();
+      response.body.destroy?.();
+    }
+  }
+  if (writeError !== null) throw writeError;
+  return done;
 }
 
 /**
@@ -59,50 +132,36 @@ export async function fetchModel(
   }
 
   const maxAttempts = options.maxAttemptsPerUrl ?? 5;
+  const useWorker = options.hashInWorker ?? false;
   const baseDelay = options.retryDelayMs ?? 200;
   let lastError: unknown = new ApplyError('DOWNLOAD_FAILED', `model ${label} has no URL`);
 
   for (const url of model.urls) {
     for (let attempt = 1; attempt <= maxAttempts; attempt++) {
       if (options.signal?.aborted) fail('ABORTED', `download of ${label} was cancelled`);
+      let hasher: Hasher | null = null;
       try {
-        let { hash, done } = await hashPart(store, sha256, size);
+        const resumed = await resumeHash(store, sha256, size, useWorker);
+        hasher = resumed.hasher;
+        let done = resumed.done;
         if (done < size) {
           const response = await downloader.open(url, { offset: done, signal: options.signal });
-          const whole = response.totalBytes;
-          if (whole !== null && whole !== size) {
+          if (response.totalBytes !== null && response.totalBytes !== size) {
             response.body.destroy?.();
-            fail('SIZE_MISMATCH', `model ${label} from ${url}: expected ${size} bytes, the server has ${whole}`);
+            fail('SIZE_MISMATCH', `model ${label} from ${url}: expected ${size} bytes, the server has ${response.totalBytes}`);
           }
           if (response.offset !== done) {
             // The server ignored the range: start over rather than trust a splice.
-            hash = createHash('sha256');
+            await hasher.close();
+            hasher = useWorker ? workerHasher() : inlineHasher();
             done = 0;
           }
-          const out = await store.openPart(sha256, done > 0);
-          let reported = done;
-          await pipeline(
-            response.body,
-            async function* (source: AsyncIterable<Uint8Array>) {
-              for await (const chunk of source) {
-                if (done + chunk.length > size) {
-                  fail('SIZE_MISMATCH', `model ${label} from ${url}: more than the expected ${size} bytes arrived`);
-                }
-                hash.update(chunk);
-                done += chunk.length;
-                if (done - reported >= PROGRESS_EVERY || done === size) {
-                  reported = done;
-                  options.onProgress?.(done, size);
-                }
-                yield chunk;
-              }
-            },
-            out,
-            options.signal ? { signal: options.signal } : {},
-          );
+          done = await receive(response, done, await store.openPart(sha256, done > 0), hasher, size, label, url, options);
           if (done < size) throw new Error(`connection closed after ${done} of ${size} bytes`);
         }
-        const actual = hash.digest('hex');
+        const actual = await hasher.digest();
+        await hasher.close();
+        hasher = null;
         if (actual !== sha256) {
           await store.discardPart(sha256);
           fail('HASH_MISMATCH', `model ${label} from ${url}: expected sha256 ${sha256}, the bytes hash to ${actual}`);
@@ -111,6 +170,7 @@ export async function fetchModel(
         options.onProgress?.(size, size);
         return;
       } catch (error) {
+        await hasher?.close().catch(() => undefined);
         if (options.signal?.aborted) {
           throw new ApplyError('ABORTED', `download of ${label} was cancelled (the staged part is kept for a resume)`, {
             cause: error,

@@ -1,5 +1,3 @@
-import type { Writable } from 'node:stream';
-
 import type { ContainerDefinition, ParticipationFlags } from './types.js';
 
 /** A container as the engine lists it. */
@@ -53,6 +51,12 @@ export interface ModelIndexEntry {
   size: number;
 }
 
+/** Writes a staged download; one batch of chunks at a time, so writing can overlap receiving. */
+export interface PartWriter {
+  write(chunks: Uint8Array[]): Promise<void>;
+  close(): Promise<void>;
+}
+
 /** The content-addressed model store port: blobs under sha256/<hex>, a name@version index, a staging area. */
 export interface ModelStore {
   readonly root: string;
@@ -64,8 +68,8 @@ export interface ModelStore {
   blobPath(sha256: string): string;
   /** Bytes already staged for a blob by an interrupted download (0 when none). */
   partSize(sha256: string): Promise<number>;
-  /** A stream writing the staged file, appending or from scratch. */
-  openPart(sha256: string, append: boolean): Promise<Writable>;
+  /** A writer of the staged file, appending or from scratch. */
+  openPart(sha256: string, append: boolean): Promise<PartWriter>;
   /** Reads the staged bytes, so a resumed download can hash what it already has. */
   readPart(sha256: string): AsyncIterable<Uint8Array>;
   discardPart(sha256: string): Promise<void>;

@@ -1,0 +1,144 @@
+// Model download + verify throughput of @resultity/applier next to curl fetching the same file
+// from the same local server. Usage: node bench/applier/download.mjs [sizesMiB=128,1024] [runs=3] [nginx|node]
+// Server: nginx (default; sendfile, like a CDN) or node (bench/applier/serve.mjs), 4th argument.
+// Needs `pnpm --filter @resultity/applier build` first. Scratch files go to bench/.work/applier.
+import { execFile, spawn } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
+import { createWriteStream, existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdir, rm, stat } from 'node:fs/promises';
+import { basename, dirname, join } from 'node:path';
+import net from 'node:net';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+
+import { FsModelStore, HttpDownloader, fetchModel, systemClock } from '../../packages/applier/dist/index.js';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const work = join(here, '..', '.work', 'applier');
+const sizes = (process.argv[2] ?? '128,1024').split(',').map(Number);
+const runs = Number(process.argv[3] ?? 3);
+const serverKind = process.argv[4] ?? 'nginx';
+const MiB = 1024 * 1024;
+
+async function ensureFile(sizeMiB) {
+  const file = join(work, `model-${sizeMiB}m.bin`);
+  if (existsSync(file) && existsSync(`${file}.sha256`)) return { file, sha256: readFileSync(`${file}.sha256`, 'utf8').trim() };
+  const hash = createHash('sha256');
+  const out = createWriteStream(file);
+  for (let i = 0; i < sizeMiB; i++) {
+    const block = randomBytes(MiB);
+    hash.update(block);
+    if (!out.write(block)) await new Promise((r) => out.once('drain', r));
+  }
+  await new Promise((r) => out.end(r));
+  const sha256 = hash.digest('hex');
+  writeFileSync(`${file}.sha256`, sha256);
+  return { file, sha256 };
+}
+
+async function startNodeServer(file) {
+  const child = spawn(process.execPath, [join(here, 'serve.mjs'), file], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const port = await new Promise((resolve) => child.stdout.once('data', (d) => resolve(Number(String(d).trim()))));
+  return { url: `http://127.0.0.1:${port}/model.bin`, stop: () => child.kill('SIGTERM') };
+}
+
+/** nginx on a free loopback port, serving the work directory (what a model CDN looks like). */
+async function startNginx(file) {
+  const port = await new Promise((resolve) => {
+    const probe = net.createServer().listen(0, '127.0.0.1', () => {
+      const p = probe.address().port;
+      probe.close(() => resolve(p));
+    });
+  });
+  const prefix = join(work, 'nginx');
+  await mkdir(join(prefix, 'logs'), { recursive: true });
+  const conf = join(prefix, 'nginx.conf');
+  writeFileSync(
+    conf,
+    `daemon off; master_process off; worker_processes 1; pid ${prefix}/nginx.pid; error_log ${prefix}/logs/error.log;
+events { worker_connections 64; }
+http { access_log off; sendfile on; server { listen 127.0.0.1:${port}; root ${dirname(file)}; } }
+`,
+  );
+  const child = spawn('nginx', ['-p', prefix, '-c', conf], { stdio: 'inherit' });
+  for (let i = 0; i < 50; i++) {
+    const ok = await new Promise((resolve) => net.connect(port, '127.0.0.1').once('connect', function () { this.destroy(); resolve(true); }).once('error', () => resolve(false)));
+    if (ok) break;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  return { url: `http://127.0.0.1:${port}/${basename(file)}`, stop: () => child.kill('SIGTERM') };
+}
+
+const startServer = serverKind === 'node' ? startNodeServer : startNginx;
+
+const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+
+/** curl into a file; with `durable`, followed by fdatasync of that file (`sync -d`), as the store does. */
+async function curlOnce(url, out, durable) {
+  await rm(out, { force: true });
+  const t0 = process.hrtime.bigint();
+  await promisify(execFile)('curl', ['-sS', '--fail', '-o', out, url]);
+  if (durable) await promisify(execFile)('sync', ['-d', out]);
+  const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
+  await rm(out, { force: true });
+  return seconds;
+}
+
+async function applierOnce(url, sha256, size, root, durable) {
+  await rm(root, { recursive: true, force: true });
+  const store = new FsModelStore(root, { fsync: durable });
+  const baseline = process.memoryUsage().rss;
+  let peak = baseline;
+  const sampler = setInterval(() => {
+    peak = Math.max(peak, process.memoryUsage().rss);
+  }, 20);
+  const t0 = process.hrtime.bigint();
+  await fetchModel({ name: 'bench', version: '1', sha256, size, urls: [url] }, { models: store, downloader: new HttpDownloader(), clock: systemClock });
+  const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
+  clearInterval(sampler);
+  peak = Math.max(peak, process.memoryUsage().rss);
+  await rm(root, { recursive: true, force: true });
+  return { seconds, rssGrowthMiB: (peak - baseline) / MiB, peakRssMiB: peak / MiB };
+}
+
+await mkdir(work, { recursive: true });
+const rows = [];
+for (const sizeMiB of sizes) {
+  const { file, sha256 } = await ensureFile(sizeMiB);
+  const size = (await stat(file)).size;
+  const server = await startServer(file);
+  try {
+    await curlOnce(server.url, join(work, 'warm.out'), false); // warms the page cache for both
+    for (const durable of [false, true]) {
+      const curl = [];
+      const ours = [];
+      // Interleaved, so that a noisy neighbour or disk writeback hits both sides alike.
+      for (let i = 0; i < runs; i++) {
+        curl.push(await curlOnce(server.url, join(work, 'curl.out'), durable));
+        ours.push(await applierOnce(server.url, sha256, size, join(work, 'store'), durable));
+      }
+      const curlS = median(curl);
+      const oursS = median(ours.map((o) => o.seconds));
+      rows.push({
+        sizeMiB,
+        durable,
+        curlMiBps: +(sizeMiB / curlS).toFixed(1),
+        applierMiBps: +(sizeMiB / oursS).toFixed(1),
+        ratio: +(curlS / oursS).toFixed(2),
+        peakRssMiB: +Math.max(...ours.map((o) => o.peakRssMiB)).toFixed(1),
+        rssGrowthMiB: +Math.max(...ours.map((o) => o.rssGrowthMiB)).toFixed(1),
+        curlSeconds: curl.map((x) => +x.toFixed(3)),
+        applierSeconds: ours.map((o) => +o.seconds.toFixed(3)),
+      });
+    }
+  } finally {
+    server.stop();
+  }
+}
+console.log(JSON.stringify({ runs, server: serverKind, node: process.version, rows }, null, 2));
+console.log('\n| file | flushed to disk | curl MiB/s | applier MiB/s | applier / curl | peak RSS MiB | RSS growth MiB |');
+console.log('| --- | --- | --- | --- | --- | --- | --- |');
+for (const r of rows) {
+  const how = r.durable ? 'yes (curl + sync -d; store fdatasync)' : 'no (curl; store fsync off)';
+  console.log(`| ${r.sizeMiB} MiB | ${how} | ${r.curlMiBps} | ${r.applierMiBps} | ${r.ratio}× | ${r.peakRssMiB} | ${r.rssGrowthMiB} |`);
+}
