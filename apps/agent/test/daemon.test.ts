@@ -8,7 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { verifyAuditFile } from '../src/audit.js';
 import { type FileServer, devSnapshot, makeModel, startFileServer } from '../src/devnet-kit.js';
-import { CLI, type Setup, freePort, setup, waitForExit } from './helpers.js';
+import { CLI, type Setup, cli, freePort, setup, waitForExit } from './helpers.js';
 
 interface StateFile {
   applied: { digest: string; sequence: number } | null;
@@ -113,6 +113,10 @@ describe('the daemon', () => {
     const audit = await readFile(join(s.stateDir, 'audit.jsonl'), 'utf8');
     expect(audit).toContain('"type":"recover"');
     expect((await verifyAuditFile(join(s.stateDir, 'audit.jsonl'))).ok).toBe(true);
+
+    const secondWriter = await cli(['sync', '--once', '--config', s.config]);
+    expect(secondWriter.code).toBe(2);
+    expect(secondWriter.stderr).toMatch(/^USAGE: another Agent \(pid \d+\) holds/);
 
     two.child.kill('SIGTERM');
     expect(await waitForExit(two.child)).toBe(0);
