@@ -139,4 +139,24 @@ describe('the daemon', () => {
     expect(audit).toContain('"type":"apply-cancelled"');
     files.throttle = 0;
   });
+
+  it('lets a newer snapshot cancel an apply whose download is in progress, and lands the newer one', async () => {
+    const daemon = startDaemon(s.config);
+    children.push(daemon.child);
+    files.throttle = 32 * 1024;
+    const slow = await makeModel(join(work.path, 'files'), files, 'glacial', '1.0.0', randomBytes(2 * 1024 * 1024));
+    const stuck = await s.net.publish(devSnapshot({ network: 'testnet', sequence: 4, models: [slow], pollSeconds: 1 }));
+    await until('the slow apply to start', async () => {
+      const journal = await readFile(join(s.stateDir, 'journal.json'), 'utf8').catch(() => '');
+      return journal.includes(stuck.digest);
+    });
+    const newer = await s.net.publish(devSnapshot({ network: 'testnet', sequence: 5, pollSeconds: 1 }));
+    await until('the newer snapshot to be applied', async () => (await readState(s.stateDir))?.applied?.digest === newer.digest);
+    const audit = await readFile(join(s.stateDir, 'audit.jsonl'), 'utf8');
+    const cancelled = audit.split('\n').find((line) => line.includes('"type":"apply-cancelled"') && line.includes(stuck.digest));
+    expect(cancelled).toBeDefined();
+    files.throttle = 0;
+    daemon.child.kill('SIGTERM');
+    expect(await waitForExit(daemon.child)).toBe(0);
+  });
 });
