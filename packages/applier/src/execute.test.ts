@@ -104,7 +104,12 @@ function ports(engine: ContainerEngine): ApplierPorts {
     removeBlob: async () => undefined,
     freeBytes: async () => 0,
   } satisfies ModelStore;
-  const flagsStore = { read: async () => flags, write: async (f) => void (flags = f) } satisfies FlagsStore;
+  const flagsStore = {
+    read: async () => flags,
+    write: async (f) => {
+      flags = f;
+    },
+  } satisfies FlagsStore;
   const downloader = { open: async () => Promise.reject(new Error('no network in unit tests')) } satisfies Downloader;
   return { engine, models, downloader, flags: flagsStore, clock: fakeClock() };
 }

@@ -4,7 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import {
   ApplyError,
-  DockerEngine,
+  type DockerEngine,
   createDefaultPorts,
   desiredStateFrom,
   execute,
@@ -16,7 +16,7 @@ import {
   type Step,
   type Strategy,
 } from '../src/index.js';
-import { TEST_REGISTRY, buildTestImage, docker, removeContainersLabelled, type TestImage } from './support/images.js';
+import { TEST_REGISTRY, buildTestImage, removeContainersLabelled, type TestImage } from './support/images.js';
 import { generatedBytes, sha256, startModelServer, type ModelServer } from './support/model-server.js';
 import { startTamperingRegistry } from './support/tampering-registry.js';
 
