@@ -9,7 +9,8 @@ import { type AgentConfig, loadConfig } from './config.js';
 import { type SyncOutcome, outcomeCode } from './engine.js';
 import { AgentError, errorCode, errorMessage } from './errors.js';
 import { applierFor, startAgent } from './main.js';
-import { type ProgressInfo, noRuntimeNotifier } from './ports.js';
+import { noRuntimeNotifier } from './ports.js';
+import { terminalProgress } from './progress.js';
 import { acquireLock, statePaths } from './state.js';
 import { collectStatus, renderStatus } from './status.js';
 import { AGENT_VERSION } from './version.js';
@@ -19,21 +20,6 @@ class ExitError extends Error {
   constructor(readonly exitCode: number, message: string) {
     super(message);
   }
-}
-
-/** Progress of model and image downloads, on a terminal only. */
-function terminalProgress(): ((e: ProgressInfo) => void) | undefined {
-  if (!process.stderr.isTTY) return undefined;
-  let last = 0;
-  return (e) => {
-    const now = Date.now();
-    const done = e.bytesTotal !== null && e.bytesDone >= e.bytesTotal;
-    if (!done && now - last < 200) return;
-    last = now;
-    const mib = (n: number) => `${(n / 1048576).toFixed(1)} MiB`;
-    const pct = e.bytesTotal ? ` ${Math.floor((100 * e.bytesDone) / e.bytesTotal)}%` : '';
-    process.stderr.write(`\r${e.kind} ${e.name}${pct} ${mib(e.bytesDone)}${e.bytesTotal ? ` / ${mib(e.bytesTotal)}` : ''}\x1b[K${done ? '\n' : ''}`);
-  };
 }
 
 /** One-shot commands log only warnings, to stderr, so their stdout stays readable. */

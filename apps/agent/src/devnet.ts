@@ -13,6 +13,7 @@ import { loadConfig } from './config.js';
 import { type RegistryImage, buildBusyboxImage, createDevNetwork, devSnapshot, makeModel, startFileServer, writeAgentConfig } from './devnet-kit.js';
 import { errorMessage } from './errors.js';
 import { startAgent } from './main.js';
+import { terminalProgress } from './progress.js';
 import { type StatusReport, renderStatus } from './status.js';
 
 const REGISTRY = process.env.RESULTITY_TEST_REGISTRY ?? '127.0.0.1:5000';
@@ -127,7 +128,8 @@ async function main(): Promise<number> {
   });
   const config = await loadConfig(configFile);
   const logger = pino({ level: 'info', base: { node_id: config.node_id } }, destination({ dest: join(dir, 'agent.log'), sync: true, mkdir: true }));
-  const agent = await startAgent(config, { logger });
+  const progress = terminalProgress(process.stdout);
+  const agent = await startAgent(config, { logger, ...(progress ? { onProgress: progress } : {}) });
   say(`Agent running (logs: ${join(dir, 'agent.log')}); status at ${agent.statusUrl}/status, bridge at ${agent.bridgeAddress}`);
 
   const runtime = await startExampleRuntime({ bridgeUrl: agent.bridgeAddress ?? '', tokenFile: config.bridge.token_file, runtimeId: 'example-runtime', http: { host: '127.0.0.1', port: 0 } });
