@@ -36,10 +36,12 @@ function fakeClock(): Clock {
 }
 
 /** An engine whose containers never leave the "starting" health state, and whose removals can be made to fail. */
-function fakeEngine(options: { failRemove?: boolean; unreachable?: boolean } = {}) {
+function fakeEngine(options: { failRemove?: boolean; unreachable?: boolean; health?: ContainerStatus['health']; restartCount?: number } = {}) {
   const containers = new Map<string, { name: string; labels: Record<string, string>; running: boolean }>();
   const calls: string[] = [];
   let next = 0;
+  // Like Docker, containers are found by id or by name.
+  const find = (idOrName: string) => [...containers.entries()].find(([id, c]) => id === idOrName || c.name === idOrName);
   const engine = {
     ping: async () => {
       if (options.unreachable) throw new ApplyError('ENGINE_UNAVAILABLE', 'no engine');
@@ -49,16 +51,16 @@ function fakeEngine(options: { failRemove?: boolean; unreachable?: boolean } = {
         .filter(([, c]) => key in c.labels)
         .map(([id, c]) => ({ id, name: c.name, labels: c.labels, state: c.running ? 'running' : 'exited' })),
     inspectContainer: async (idOrName): Promise<ContainerStatus | null> => {
-      const entry = [...containers.entries()].find(([id, c]) => id === idOrName || c.name === idOrName);
+      const entry = find(idOrName);
       if (!entry) return null;
       return {
         id: entry[0],
         state: entry[1].running ? 'running' : 'exited',
         running: entry[1].running,
         restarting: false,
-        restartCount: 0,
+        restartCount: options.restartCount ?? 0,
         exitCode: null,
-        health: 'starting',
+        health: options.health ?? 'starting',
         error: '',
       };
     },
@@ -72,11 +74,11 @@ function fakeEngine(options: { failRemove?: boolean; unreachable?: boolean } = {
     },
     startContainer: async (id) => {
       calls.push('start');
-      containers.get(id)!.running = true;
+      find(id)![1].running = true;
     },
     stopContainer: async (id) => {
       calls.push('stop');
-      containers.get(id)!.running = false;
+      find(id)![1].running = false;
     },
     removeContainer: async (id) => {
       calls.push('remove');
@@ -172,6 +174,17 @@ describe('execute', () => {
     controller.abort();
     expect((await failure(execute(launch, ports(fake.engine), { policy, signal: controller.signal }))).code).toBe('ABORTED');
     expect(fake.calls).toEqual([]);
+  });
+
+  it('starts an existing container that restarted in the past without calling that a failure', async () => {
+    const fake = fakeEngine({ health: 'none', restartCount: 3 });
+    fake.containers.set('old', { name: containerName, labels: {}, running: false });
+    const steps: Step[] = [
+      { kind: 'start', name: 'rt', containerName },
+      { kind: 'wait-healthy', name: 'rt', containerName, timeoutMs: 5000 },
+    ];
+    await execute(steps, ports(fake.engine), { policy });
+    expect(fake.containers.get('old')?.running).toBe(true);
   });
 
   it('counts what it changed and nothing else', async () => {

@@ -125,15 +125,18 @@ async function waitHealthy(containerName: string, timeoutMs: number, ctx: Contex
   const deadline = clock.now() + timeoutMs;
   const pollMs = ctx.options.pollMs ?? 250;
   let runningSince: number | null = null;
+  // A container made by this apply must never have restarted; an old one restarted now must not restart again.
+  let restartsBefore: number | null = ctx.ids.has(containerName) ? 0 : null;
   for (;;) {
     const status = await engine.inspectContainer(ctx.ids.get(containerName) ?? containerName);
     if (status === null) fail('CONTAINER_FAILED', `container ${containerName} disappeared while it was expected to run`);
-    if (status.restarting || status.restartCount > 0 || (!status.running && status.state !== 'created')) {
+    restartsBefore ??= status.restartCount;
+    if (status.restarting || status.restartCount > restartsBefore || (!status.running && status.state !== 'created')) {
       fail(
         'CONTAINER_FAILED',
         `container ${containerName}: expected it to keep running, it is ${status.state}` +
           `${status.exitCode === null ? '' : ` (exit code ${status.exitCode})`}` +
-          `${status.restartCount > 0 ? ` after ${status.restartCount} restart(s)` : ''}${status.error ? `: ${status.error}` : ''}`,
+          `${status.restartCount > restartsBefore ? ` after ${status.restartCount - restartsBefore} restart(s)` : ''}${status.error ? `: ${status.error}` : ''}`,
       );
     }
     if (status.health === 'unhealthy') fail('CONTAINER_FAILED', `container ${containerName} failed its health check`);

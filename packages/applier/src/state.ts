@@ -4,6 +4,7 @@ import type { Model } from '@resultity/snapshot';
 
 import { MANAGED_BY, labelKeys, parseDefinition } from './definition.js';
 import { DockerEngine } from './docker.js';
+import { ApplyError, messageOf } from './errors.js';
 import { FileFlagsStore, systemClock } from './flags.js';
 import { HttpDownloader } from './http.js';
 import type { ApplierPorts, EngineContainer, ModelStore } from './ports.js';
@@ -47,7 +48,13 @@ export async function listManaged(ports: Pick<ApplierPorts, 'engine'>, policy: A
  */
 export async function readCurrentState(ports: ApplierPorts, policy: ApplierPolicy): Promise<CurrentState> {
   await ports.engine.ping();
-  const containers = (await listManaged(ports, policy)).map((c) => c.observed);
+  let containers: ObservedContainer[];
+  try {
+    containers = (await listManaged(ports, policy)).map((c) => c.observed);
+  } catch (cause) {
+    if (cause instanceof ApplyError) throw cause;
+    throw new ApplyError('ENGINE_FAILED', `could not list the containers: ${messageOf(cause)}`, { cause });
+  }
   const blobs = await ports.models.listBlobs();
   const have = new Set(blobs);
   const models = (await ports.models.readIndex()).map((m) => ({ ...m, present: have.has(m.sha256) }));

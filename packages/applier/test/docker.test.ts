@@ -326,6 +326,11 @@ describe('execute against Docker', () => {
     expect(after.every((c) => c.state === 'running')).toBe(true);
   });
 
+  it('reports ENGINE_UNAVAILABLE when the Docker socket is not there', async () => {
+    const nowhere = createDefaultPorts({ stateDir: state.path, policy, dockerSocketPath: `${state.path}/no-docker.sock` });
+    expect((await failure(readCurrentState(nowhere, policy))).code).toBe('ENGINE_UNAVAILABLE');
+  });
+
   it('removes a container the snapshot no longer names', async () => {
     await apply([spec(img.v1)]);
     const { steps } = await apply([]);
