@@ -2,7 +2,9 @@ import { readFile, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
 import { originPaths } from '@resultity/snapshot/origin';
-import { generateSigningKey } from '@resultity/snapshot';
+import { createHash } from 'node:crypto';
+
+import { SNAPSHOT_PAYLOAD_TYPE, canonicalBytes, generateSigningKey, signEnvelope, signRoot } from '@resultity/snapshot';
 import { tempDir } from '@resultity/testkit';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
@@ -120,12 +122,52 @@ describe.each(['dev', 'nginx'] as const)('sync --once against the %s origin', (k
         },
       ],
       [
+        'SEQUENCE_CONFLICT',
+        async () => {
+          const signed = s.net.sign(devSnapshot({ network: 'testnet', sequence: 2, maxTokens: 3 }));
+          await place(signed.digest, 2, signed.bytes);
+        },
+      ],
+      [
+        'SCHEMA_INVALID',
+        async () => {
+          const value = { ...devSnapshot({ network: 'testnet', sequence: 20 }), models: [{ name: 'Bad Name!' }] };
+          await placeRaw(SNAPSHOT_PAYLOAD_TYPE, canonicalBytes(value), 20);
+        },
+      ],
+      [
+        'UNSUPPORTED_SCHEMA',
+        async () => {
+          await placeRaw(SNAPSHOT_PAYLOAD_TYPE, canonicalBytes({ ...devSnapshot({ network: 'testnet', sequence: 21 }), schema: 2 }), 21);
+        },
+      ],
+      [
+        'NOT_CANONICAL',
+        async () => {
+          const text = JSON.stringify(devSnapshot({ network: 'testnet', sequence: 22 }), null, 2);
+          await placeRaw(SNAPSHOT_PAYLOAD_TYPE, new TextEncoder().encode(text), 22);
+        },
+      ],
+      [
+        'PAYLOAD_TYPE',
+        async () => {
+          await placeRaw('application/vnd.other+json', canonicalBytes(devSnapshot({ network: 'testnet', sequence: 23 })), 23);
+        },
+      ],
+      [
         'MALFORMED',
         async () => {
           await place(`sha256:${'d'.repeat(64)}`, 9, new TextEncoder().encode('{"payloadType": 1'));
         },
       ],
     ];
+
+    /** Signs arbitrary payload bytes with the network's key, as a hostile or broken publisher could. */
+    async function placeRaw(payloadType: string, payload: Uint8Array, sequence: number) {
+      const envelope = signEnvelope(payloadType, payload, [s.net.key]);
+      const digest = `sha256:${createHash('sha256').update(payload).digest('hex')}`;
+      await place(digest, sequence, new TextEncoder().encode(JSON.stringify(envelope)));
+    }
 
     async function place(digest: string, sequence: number, bytes: Uint8Array) {
       const dir = s.net.originDir;
@@ -296,6 +338,53 @@ describe('with the network down at start', () => {
       expect(report.applied).toEqual({ digest, sequence: 1 });
       expect(report.last_error.code).toBe('FETCH_FAILED');
     } finally {
+      await work.cleanup();
+    }
+  });
+});
+
+describe('trust root rotation', () => {
+  it('refuses a broken rotation with ROOT_ROTATION_INVALID and an expired root with ROOT_EXPIRED, then follows a valid rotation', async () => {
+    const work = await tempDir('agent-roots-');
+    const s = await setup(work.path, 'dev');
+    const rootFile = (version: number) => join(s.net.originDir, originPaths.root('testnet', version));
+    const bytes = (value: unknown) => new TextEncoder().encode(JSON.stringify(value));
+    try {
+      const first = await s.net.publish(devSnapshot({ network: 'testnet', sequence: 1 }));
+      expect((await cli(['sync', '--once', '--config', s.config])).code).toBe(0);
+
+      // Root 2 signed only by its own new key: the keys of root 1 never vouched for it.
+      const k2 = generateSigningKey();
+      const unvouched = signRoot({ network: 'testnet', version: 2, expiresAt: '2099-01-01T00:00:00Z', threshold: 1, keys: [k2] }, [k2]);
+      await writeFile(rootFile(2), bytes(unvouched.envelope));
+      const bySecondKey = s.net.sign(devSnapshot({ network: 'testnet', sequence: 2 }), [k2]);
+      await writeFile(join(s.net.originDir, originPaths.snapshot('testnet', bySecondKey.digest.slice(7))), bySecondKey.bytes);
+      await writeLatest(s.net.originDir, bySecondKey.digest, 2);
+      const broken = await cli(['sync', '--once', '--config', s.config]);
+      expect(broken.code).toBe(1);
+      expect(broken.stderr).toMatch(/^ROOT_ROTATION_INVALID: /);
+
+      // Root 2 properly vouched for, but already expired.
+      const expired = signRoot({ network: 'testnet', version: 2, expiresAt: '2021-01-01T00:00:00Z', threshold: 1, keys: [k2] }, [s.net.key, k2]);
+      await writeFile(rootFile(2), bytes(expired.envelope));
+      const refused = await cli(['sync', '--once', '--config', s.config]);
+      expect(refused.stderr).toMatch(/^ROOT_EXPIRED: /);
+      expect(JSON.parse((await cli(['status', '--config', s.config, '--json'])).stdout).applied.digest).toBe(first.digest);
+
+      // Root 3, vouched for by root 2's key, current: snapshots signed by its key are accepted.
+      const k3 = generateSigningKey();
+      const current = signRoot({ network: 'testnet', version: 3, expiresAt: '2099-01-01T00:00:00Z', threshold: 1, keys: [k3] }, [k2, k3]);
+      await writeFile(rootFile(3), bytes(current.envelope));
+      const byThirdKey = s.net.sign(devSnapshot({ network: 'testnet', sequence: 3 }), [k3]);
+      await writeFile(join(s.net.originDir, originPaths.snapshot('testnet', byThirdKey.digest.slice(7))), byThirdKey.bytes);
+      await writeLatest(s.net.originDir, byThirdKey.digest, 3);
+      const applied = await cli(['sync', '--once', '--config', s.config]);
+      expect(applied.stderr).toBe('');
+      expect(applied.code).toBe(0);
+      const audit = await readFile(join(s.stateDir, 'audit.jsonl'), 'utf8');
+      expect(audit).toContain('"type":"root-rotated"');
+    } finally {
+      await s.close();
       await work.cleanup();
     }
   });
