@@ -25,6 +25,7 @@ export interface AgentParts {
   readonly timers: () => Promise<LoopTimers>;
 }
 
+/** The adapters an Agent is built with: the applier and notifier always, the rest when a caller has its own. */
 export interface BuildOptions {
   readonly applier: ApplierPort;
   readonly notifier: RuntimeNotifier;

@@ -18,6 +18,7 @@ import { environmentFromSnapshot } from '@resultity/bridge-protocol';
 import { AgentError } from './errors.js';
 import type { ApplierPort, ObservedNode } from './ports.js';
 
+/** What the applier adapter needs from the configuration: where models live, the engine, the policy and profile. */
 export interface ApplierAdapterOptions {
   readonly stateDir: string;
   readonly dockerSocketPath: string;

@@ -66,6 +66,7 @@ export const ConfigSchema = z.strictObject({
   log_level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
 });
 
+/** A configuration as written, before defaults (what tests and the dev network write). */
 export type ConfigInput = z.input<typeof ConfigSchema>;
 
 /** A validated configuration with every path made absolute. */

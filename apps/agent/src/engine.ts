@@ -41,6 +41,7 @@ export interface Candidate {
   readonly bytes: Uint8Array;
 }
 
+/** A check either found a verified candidate to apply or ended the cycle with an outcome. */
 export type CheckResult = { readonly kind: 'candidate'; readonly candidate: Candidate } | { readonly kind: 'done'; readonly outcome: SyncOutcome };
 
 /** Everything the engine talks to; `main`-style code builds the real ones, tests pass fakes. */

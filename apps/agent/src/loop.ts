@@ -17,6 +17,7 @@ export const realTimers: TimerPort = {
   clearTimeout: (handle) => clearTimeout(handle as NodeJS.Timeout),
 };
 
+/** What the daemon drives and how it keeps time; timers and randomness are injectable for tests. */
 export interface DaemonOptions {
   readonly engine: SyncEngine;
   readonly origin: Origin;

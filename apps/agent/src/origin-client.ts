@@ -17,6 +17,7 @@ export interface Origin {
   heartbeat(body: Record<string, unknown>, signal?: AbortSignal): Promise<void>;
 }
 
+/** The HTTP origin's settings: where, for which network and node, and the bounds on every request. */
 export interface HttpOriginOptions {
   readonly baseUrl: string;
   readonly network: string;

@@ -12,9 +12,11 @@ const Ref = z.object({ digest, sequence: z.number().int().min(0) });
 export type SnapshotRef = z.infer<typeof Ref>;
 
 const ErrorRecord = z.object({ code: z.string(), message: z.string(), at: z.string(), digest: digest.optional() });
+/** The last error the Agent met, as status and heartbeats report it. */
 export type ErrorRecord = z.infer<typeof ErrorRecord>;
 
 const Failure = z.object({ sequence: z.number().int().min(0), attempts: z.number().int().min(0), code: z.string(), message: z.string(), failed: z.boolean(), at: z.string() });
+/** A digest's failed attempts; `failed` once the retry budget is spent. */
 export type FailureRecord = z.infer<typeof Failure>;
 
 const UpdateRecord = z.object({ version: z.string(), image: z.string(), digest: z.string(), seen_in: digest, at: z.string() });

@@ -11,6 +11,7 @@ export interface StatusServer {
   close(): Promise<void>;
 }
 
+/** Where the status endpoint listens and what it serves. */
 export interface StatusServerOptions {
   readonly listen: ListenAddress;
   readonly registry: Registry;
