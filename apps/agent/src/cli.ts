@@ -1,11 +1,12 @@
 #!/usr/bin/env node
 import { readFile } from 'node:fs/promises';
 
+import { readTokenFile } from '@resultity/bridge-protocol';
 import { Command, CommanderError } from 'commander';
 
 import { buildAgent, createLogger } from './agent.js';
 import { verifyAuditFile } from './audit.js';
-import { type AgentConfig, loadConfig } from './config.js';
+import { type AgentConfig, loadConfig, parseListen } from './config.js';
 import { type SyncOutcome, outcomeCode } from './engine.js';
 import { AgentError, errorCode, errorMessage } from './errors.js';
 import { applierFor, startAgent } from './main.js';
@@ -53,6 +54,30 @@ function describeOutcome(outcome: SyncOutcome): { ok: boolean; line: string } {
     default:
       return { ok: false, line: `${outcome.code}: ${outcome.message}` };
   }
+}
+
+/** Asks the running daemon (its status endpoint, with the bridge token) to roll back. */
+async function rollbackThroughDaemon(config: AgentConfig, to: string | undefined, lockError: unknown): Promise<SyncOutcome> {
+  const listen = config.status.listen === null ? null : parseListen(config.status.listen);
+  if (listen === null || 'socketPath' in listen) throw lockError;
+  const host = listen.host === '::1' ? '[::1]' : listen.host;
+  const token = await readTokenFile(config.bridge.token_file);
+  let res: Response;
+  try {
+    res = await fetch(`http://${host}:${listen.port}/v1/rollback`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+      body: JSON.stringify(to === undefined ? {} : { to }),
+      signal: AbortSignal.timeout(30 * 60_000),
+    });
+  } catch (cause) {
+    throw new AgentError('DAEMON_UNREACHABLE', `the daemon holds the state directory but its status endpoint ${host}:${listen.port} did not answer: ${errorMessage(cause)}`, { cause });
+  }
+  const body = (await res.json().catch(() => null)) as { outcome?: SyncOutcome; code?: string; message?: string } | null;
+  if (res.status === 200 && body?.outcome) return body.outcome;
+  // The daemon's own code (NOT_IN_HISTORY, EXPIRED, ...) is passed through as is.
+  if (body?.code) throw Object.assign(new Error(body.message ?? 'refused'), { code: body.code });
+  throw new AgentError('DAEMON_UNREACHABLE', `the daemon answered ${res.status} to the rollback`);
 }
 
 export function buildProgram(): Command {
@@ -147,7 +172,18 @@ export function buildProgram(): Command {
     .option('--to <digest>', 'the digest to go back to (default: the previously applied one)')
     .action(async (opts: { config: string; to?: string }) => {
       const config = await loadConfig(opts.config);
-      const lock = await acquireLock(config.state_dir);
+      let lock: Awaited<ReturnType<typeof acquireLock>>;
+      try {
+        lock = await acquireLock(config.state_dir);
+      } catch (error) {
+        // A running daemon does the rollback itself, so it stays the one writer of the state.
+        if (errorCode(error) !== 'LOCKED') throw error;
+        const outcome = await rollbackThroughDaemon(config, opts.to, error);
+        const described = describeOutcome(outcome);
+        if (!described.ok) throw new ExitError(1, described.line);
+        process.stdout.write(`rolled back by the running daemon: ${described.line}\n`);
+        return;
+      }
       try {
         const { parts } = await oneShot(config);
         const outcome = await parts.engine.rollback(opts.to);
@@ -211,7 +247,7 @@ async function main(argv: string[]): Promise<number> {
     }
     const code = errorCode(error);
     process.stderr.write(`${code}: ${errorMessage(error)}\n`);
-    return code === 'CONFIG_INVALID' || code === 'USAGE' ? 2 : 1;
+    return code === 'CONFIG_INVALID' || code === 'USAGE' || code === 'LOCKED' ? 2 : 1;
   }
 }
 

@@ -344,7 +344,14 @@ export class SyncEngine {
     const chosen = to ?? previousApplied(state);
     if (chosen === undefined) throw new AgentError('NOT_IN_HISTORY', 'there is no earlier applied snapshot in history to roll back to');
     const digest = chosen.startsWith('sha256:') ? chosen : `sha256:${chosen}`;
-    if (state.applied?.digest === digest) throw new AgentError('USAGE', `${digest} is already applied`);
+    const pin = Math.max(state.high_water?.sequence ?? 0, state.latest?.sequence ?? 0);
+    if (state.applied?.digest === digest) {
+      // Already running (an apply in flight may just have been cancelled): only pin it.
+      const applied = state.applied;
+      await this.update((s) => ({ ...s, pinned: { ...applied, until_above: pin, at: this.now() } }));
+      await audit.append('rollback', { by: 'operator', from: digest, to: digest, sequence: applied.sequence, pinned_until_above: pin, note: 'already applied; pinned' });
+      return { result: 'applied', digest, sequence: applied.sequence };
+    }
     const bytes = await store.getEnvelope(digest);
     if (bytes === null) throw new AgentError('NOT_IN_HISTORY', `${digest} is not among the verified envelopes kept in ${store.paths.envelopes}`);
     // Re-verified against the current root, without the sequence floor: the operator asked to go back.
@@ -357,7 +364,6 @@ export class SyncEngine {
       now: this.deps.clock(),
       maxBytes: this.deps.maxSnapshotBytes,
     });
-    const pin = Math.max(state.high_water?.sequence ?? 0, state.latest?.sequence ?? 0);
     await audit.append('rollback', { by: 'operator', from: state.applied?.digest ?? null, to: digest, sequence: verified.snapshot.sequence, pinned_until_above: pin });
     return this.apply({ verified, bytes }, signal, { reason: 'rollback', pinUntilAbove: pin });
   }

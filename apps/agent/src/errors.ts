@@ -19,6 +19,8 @@ export type AgentErrorCode =
   | 'ABORTED'
   | 'AUDIT_BROKEN'
   | 'ENGINE_UNAVAILABLE'
+  | 'LOCKED'
+  | 'DAEMON_UNREACHABLE'
   | 'USAGE';
 
 /** The one error type the Agent throws on purpose; anything else is a bug. */

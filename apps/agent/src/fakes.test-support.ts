@@ -64,6 +64,8 @@ export class FakeApplier implements ApplierPort {
   failWith = new Map<string, { code: string; rolledBack: boolean }>();
   /** When set, execute waits on this (for cancellation tests). */
   gate: Promise<void> | null = null;
+  /** When set, only the apply of this digest waits on the gate. */
+  gateOnly: string | null = null;
 
   async plan(target: ApplyTarget): Promise<PlannedApply> {
     const lines = this.running?.digest === target.digest ? [] : [`switch ${this.running?.digest ?? 'nothing'} -> ${target.digest}`];
@@ -72,7 +74,7 @@ export class FakeApplier implements ApplierPort {
 
   async execute(plan: PlannedApply, options: { signal?: AbortSignal }): Promise<{ durationMs: number; steps: number }> {
     this.executed.push(plan.target.digest);
-    if (this.gate) {
+    if (this.gate && (this.gateOnly === null || this.gateOnly === plan.target.digest)) {
       const signal = options.signal;
       await Promise.race([
         this.gate,

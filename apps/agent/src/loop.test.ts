@@ -157,4 +157,19 @@ describe('Daemon', () => {
     expect(await store.readJournal()).toBeNull();
     expect(audit.types()).toContain('apply-cancelled');
   });
+
+  it("cancels the apply in flight for an operator's rollback, then pins", async () => {
+    const first = publish(1);
+    await daemon.start();
+    await daemon.tickNow();
+    await daemon.idle();
+    applier.gate = new Promise<void>(() => undefined);
+    applier.gateOnly = publish(2);
+    await daemon.tickNow();
+    expect(daemon.status().applying?.sequence).toBe(2);
+    const outcome = await daemon.rollback(first);
+    expect(outcome).toMatchObject({ result: 'applied', digest: first });
+    expect(audit.types()).toContain('apply-cancelled');
+    expect((await store.read()).pinned).toMatchObject({ digest: first });
+  });
 });

@@ -65,6 +65,7 @@ export class Daemon {
   private failures = 0;
   private current: LoopTimers | null = null;
   private stopped = false;
+  private operator: Promise<SyncOutcome> | null = null;
 
   constructor(private readonly options: DaemonOptions) {
     this.clock = options.clock ?? (() => new Date());
@@ -112,6 +113,32 @@ export class Daemon {
     await this.tick();
   }
 
+  /**
+   * An operator's rollback through the running daemon: the apply in flight (if any) is
+   * cancelled first, so there is still one apply at a time.
+   */
+  async rollback(to: string | undefined): Promise<SyncOutcome> {
+    while (this.operator) await this.operator.catch(() => undefined);
+    const run = (async () => {
+      await this.ticking?.catch(() => undefined);
+      const inFlight = this.applying;
+      if (inFlight) {
+        inFlight.controller.abort();
+        await inFlight.done.catch(() => undefined);
+      }
+      const outcome = await this.options.engine.rollback(to, this.stopController.signal);
+      this.note(outcome);
+      this.current = await this.options.timers();
+      return outcome;
+    })();
+    this.operator = run;
+    try {
+      return await run;
+    } finally {
+      this.operator = null;
+    }
+  }
+
   /** SIGTERM: abort the work in flight (the applier restores what ran before), then return. */
   async stop(): Promise<void> {
     this.stopped = true;
@@ -121,6 +148,7 @@ export class Daemon {
     this.applying?.controller.abort();
     await this.ticking?.catch(() => undefined);
     await this.applying?.done.catch(() => undefined);
+    await this.operator?.catch(() => undefined);
   }
 
   /** Resolves when no apply is in progress (for tests and the dev network). */
@@ -168,6 +196,11 @@ export class Daemon {
 
   private async runTick(): Promise<void> {
     if (this.stopped) return;
+    if (this.operator) {
+      // An operator's rollback is running; the loop waits for it rather than racing it.
+      this.schedulePoll(pollDelay(this.current ?? (await this.options.timers()), this.random()));
+      return;
+    }
     const { engine, logger } = this.options;
     let result: Awaited<ReturnType<SyncEngine['check']>>;
     try {

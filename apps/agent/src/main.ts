@@ -1,4 +1,4 @@
-import type { BridgeAck } from '@resultity/bridge-endpoint';
+import { type BridgeAck, ensureTokenFile } from '@resultity/bridge-endpoint';
 
 import { startBridgeNotifier } from './bridge-adapter.js';
 import { buildAgent, createLogger } from './agent.js';
@@ -85,9 +85,12 @@ export async function startAgent(config: AgentConfig, options: { logger?: Logger
     if (config.status.listen !== null) {
       const listen = parseListen(config.status.listen);
       if (listen !== null) {
+        // The control token is the bridge token: whoever may steer the runtime may roll back.
+        const token = await ensureTokenFile(config.bridge.token_file);
         status = await startStatusServer({
           listen,
           registry: parts.metrics.registry,
+          control: { token, rollback: (to) => daemon.rollback(to) },
           healthy: () => daemon.status().healthy,
           status: async () => ({ ...(await collectStatus(parts, applier, notifier)), daemon: daemon.status() }),
         });

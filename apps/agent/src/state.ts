@@ -224,7 +224,7 @@ export async function acquireLock(dir: string): Promise<{ release(): Promise<voi
       if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
       const pid = Number((await readOptional(path))?.trim());
       if (Number.isInteger(pid) && pid > 0 && pid !== process.pid && isAlive(pid)) {
-        throw new AgentError('USAGE', `another Agent (pid ${pid}) holds ${path}; stop it first`);
+        throw new AgentError('LOCKED', `another Agent (pid ${pid}) holds ${path}; stop it first`);
       }
       await rm(path, { force: true });
     }

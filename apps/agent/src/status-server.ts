@@ -1,9 +1,11 @@
+import { createHash, timingSafeEqual } from 'node:crypto';
 import { type Server, createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 
 import type { Registry } from 'prom-client';
 
 import type { ListenAddress } from './config.js';
+import { errorCode, errorMessage } from './errors.js';
 
 /** The local endpoint for operators and scrapers: /healthz, /metrics, /status. */
 export interface StatusServer {
@@ -17,6 +19,16 @@ export interface StatusServerOptions {
   readonly registry: Registry;
   readonly healthy: () => boolean;
   readonly status: () => Promise<unknown>;
+  /** The operator's control: POST /v1/rollback, allowed with the bearer token (the 0600 bridge token file). */
+  readonly control?: { readonly token: string; rollback(to: string | undefined): Promise<unknown> };
+}
+
+const MAX_CONTROL_BODY = 4096;
+
+function bearerMatches(header: string | undefined, token: string): boolean {
+  const presented = createHash('sha256').update(/^Bearer (.+)$/.exec(header ?? '')?.[1] ?? '').digest();
+  const expected = createHash('sha256').update(token).digest();
+  return timingSafeEqual(presented, expected) && header !== undefined;
 }
 
 export async function startStatusServer(options: StatusServerOptions): Promise<StatusServer> {
@@ -27,6 +39,31 @@ export async function startStatusServer(options: StatusServerOptions): Promise<S
       res.end(body);
     };
     const handle = async () => {
+      if (path === '/v1/rollback' && req.method === 'POST' && options.control) {
+        if (!bearerMatches(req.headers.authorization, options.control.token)) return reply(401, 'text/plain', 'expected Authorization: Bearer <token>\n');
+        const chunks: Buffer[] = [];
+        let size = 0;
+        for await (const chunk of req as AsyncIterable<Buffer>) {
+          size += chunk.byteLength;
+          if (size > MAX_CONTROL_BODY) return reply(413, 'text/plain', `body larger than ${MAX_CONTROL_BODY} bytes\n`);
+          chunks.push(chunk);
+        }
+        let body: { to?: unknown };
+        try {
+          body = chunks.length === 0 ? {} : (JSON.parse(Buffer.concat(chunks).toString('utf8')) as { to?: unknown });
+        } catch {
+          return reply(400, 'text/plain', 'body is not JSON\n');
+        }
+        if (body === null || typeof body !== 'object' || (body.to !== undefined && typeof body.to !== 'string')) {
+          return reply(400, 'text/plain', 'expected { "to"?: "sha256:<hex>" }\n');
+        }
+        try {
+          const outcome = await options.control.rollback(body.to as string | undefined);
+          return reply(200, 'application/json', `${JSON.stringify({ outcome })}\n`);
+        } catch (error) {
+          return reply(409, 'application/json', `${JSON.stringify({ code: errorCode(error), message: errorMessage(error) })}\n`);
+        }
+      }
       if (req.method !== 'GET') return reply(405, 'text/plain', 'method not allowed\n');
       if (path === '/healthz') {
         const ok = options.healthy();

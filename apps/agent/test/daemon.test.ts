@@ -116,7 +116,7 @@ describe('the daemon', () => {
 
     const secondWriter = await cli(['sync', '--once', '--config', s.config]);
     expect(secondWriter.code).toBe(2);
-    expect(secondWriter.stderr).toMatch(/^USAGE: another Agent \(pid \d+\) holds/);
+    expect(secondWriter.stderr).toMatch(/^LOCKED: another Agent \(pid \d+\) holds/);
 
     two.child.kill('SIGTERM');
     expect(await waitForExit(two.child)).toBe(0);
@@ -158,5 +158,35 @@ describe('the daemon', () => {
     files.throttle = 0;
     daemon.child.kill('SIGTERM');
     expect(await waitForExit(daemon.child)).toBe(0);
+  });
+
+  it('rolls back through the running daemon when an operator asks, and audits it', async () => {
+    const daemon = startDaemon(s.config);
+    children.push(daemon.child);
+    const state = JSON.parse(await readFile(join(s.stateDir, 'state.json'), 'utf8')) as {
+      applied: { digest: string; sequence: number };
+      history: { digest: string; sequence: number; applied_at: string | null }[];
+    };
+    const target = state.history.find((h) => h.sequence === 2 && h.applied_at !== null);
+    expect(target).toBeDefined();
+    await until('the daemon to serve status', async () => (await fetch(`http://127.0.0.1:${statusPort}/healthz`).catch(() => null))?.status === 200);
+
+    const result = await cli(['rollback', '--config', s.config, '--to', target?.digest ?? '']);
+    expect(result.stderr).toBe('');
+    expect(result.code).toBe(0);
+    expect(result.stdout).toContain('rolled back by the running daemon');
+    expect((await readState(s.stateDir))?.applied).toEqual({ digest: target?.digest, sequence: 2 });
+
+    const unknown = await cli(['rollback', '--config', s.config, '--to', `sha256:${'f'.repeat(64)}`]);
+    expect(unknown.code).toBe(1);
+    expect(unknown.stderr).toMatch(/^NOT_IN_HISTORY: /);
+
+    const denied = await fetch(`http://127.0.0.1:${statusPort}/v1/rollback`, { method: 'POST', body: '{}' });
+    expect(denied.status).toBe(401);
+
+    daemon.child.kill('SIGTERM');
+    expect(await waitForExit(daemon.child)).toBe(0);
+    const audit = await readFile(join(s.stateDir, 'audit.jsonl'), 'utf8');
+    expect(audit).toMatch(/"type":"rollback","by":"operator"/);
   });
 });
