@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { readFile, realpath } from 'node:fs/promises';
+import { mkdir, readFile, realpath } from 'node:fs/promises';
 import { type IncomingMessage, type Server, type ServerResponse, createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join, sep } from 'node:path';
@@ -49,6 +49,8 @@ export async function startOriginServer(
   const maxBody = options.maxHeartbeatBytes ?? 64 * 1024;
   const maxNodes = options.maxNodes ?? 10_000;
   const nodes = new Map<string, HeartbeatRecord>();
+  // An origin may start before its first publish; it then serves 404s until files appear.
+  await mkdir(options.dir, { recursive: true });
   const root = await realpath(options.dir);
 
   async function serveStatic(req: IncomingMessage, res: ServerResponse, relative: string, immutable: boolean) {
