@@ -87,16 +87,16 @@ async function curlOnce(url, out, durable) {
 async function applierOnce(url, sha256, size, root, durable) {
   await rm(root, { recursive: true, force: true });
   const store = new FsModelStore(root, { fsync: durable });
-  const baseline = process.memoryUsage().rss;
+  const baseline = process.memoryUsage.rss();
   let peak = baseline;
   const sampler = setInterval(() => {
-    peak = Math.max(peak, process.memoryUsage().rss);
+    peak = Math.max(peak, process.memoryUsage.rss());
   }, 20);
   const t0 = process.hrtime.bigint();
   await fetchModel({ name: 'bench', version: '1', sha256, size, urls: [url] }, { models: store, downloader: new HttpDownloader(), clock: systemClock });
   const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
   clearInterval(sampler);
-  peak = Math.max(peak, process.memoryUsage().rss);
+  peak = Math.max(peak, process.memoryUsage.rss());
   await rm(root, { recursive: true, force: true });
   return { seconds, rssGrowthMiB: (peak - baseline) / MiB, peakRssMiB: peak / MiB };
 }

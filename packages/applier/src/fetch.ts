@@ -1,8 +1,8 @@
+import { type Hash, createHash } from 'node:crypto';
 
 import type { Model } from '@resultity/snapshot';
 
 import { ApplyError, fail, messageOf } from './errors.js';
-import { type Hasher, inlineHasher, workerHasher } from './hasher.js';
 import { HttpStatusError } from './http.js';
 import type { Clock, DownloadResponse, Downloader, ModelStore, PartWriter } from './ports.js';
 import { assertSha256 } from './store.js';
@@ -15,12 +15,12 @@ export interface FetchModelOptions {
   maxAttemptsPerUrl?: number;
   /** First pause between attempts; doubles each time, default 200 ms. */
   retryDelayMs?: number;
-  /** Hash on a worker thread (frees the socket thread on a busy machine; costs ~40 MiB of memory). Default false. */
-  hashInWorker?: boolean;
 }
 
 const PROGRESS_EVERY = 1 << 20;
+/** Bytes gathered before one vectored write; chunks are written as they came, never copied. */
 const WRITE_BATCH = 4 << 20;
+/** Writes queued behind the socket; bounds memory at about WRITE_BATCH × this. */
 const MAX_IN_FLIGHT = 4;
 
 function isNoSpace(error: unknown): boolean {
@@ -28,25 +28,27 @@ function isNoSpace(error: unknown): boolean {
   return code === 'ENOSPC' || code === 'EDQUOT';
 }
 
-/** A hasher already fed with what an interrupted download left staged, and how much that is. */
-async function resumeHash(store: ModelStore, sha256: string, size: number, useWorker: boolean): Promise<{ hasher: Hasher; done: number }> {
+/** A hash already fed with what an interrupted download left staged, and how much that is. */
+async function resumeHash(store: ModelStore, sha256: string, size: number): Promise<{ hash: Hash; done: number }> {
+  const hash = createHash('sha256');
   const done = await store.partSize(sha256);
-  const hasher = useWorker ? workerHasher() : inlineHasher();
   if (done > 0 && done <= size) {
-    for await (const chunk of store.readPart(sha256)) await hasher.update(Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk));
+    for await (const chunk of store.readPart(sha256)) hash.update(chunk);
   }
-  return { hasher, done };
+  return { hash, done };
 }
 
 /**
- * Moves a response body into the staged file: each batch is written, then hashed, in file
- * order, with one batch in flight while the next arrives. Returns the bytes now staged.
+ * Moves a response body into the staged file. Each chunk is hashed as it arrives and written
+ * in order in vectored batches, a few batches in flight while the socket keeps flowing. The
+ * hash is only trusted when every byte was written; after any failure the caller re-hashes
+ * the staged file. Returns the bytes now received.
  */
 async function receive(
   response: DownloadResponse,
   start: number,
   writer: PartWriter,
-  hasher: Hasher,
+  hash: Hash,
   size: number,
   label: string,
   url: string,
@@ -54,22 +56,18 @@ async function receive(
 ): Promise<number> {
   let done = start;
   let reported = done;
-  let batch: Buffer[] = [];
+  let batch: Uint8Array[] = [];
   let batchBytes = 0;
-  // Batches are written, then hashed, strictly in file order; a few may be in flight while the
-  // next arrive, so the socket keeps flowing while the disk catches up. Memory stays bounded.
   let chain: Promise<void> = Promise.resolve();
   const inFlight: Promise<void>[] = [];
   let writeError: unknown = null;
   const flush = () => {
-    const buffer = Buffer.concat(batch, batchBytes);
+    const chunks = batch;
     batch = [];
     batchBytes = 0;
     chain = chain
       .then(async () => {
-        if (writeError !== null) return;
-        await writer.write([buffer]);
-        await hasher.update(buffer);
+        if (writeError === null) await writer.write(chunks);
       })
       .catch((error: unknown) => {
         writeError ??= error;
@@ -81,8 +79,9 @@ async function receive(
       if (writeError !== null) throw writeError;
       if (options.signal?.aborted) fail('ABORTED', `download of ${label} was cancelled`);
       if (done + chunk.length > size) fail('SIZE_MISMATCH', `model ${label} from ${url}: more than the expected ${size} bytes arrived`);
+      hash.update(chunk);
       done += chunk.length;
-      batch.push(Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength));
+      batch.push(chunk);
       batchBytes += chunk.length;
       if (batchBytes >= WRITE_BATCH) {
         flush();
@@ -132,18 +131,14 @@ export async function fetchModel(
   }
 
   const maxAttempts = options.maxAttemptsPerUrl ?? 5;
-  const useWorker = options.hashInWorker ?? false;
   const baseDelay = options.retryDelayMs ?? 200;
   let lastError: unknown = new ApplyError('DOWNLOAD_FAILED', `model ${label} has no URL`);
 
   for (const url of model.urls) {
     for (let attempt = 1; attempt <= maxAttempts; attempt++) {
       if (options.signal?.aborted) fail('ABORTED', `download of ${label} was cancelled`);
-      let hasher: Hasher | null = null;
       try {
-        const resumed = await resumeHash(store, sha256, size, useWorker);
-        hasher = resumed.hasher;
-        let done = resumed.done;
+        let { hash, done } = await resumeHash(store, sha256, size);
         if (done < size) {
           const response = await downloader.open(url, { offset: done, signal: options.signal });
           if (response.totalBytes !== null && response.totalBytes !== size) {
@@ -152,16 +147,13 @@ export async function fetchModel(
           }
           if (response.offset !== done) {
             // The server ignored the range: start over rather than trust a splice.
-            await hasher.close();
-            hasher = useWorker ? workerHasher() : inlineHasher();
+            hash = createHash('sha256');
             done = 0;
           }
-          done = await receive(response, done, await store.openPart(sha256, done > 0), hasher, size, label, url, options);
+          done = await receive(response, done, await store.openPart(sha256, done > 0), hash, size, label, url, options);
           if (done < size) throw new Error(`connection closed after ${done} of ${size} bytes`);
         }
-        const actual = await hasher.digest();
-        await hasher.close();
-        hasher = null;
+        const actual = hash.digest('hex');
         if (actual !== sha256) {
           await store.discardPart(sha256);
           fail('HASH_MISMATCH', `model ${label} from ${url}: expected sha256 ${sha256}, the bytes hash to ${actual}`);
@@ -170,7 +162,6 @@ export async function fetchModel(
         options.onProgress?.(size, size);
         return;
       } catch (error) {
-        await hasher?.close().catch(() => undefined);
         if (options.signal?.aborted) {
           throw new ApplyError('ABORTED', `download of ${label} was cancelled (the staged part is kept for a resume)`, {
             cause: error,

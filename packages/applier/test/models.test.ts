@@ -80,16 +80,6 @@ describe('fetchModel', () => {
     expect(await readdir(join(dir.path, 'staging'))).toEqual([]);
   });
 
-  it('gives the same verified result when hashing on a worker thread, resumed or not', async () => {
-    const bytes = generatedBytes(9 * 1024 * 1024 + 3, 19);
-    const model = modelOf('threaded', bytes);
-    server.cut('/threaded.bin', 5 * 1024 * 1024);
-    await fetchModel(model, storeIn(dir.path), { hashInWorker: true, retryDelayMs: 10 });
-    expect(sha256(await readFile(join(dir.path, 'sha256', model.sha256)))).toBe(sha256(bytes));
-    const bad = { ...modelOf('threaded-bad', bytes), sha256: sha256(generatedBytes(10, 1)) };
-    expect((await rejection(fetchModel(bad, storeIn(dir.path), { hashInWorker: true }))).code).toBe('HASH_MISMATCH');
-  });
-
   it('resumes with a Range request after the connection is cut mid-body', async () => {
     const bytes = generatedBytes(2 * 1024 * 1024, 12);
     const model = modelOf('resumed', bytes);
