@@ -253,7 +253,7 @@ describe('plan', () => {
       expect.stringMatching(/^fetch model z@2 \(5\.0 MiB/),
       expect.stringMatching(/^pull image 127\.0\.0\.1:5000\/resultity\/runtime:1\.4\.2/),
       'activate model z@2',
-      'stop container inference (resultity-inference-' + current.containers[0]!.definitionHash.slice(0, 12) + ')',
+      `stop container inference (resultity-inference-${current.containers[0]!.definitionHash.slice(0, 12)})`,
       expect.stringMatching(/^create container inference as resultity-inference-[0-9a-f]{12} from .*network none$/),
       expect.stringMatching(/^start container inference/),
       'wait until inference is running and healthy (up to 60 s)',
