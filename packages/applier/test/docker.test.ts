@@ -209,6 +209,36 @@ describe('execute against Docker', () => {
     }
   });
 
+  it('stops a pull that hangs with ABORTED when cancelled, before touching the running container', async () => {
+    await apply([spec(img.v1)]);
+    const before = await only();
+    const proxy = await startTamperingRegistry({
+      upstream: TEST_REGISTRY,
+      repo: 'applier-test/lie',
+      wanted: img.wanted.digest,
+      served: img.served.digest,
+      stall: true,
+    });
+    try {
+      const hanging = { ...img.wanted, image: `${proxy.host}/applier-test/lie` };
+      const controller = new AbortController();
+      const pending = apply([spec(hanging)], {
+        applierPolicy: { ...policy, allowedRegistries: [TEST_REGISTRY, proxy.host] },
+        signal: controller.signal,
+        onStep: (s) => {
+          if (s.kind === 'pull-image') setTimeout(() => controller.abort(), 500);
+        },
+      });
+      const error = await failure(pending);
+      expect(error.code).toBe('ABORTED');
+      expect(error.step).toMatchObject({ kind: 'pull-image' });
+      expect(error.rolledBack).toBe(false);
+      expect(await only()).toMatchObject({ id: before.id, state: 'running', startedAt: before.startedAt });
+    } finally {
+      await proxy.close();
+    }
+  });
+
   it('refuses an image from a registry off the allowlist before any step runs', async () => {
     await apply([spec(img.v1)]);
     const before = await only();

@@ -4,16 +4,19 @@ import type { AddressInfo } from 'node:net';
 /**
  * A registry in the middle, on 127.0.0.1: passes everything through to the real test registry,
  * except that when asked for the manifest `wanted` of `repo` it answers with the bytes of the
- * manifest `served` (and claims they are `wanted`). Models a registry or mirror that lies.
+ * manifest `served` (and claims they are `wanted`) — a registry or mirror that lies — or, with
+ * `stall`, never answers at all (a registry that hangs).
  */
 export async function startTamperingRegistry(options: {
   upstream: string;
   repo: string;
   wanted: string;
   served: string;
+  stall?: boolean;
 }): Promise<{ host: string; close(): Promise<void> }> {
   const tamperedPath = `/v2/${options.repo}/manifests/${options.wanted}`;
   const server = http.createServer((req, res) => {
+    if (options.stall && req.url === tamperedPath) return;
     const [upstreamHost, upstreamPort] = options.upstream.split(':');
     const path = req.url === tamperedPath ? `/v2/${options.repo}/manifests/${options.served}` : (req.url ?? '/');
     const headers = { ...req.headers, host: options.upstream };
