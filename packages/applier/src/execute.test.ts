@@ -162,6 +162,15 @@ describe('execute', () => {
     expect(fake.calls).toEqual([]);
   });
 
+  it('refuses a step of a kind it does not know, before any call', async () => {
+    const fake = fakeEngine();
+    const steps = [...launch, { kind: 'format-disk' } as unknown as Step];
+    const error = await failure(execute(steps, ports(fake.engine), { policy }));
+    expect(error.code).toBe('INVALID_STEP');
+    expect(error.message).toContain('"format-disk"');
+    expect(fake.calls).toEqual([]);
+  });
+
   it('fails with ENGINE_UNAVAILABLE before any step when the engine does not answer', async () => {
     const fake = fakeEngine({ unreachable: true });
     expect((await failure(execute(launch, ports(fake.engine), { policy }))).code).toBe('ENGINE_UNAVAILABLE');

@@ -71,6 +71,9 @@ function toApplyError(error: unknown, step: Step, signal: AbortSignal | undefine
 function preflight(steps: Step[], policy: ApplierPolicy): void {
   for (const step of steps) {
     try {
+      if (!Object.hasOwn(executors, (step as { kind?: unknown }).kind as string)) {
+        fail('INVALID_STEP', `expected a step kind among ${Object.keys(executors).join(', ')}, found ${JSON.stringify((step as { kind?: unknown }).kind)}`);
+      }
       if (step.kind === 'pull-image') assertRegistryAllowed(step.image, policy);
       if (step.kind === 'create') {
         assertRegistryAllowed(step.definition.image, policy);
@@ -316,13 +319,23 @@ export async function execute(steps: Step[], ports: ApplierPorts, options: Execu
 
   const usesEngine = steps.some((s) => CONTAINER_KINDS.has(s.kind) || s.kind === 'pull-image' || s.kind === 'wait-healthy');
   if (usesEngine) await ports.engine.ping();
-  const before: Before = {
-    containers: usesEngine
-      ? (await listManaged(ports, policy)).map((c) => ({ raw: c.raw, running: c.observed.running }))
-      : [],
-    index: await ports.models.readIndex(),
-    flags: await ports.flags.read(),
-  };
+  // What a rollback restores, read before anything changes.
+  const before: Before = { containers: [], index: [], flags: null };
+  try {
+    if (usesEngine) {
+      before.containers = (await listManaged(ports, policy)).map((c) => ({ raw: c.raw, running: c.observed.running }));
+    }
+  } catch (cause) {
+    if (cause instanceof ApplyError) throw cause;
+    throw new ApplyError('ENGINE_FAILED', `could not list the containers: ${messageOf(cause)}`, { cause });
+  }
+  try {
+    before.index = await ports.models.readIndex();
+    before.flags = await ports.flags.read();
+  } catch (cause) {
+    if (cause instanceof ApplyError) throw cause;
+    throw new ApplyError('STORE_FAILED', `could not read the model index or the flags: ${messageOf(cause)}`, { cause });
+  }
 
   // Space for every model first: refusing the third download after two succeeded helps nobody.
   const fetches = steps.filter((s): s is Extract<Step, { kind: 'fetch-model' }> => s.kind === 'fetch-model');
