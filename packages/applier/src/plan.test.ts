@@ -1,5 +1,6 @@
-import { SnapshotSchema, type Snapshot } from '@resultity/snapshot';
+import { type PortMapping, SnapshotSchema, type Snapshot } from '@resultity/snapshot';
 import { fakeHex, sampleSnapshot } from '@resultity/testkit';
+import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 
 import { containerNameFor, definitionHash, definitionOf } from './definition.js';
@@ -262,5 +263,74 @@ describe('plan', () => {
       'remove model llama-3.1-8b-q4@1.2.0 and its file',
     ]);
     for (const line of lines) expect(line).not.toContain('\n');
+  });
+
+  describe('for any pair of snapshots', () => {
+    const hex = fc.stringMatching(/^[0-9a-f]{64}$/);
+    const containerArb = fc.record({
+      name: fc.constantFrom('a', 'b', 'c'),
+      image: fc.constantFrom('127.0.0.1:5000/x', '127.0.0.1:5000/y'),
+      tag: fc.constantFrom('1', '2'),
+      digest: hex.map((h) => `sha256:${h}`),
+      env: fc.dictionary(fc.constantFrom('A', 'B'), fc.constantFrom('0', '1')),
+      command: fc.array(fc.constantFrom('serve', '--fast'), { maxLength: 2 }),
+      ports: fc.constant([] as PortMapping[]),
+      restart: fc.constantFrom('no' as const, 'always' as const),
+    });
+    const modelArb = fc.record({
+      name: fc.constantFrom('m1', 'm2', 'm3'),
+      version: fc.constantFrom('1', '2'),
+      sha256: fc.constantFrom(fakeHex(1), fakeHex(2), fakeHex(3)),
+      size: fc.integer({ min: 0, max: 1000 }),
+      urls: fc.constant(['http://127.0.0.1/m'] as string[]),
+    });
+    const snapshotArb = fc
+      .record({
+        containers: fc.uniqueArray(containerArb, { selector: (c) => c.name, maxLength: 3 }),
+        models: fc.uniqueArray(modelArb, { selector: (m) => m.name, maxLength: 3 }),
+      })
+      .map(({ containers, models }) => snapshot({ models, runtime: { containers } }));
+
+    it('plans nothing when the node already is what the snapshot asks', () => {
+      fc.assert(
+        fc.property(snapshotArb, (s) => {
+          const d = desired(s);
+          expect(plan(appliedState(d), d, { policy })).toEqual([]);
+        }),
+      );
+    });
+
+    it('fetches and pulls everything before it stops anything (download-then-kill)', () => {
+      fc.assert(
+        fc.property(snapshotArb, snapshotArb, (from, to) => {
+          const steps = kinds(plan(appliedState(desired(from)), desired(to), { policy }));
+          const lastFetch = Math.max(steps.lastIndexOf('fetch-model'), steps.lastIndexOf('pull-image'));
+          const firstTouch = steps.findIndex((k) => k === 'stop' || k === 'remove');
+          if (firstTouch >= 0) expect(lastFetch).toBeLessThan(firstTouch);
+        }),
+      );
+    });
+
+    it('waits for every new container before it stops an old one (hand-over)', () => {
+      fc.assert(
+        fc.property(snapshotArb, snapshotArb, (from, to) => {
+          const steps = kinds(plan(appliedState(desired(from)), desired(to), { policy, strategy: 'hand-over' }));
+          const firstStop = steps.indexOf('stop');
+          if (firstStop >= 0) expect(steps.lastIndexOf('wait-healthy')).toBeLessThan(firstStop);
+        }),
+      );
+    });
+
+    it('never removes the file of a model the new or the retained snapshot references', () => {
+      fc.assert(
+        fc.property(snapshotArb, snapshotArb, snapshotArb, (previous, from, to) => {
+          const steps = plan(appliedState(desired(from)), desired(to), { policy, retainModels: previous.models });
+          const kept = new Set([...to.models, ...previous.models].map((m) => m.sha256));
+          for (const step of steps) {
+            if (step.kind === 'remove-model' && step.deleteBlob) expect(kept.has(step.model.sha256)).toBe(false);
+          }
+        }),
+      );
+    });
   });
 });
