@@ -46,11 +46,13 @@ export function dockerCreateOptions(request: CreateContainerRequest): Dockerode.
 export class DockerEngine implements ContainerEngine {
   readonly docker: Dockerode;
 
+  private readonly socketPath: string;
+  private readonly requestTimeoutMs: number;
+
   constructor(options: DockerEngineOptions = {}) {
-    this.docker = new Dockerode({
-      socketPath: options.socketPath ?? '/var/run/docker.sock',
-      timeout: options.requestTimeoutMs ?? 30_000,
-    });
+    this.socketPath = options.socketPath ?? '/var/run/docker.sock';
+    this.requestTimeoutMs = options.requestTimeoutMs ?? 30_000;
+    this.docker = new Dockerode({ socketPath: this.socketPath, timeout: this.requestTimeoutMs });
   }
 
   async ping(): Promise<void> {
@@ -151,7 +153,10 @@ export class DockerEngine implements ContainerEngine {
 
   async stopContainer(id: string, timeoutSeconds: number): Promise<void> {
     try {
-      await this.docker.getContainer(id).stop({ t: timeoutSeconds });
+      // The engine answers a stop only after the container's own grace period, so the request
+      // timeout must outlast it; dockerode's timeout is per client, hence a client for this call.
+      const patient = new Dockerode({ socketPath: this.socketPath, timeout: timeoutSeconds * 1000 + this.requestTimeoutMs });
+      await patient.getContainer(id).stop({ t: timeoutSeconds });
     } catch (error) {
       if (statusCode(error) !== 304) throw error;
     }

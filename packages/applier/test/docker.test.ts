@@ -4,7 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import {
   ApplyError,
-  type DockerEngine,
+  DockerEngine,
   createDefaultPorts,
   desiredStateFrom,
   execute,
@@ -359,6 +359,16 @@ describe('execute against Docker', () => {
   it('reports ENGINE_UNAVAILABLE when the Docker socket is not there', async () => {
     const nowhere = createDefaultPorts({ stateDir: state.path, policy, dockerSocketPath: `${state.path}/no-docker.sock` });
     expect((await failure(readCurrentState(nowhere, policy))).code).toBe('ENGINE_UNAVAILABLE');
+  });
+
+  it('stops a container that ignores SIGTERM even when its grace period outlasts the request timeout', async () => {
+    await apply([spec(img.v1)]);
+    const { id } = await only();
+    // busybox sleep as PID 1 ignores SIGTERM, so the engine answers only after the 2 s grace period.
+    const impatient = new DockerEngine({ requestTimeoutMs: 500 });
+    await impatient.stopContainer(id, 2);
+    expect((await dockerode.getContainer(id).inspect()).State.Running).toBe(false);
+    await apply([]);
   });
 
   it('removes a container the snapshot no longer names', async () => {
