@@ -4,7 +4,7 @@ export type { ConnectOptions, RuntimeBridge, EnvironmentListener, AdmittedJob, B
 export { backoffDelay, backoffOptions, DEFAULT_BACKOFF } from './backoff.js';
 export type { BackoffOptions } from './backoff.js';
 export { deepFreeze } from './freeze.js';
-export { startSidecar, writeFileAtomic } from './sidecar.js';
+export { startSidecar } from './sidecar.js';
 export type { SidecarOptions } from './sidecar.js';
 export { startExampleRuntime } from './example-runtime.js';
 export type { ExampleRuntime, ExampleRuntimeOptions, ExampleRuntimeStats, JobResult } from './example-runtime.js';

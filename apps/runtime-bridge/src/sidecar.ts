@@ -1,9 +1,8 @@
-import { randomBytes } from 'node:crypto';
-import { open, rename, rm, readFile } from 'node:fs/promises';
-import { basename, dirname, join } from 'node:path';
+import { readFile, rm } from 'node:fs/promises';
 import { isIP } from 'node:net';
 
 import type { RuntimeEnvironment } from '@resultity/bridge-protocol';
+import { writeFileAtomic } from '@resultity/snapshot/origin';
 
 import { type ConnectOptions, type RuntimeBridge, connect } from './bridge.js';
 import { BridgeError } from './errors.js';
@@ -33,36 +32,6 @@ function checkPostUrl(url: string): void {
   const loopback = host === 'localhost' || host === '::1' || (isIP(host) === 4 && host.startsWith('127.'));
   if (parsed.protocol !== 'http:' || !loopback) {
     throw new BridgeError('SIDECAR_CONFIG', `expected an http:// admin URL on a loopback address, found ${parsed.protocol}//${host}`);
-  }
-}
-
-/**
- * Replaces `path` with `contents` so a reader sees the old file or the new one, never half
- * of either: a temp file in the same directory, fsync, rename, fsync of the directory.
- */
-export async function writeFileAtomic(path: string, contents: string, mode = 0o644): Promise<void> {
-  const temp = join(dirname(path), `.${basename(path)}.${randomBytes(6).toString('hex')}.tmp`);
-  const handle = await open(temp, 'wx', mode);
-  try {
-    await handle.writeFile(contents, 'utf8');
-    await handle.sync();
-  } catch (error) {
-    await handle.close();
-    await rm(temp, { force: true });
-    throw error;
-  }
-  await handle.close();
-  try {
-    await rename(temp, path);
-  } catch (error) {
-    await rm(temp, { force: true });
-    throw error;
-  }
-  const directory = await open(dirname(path), 'r').catch(() => null);
-  if (directory !== null) {
-    // Some filesystems refuse to fsync a directory; the rename has happened either way.
-    await directory.sync().catch(() => undefined);
-    await directory.close();
   }
 }
 

@@ -3,7 +3,7 @@ import { dirname } from 'node:path';
 
 import { fail } from './errors.js';
 import type { Clock, FlagsStore } from './ports.js';
-import { writeFileAtomic } from './store.js';
+import { writeFileAtomic } from '@resultity/snapshot/origin';
 import type { ParticipationFlags } from './types.js';
 
 function isFlags(value: unknown): value is ParticipationFlags {

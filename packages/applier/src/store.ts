@@ -2,6 +2,8 @@ import { createReadStream } from 'node:fs';
 import { mkdir, open, readdir, readFile, rename, rm, stat, statfs } from 'node:fs/promises';
 import { join } from 'node:path';
 
+import { writeFileAtomic } from '@resultity/snapshot/origin';
+
 import { fail } from './errors.js';
 import type { ModelIndexEntry, ModelStore, PartWriter } from './ports.js';
 
@@ -26,19 +28,6 @@ function isEntry(value: unknown): value is ModelIndexEntry {
     HEX64.test(v.sha256) &&
     Number.isSafeInteger(v.size)
   );
-}
-
-/** Writes a file so that readers see the old or the new content, never a part: temp, fsync, rename. */
-export async function writeFileAtomic(path: string, text: string): Promise<void> {
-  const temp = `${path}.tmp-${process.pid}`;
-  const handle = await open(temp, 'w', 0o644);
-  try {
-    await handle.writeFile(text);
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
-  await rename(temp, path);
 }
 
 /**
