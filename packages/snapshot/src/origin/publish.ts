@@ -1,4 +1,4 @@
-import { readFile } from 'node:fs/promises';
+import { readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 
 import { configDigest, parseCanonical } from '../canonical.js';
@@ -62,7 +62,7 @@ export async function publishSnapshot(input: PublishInput): Promise<PublishResul
   files.push(snapshotPath);
 
   const latest: LatestHint = { config_digest: digest, sequence: snapshot.sequence };
-  await writeFileAtomic(latestFile, `${JSON.stringify(latest)}\n`);
+  await writeFileAtomic(latestFile, `${JSON.stringify(latest)}\n`, 0o644, await nextModificationTime(latestFile, input.now));
   files.push(originPaths.latest(network));
   return { digest, sequence: snapshot.sequence, network, files };
 }
@@ -79,6 +79,19 @@ function checkPublishable(envelope: Envelope, input: PublishInput): { snapshot: 
   const payload = envelopePayload(envelope);
   const snapshot = parseSnapshotValue(parseCanonical(payload, 'snapshot payload'));
   return { snapshot, digest: configDigest(payload) };
+}
+
+/**
+ * Static servers derive ETags from modification time in whole seconds and size (nginx:
+ * "mtime-size"), and two latest.json files of one length written within a second would share
+ * one, so a node asking If-None-Match would be told nothing changed. The new file's time is
+ * therefore always at least a second past the one it replaces.
+ */
+async function nextModificationTime(path: string, now: Date): Promise<Date> {
+  const previous = await stat(path).catch(() => null);
+  if (previous === null) return now;
+  const floor = (Math.floor(previous.mtimeMs / 1000) + 1) * 1000;
+  return new Date(Math.max(now.getTime(), floor));
 }
 
 async function readLatest(path: string): Promise<LatestHint | null> {
