@@ -1,15 +1,10 @@
 #!/usr/bin/env node
-import { Command, InvalidArgumentError } from 'commander';
+import { Command } from 'commander';
 
 import { isBridgeError } from './errors.js';
+import { nonNegativeInt } from './cli-args.js';
 import { cliLogger } from './logger.js';
 import { startSidecar } from './sidecar.js';
-
-function positiveInt(value: string): number {
-  const parsed = Number(value);
-  if (!Number.isInteger(parsed) || parsed < 0) throw new InvalidArgumentError(`expected a non-negative integer, found ${value}`);
-  return parsed;
-}
 
 const program = new Command()
   .name('resultity-runtime-bridge')
@@ -19,8 +14,8 @@ const program = new Command()
   .option('--runtime-id <id>', 'what the Agent knows this runtime by', 'runtime')
   .option('--write <file>', 'write the environment here as JSON, atomically')
   .option('--post <url>', "POST the environment to the runtime's local admin URL")
-  .option('--post-timeout-ms <ms>', 'how long the runtime has to answer the POST', positiveInt, 10_000)
-  .option('--connect-timeout-ms <ms>', 'give up when no environment arrives in this time (0 waits forever)', positiveInt, 0)
+  .option('--post-timeout-ms <ms>', 'how long the runtime has to answer the POST', nonNegativeInt, 10_000)
+  .option('--connect-timeout-ms <ms>', 'give up when no environment arrives in this time (0 waits forever)', nonNegativeInt, 0)
   .option('--log-level <level>', 'pino log level', 'info');
 
 async function main(): Promise<number> {

@@ -1,14 +1,9 @@
 #!/usr/bin/env node
-import { Command, InvalidArgumentError } from 'commander';
+import { Command } from 'commander';
 
 import { type ExampleRuntime, startExampleRuntime } from './example-runtime.js';
+import { nonNegativeInt } from './cli-args.js';
 import { cliLogger } from './logger.js';
-
-function nonNegativeInt(value: string): number {
-  const parsed = Number(value);
-  if (!Number.isInteger(parsed) || parsed < 0) throw new InvalidArgumentError(`expected a non-negative integer, found ${value}`);
-  return parsed;
-}
 
 const program = new Command()
   .name('resultity-example-runtime')
