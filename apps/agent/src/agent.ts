@@ -1,5 +1,6 @@
-import { chmod, mkdir, readFile } from 'node:fs/promises';
+import { chmod, mkdir } from 'node:fs/promises';
 
+import { readFileBounded } from '@resultity/snapshot/origin';
 import { destination, pino } from 'pino';
 
 import { AuditLog } from './audit.js';
@@ -40,13 +41,16 @@ export function createLogger(config: AgentConfig, fd: 1 | 2 = 1): Logger {
   return pino({ level: config.log_level, base: { node_id: config.node_id, network: config.network } }, destination({ dest: fd, sync: true }));
 }
 
+/** A root envelope holds a few keys; anything near this size is not one. */
+const TRUST_ROOT_FILE_LIMIT = 1024 * 1024;
+
 export async function readTrustRoots(config: AgentConfig): Promise<Uint8Array[]> {
   return Promise.all(
     config.trust_root.map(async (file) => {
       try {
-        return new Uint8Array(await readFile(file));
+        return await readFileBounded(file, TRUST_ROOT_FILE_LIMIT);
       } catch (cause) {
-        throw new AgentError('CONFIG_INVALID', `trust_root: cannot read ${file}: ${(cause as Error).message}`, { cause });
+        throw new AgentError('CONFIG_INVALID', `trust_root: ${(cause as Error).message}`, { cause });
       }
     }),
   );

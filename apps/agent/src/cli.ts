@@ -1,7 +1,7 @@
 #!/usr/bin/env node
-import { readFile } from 'node:fs/promises';
 
 import { readTokenFile } from '@resultity/bridge-protocol';
+import { readFileBounded } from '@resultity/snapshot/origin';
 import { Command, CommanderError } from 'commander';
 
 import { buildAgent, createLogger } from './agent.js';
@@ -152,7 +152,7 @@ export function buildProgram(): Command {
       let bytes: Uint8Array;
       let expected: string | undefined;
       if (envelope !== undefined) {
-        bytes = new Uint8Array(await readFile(envelope));
+        bytes = await readFileBounded(envelope, config.limits.max_snapshot_bytes);
       } else {
         const latest = await parts.origin.latest(null);
         if (latest.status !== 'ok') throw new AgentError('HTTP_STATUS', 'the origin answered 304 to a request without an ETag');

@@ -1,7 +1,7 @@
-import { readFile } from 'node:fs/promises';
 import { dirname, isAbsolute, resolve } from 'node:path';
 
 import { DEFAULT_MAX_ENVELOPE_BYTES, NAME_PATTERN } from '@resultity/snapshot';
+import { readFileBounded } from '@resultity/snapshot/origin';
 import { z } from 'zod';
 
 import { AgentError } from './errors.js';
@@ -121,14 +121,17 @@ export function parseConfig(value: unknown, baseDir: string, file: string | null
   };
 }
 
+/** A configuration is a few hundred bytes; this only keeps a wrong path from being read whole. */
+const CONFIG_FILE_LIMIT = 1024 * 1024;
+
 /** Reads and validates a configuration file; every failure is CONFIG_INVALID naming the file and field. */
 export async function loadConfig(file: string): Promise<AgentConfig> {
   const absolute = resolve(file);
   let text: string;
   try {
-    text = await readFile(absolute, 'utf8');
+    text = new TextDecoder().decode(await readFileBounded(absolute, CONFIG_FILE_LIMIT));
   } catch (cause) {
-    throw new AgentError('CONFIG_INVALID', `cannot read configuration ${absolute}: ${(cause as Error).message}`, { cause });
+    throw new AgentError('CONFIG_INVALID', `configuration: ${(cause as Error).message}`, { cause });
   }
   let value: unknown;
   try {

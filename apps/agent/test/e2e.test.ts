@@ -259,6 +259,10 @@ describe('configuration errors', () => {
       expect(result.code).toBe(2);
       expect(result.stderr).toMatch(/^CONFIG_INVALID: .*origin: must be an http\(s\) URL/);
       expect(result.stderr).toContain('trust_root');
+
+      const missing = await cli(['status', '--config', join(work.path, 'nowhere.json')]);
+      expect(missing.code).toBe(2);
+      expect(missing.stderr).toMatch(/^CONFIG_INVALID: configuration: cannot read .*nowhere\.json: no such file/);
     } finally {
       await work.cleanup();
     }
@@ -309,6 +313,13 @@ describe('plan', () => {
         const given = await cli(['plan', '--config', s.config, file]);
         expect(given.code).toBe(0);
         expect(given.stdout).toContain(`plan for ${envelope.digest} (sequence 2)`);
+
+        // An oversize file is refused by its size, before it is read whole or parsed.
+        const huge = join(work.path, 'huge.json');
+        await writeFile(huge, Buffer.alloc(5 * 1024 * 1024, 0x20));
+        const tooLarge = await cli(['plan', '--config', s.config, huge]);
+        expect(tooLarge.code).toBe(1);
+        expect(tooLarge.stderr).toMatch(/^TOO_LARGE: .*huge\.json is larger than the limit of \d+ bytes/);
 
         const report = JSON.parse((await cli(['status', '--config', s.config, '--json'])).stdout);
         expect(report.applied).toBeNull();

@@ -14,7 +14,7 @@ import { rotateRoot, signRoot, trustProvisionedRoot, walkRootChain } from '../ro
 import { ROOT_PAYLOAD_TYPE } from '../schema.js';
 import { signSnapshot } from '../sign.js';
 import { verifySnapshotEnvelope } from '../verify.js';
-import { describeFsError, readBounded, readJsonFile, readKey, readSigningKey } from './files.js';
+import { describeFsError, readFileBounded, readJsonFile, readKey, readSigningKey } from './files.js';
 
 /** Where the CLI writes and when it stops; injected so tests and the bin share one program. */
 export interface CliIo {
@@ -135,7 +135,7 @@ function buildProgram(io: CliIo): Command {
     .requiredOption('--out <file>', 'root envelope to write')
     .action(async (opts: { prev: string; signWith: string[]; key: string[]; threshold: string; expires: string; out: string }) => {
       await cryptoReady();
-      const previous = trustProvisionedRoot(await readBounded(opts.prev, ROOT_FILE_LIMIT));
+      const previous = trustProvisionedRoot(await readFileBounded(opts.prev, ROOT_FILE_LIMIT));
       const oldSigners = await Promise.all(opts.signWith.map(readSigningKey));
       const keys = await Promise.all(opts.key.map(readKey));
       const threshold = parseCount(opts.threshold, '--threshold', 1);
@@ -180,13 +180,13 @@ function buildProgram(io: CliIo): Command {
       }
       const maxBytes = parseCount(opts.maxBytes, '--max-bytes', 1);
       const now = opts.now === undefined ? io.now() : parseIsoTime(opts.now, '--now');
-      const chain = await Promise.all(opts.root.map((path) => readBounded(path, ROOT_FILE_LIMIT)));
+      const chain = await Promise.all(opts.root.map((path) => readFileBounded(path, ROOT_FILE_LIMIT)));
       const trusted = walkRootChain(chain);
       const applied =
         opts.appliedSequence === undefined
           ? null
           : { sequence: parseCount(opts.appliedSequence, '--applied-sequence', 0), digest: opts.appliedDigest ?? '' };
-      const envelope = await readBounded(file, maxBytes);
+      const envelope = await readFileBounded(file, maxBytes);
       const verified = verifySnapshotEnvelope({
         envelope,
         root: trusted,
@@ -225,8 +225,8 @@ function buildProgram(io: CliIo): Command {
     .argument('<envelope>', 'snapshot envelope file')
     .action(async (file: string, opts: { origin: string; root?: string[] }) => {
       await cryptoReady();
-      const envelope = await readBounded(file, DEFAULT_MAX_ENVELOPE_BYTES);
-      const roots = await Promise.all((opts.root ?? []).map((path) => readBounded(path, ROOT_FILE_LIMIT)));
+      const envelope = await readFileBounded(file, DEFAULT_MAX_ENVELOPE_BYTES);
+      const roots = await Promise.all((opts.root ?? []).map((path) => readFileBounded(path, ROOT_FILE_LIMIT)));
       const result = await publishSnapshot({ dir: opts.origin, envelope, roots, now: io.now() }).catch((cause: unknown) => {
         if (cause instanceof SnapshotError) throw cause;
         return refuse('IO', `cannot publish into ${opts.origin}: ${describeFsError(cause)}`, cause);

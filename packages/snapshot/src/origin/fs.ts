@@ -2,6 +2,8 @@ import { randomBytes } from 'node:crypto';
 import { mkdir, open, rename, rm } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 
+import { SnapshotError, refuse } from '../errors.js';
+
 /**
  * Replaces a file so that a reader, or a restart after a crash, sees the old content or the
  * new, never a mix: temp file, fsync, rename over, fsync of the directory. `mtime`, when
@@ -35,5 +37,56 @@ export async function fsyncDirectory(dir: string): Promise<void> {
     await handle.sync();
   } finally {
     await handle.close();
+  }
+}
+
+/**
+ * Reads at most `maxBytes` (+1 to detect excess) so an oversize file is refused as TOO_LARGE
+ * without ever being held in memory whole.
+ */
+export async function readFileBounded(path: string, maxBytes: number): Promise<Uint8Array> {
+  let handle: Awaited<ReturnType<typeof open>>;
+  try {
+    handle = await open(path, 'r');
+  } catch (cause) {
+    return refuse('IO', `cannot read ${path}: ${describeFsError(cause)}`, cause);
+  }
+  try {
+    // Chunks, not one buffer of the limit: a small file costs little whatever the limit is.
+    const chunks: Buffer[] = [];
+    let filled = 0;
+    while (filled <= maxBytes) {
+      const chunk = Buffer.allocUnsafe(Math.min(64 * 1024, maxBytes + 1 - filled));
+      const { bytesRead } = await handle.read(chunk, 0, chunk.byteLength, null);
+      if (bytesRead === 0) break;
+      chunks.push(chunk.subarray(0, bytesRead));
+      filled += bytesRead;
+    }
+    if (filled > maxBytes) refuse('TOO_LARGE', `${path} is larger than the limit of ${maxBytes} bytes`);
+    const bytes = Buffer.concat(chunks, filled);
+    return new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  } catch (cause) {
+    if (cause instanceof SnapshotError) throw cause;
+    return refuse('IO', `cannot read ${path}: ${describeFsError(cause)}`, cause);
+  } finally {
+    await handle.close();
+  }
+}
+
+/** A short, stable phrase for a file system error, for messages a person reads. */
+export function describeFsError(error: unknown): string {
+  const code = (error as NodeJS.ErrnoException | null)?.code;
+  switch (code) {
+    case 'ENOENT':
+      return 'no such file';
+    case 'EACCES':
+    case 'EPERM':
+      return 'permission denied';
+    case 'EISDIR':
+      return 'is a directory';
+    case 'EEXIST':
+      return 'already exists';
+    default:
+      return code ?? (error as Error)?.message ?? String(error);
   }
 }
