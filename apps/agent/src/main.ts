@@ -28,8 +28,8 @@ export function applierFor(config: AgentConfig, logger: Logger): ApplierPort {
     dockerSocketPath: config.docker.socket_path,
     allowedRegistries: config.allowed_registries,
     profile: config.profile,
-    // Engine calls such as a container stop legitimately take longer than an origin request.
-    requestTimeoutMs: Math.max(config.limits.request_timeout_ms, 60_000),
+    // A container stop outlasts this on its own terms: the engine adapter waits out the grace period.
+    requestTimeoutMs: config.limits.request_timeout_ms,
     onEngineUnavailable: (error) => {
       if (warned) return;
       warned = true;
