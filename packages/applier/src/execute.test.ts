@@ -5,6 +5,7 @@ import { ApplyError } from './errors.js';
 import { execute } from './execute.js';
 import type { ApplierPorts, Clock, ContainerEngine, ContainerStatus, Downloader, FlagsStore, ModelStore } from './ports.js';
 import type { ApplierPolicy, ContainerDefinition, ParticipationFlags, Step } from './types.js';
+import { failure } from '../test/support/failure.js';
 
 const policy: ApplierPolicy = { allowedRegistries: ['127.0.0.1:5000'] };
 const definition: ContainerDefinition = {
@@ -114,15 +115,6 @@ function ports(engine: ContainerEngine): ApplierPorts {
   } satisfies FlagsStore;
   const downloader = { open: async () => Promise.reject(new Error('no network in unit tests')) } satisfies Downloader;
   return { engine, models, downloader, flags: flagsStore, clock: fakeClock() };
-}
-
-async function failure(promise: Promise<unknown>): Promise<ApplyError> {
-  const outcome = await promise.then(
-    () => undefined,
-    (e: unknown) => e,
-  );
-  expect(outcome).toBeInstanceOf(ApplyError);
-  return outcome as ApplyError;
 }
 
 describe('execute', () => {

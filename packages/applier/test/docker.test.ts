@@ -3,7 +3,6 @@ import { sampleSnapshot, tempDir } from '@resultity/testkit';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import {
-  ApplyError,
   DockerEngine,
   createDefaultPorts,
   desiredStateFrom,
@@ -19,6 +18,7 @@ import {
 import { TEST_REGISTRY, buildTestImage, removeContainersLabelled, type TestImage } from './support/images.js';
 import { generatedBytes, sha256, startModelServer, type ModelServer } from './support/model-server.js';
 import { startTamperingRegistry } from './support/tampering-registry.js';
+import { failure } from './support/failure.js';
 
 const runId = `${process.pid}x${Date.now().toString(36)}`;
 const policy: ApplierPolicy = {
@@ -79,15 +79,6 @@ async function apply(
     ...(options.onStep ? { onStep: options.onStep } : {}),
   });
   return { steps, report };
-}
-
-async function failure(promise: Promise<unknown>): Promise<ApplyError> {
-  const outcome = await promise.then(
-    () => undefined,
-    (e: unknown) => e,
-  );
-  expect(outcome).toBeInstanceOf(ApplyError);
-  return outcome as ApplyError;
 }
 
 /** This run's containers as the engine has them: id, name, state, start time. */

@@ -5,21 +5,12 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 
 import { canonicalBytes, configDigest, parseCanonical } from './canonical.js';
-import { SnapshotError } from './errors.js';
+import { codeOf } from './code-of.test-support.js';
 
 // The external RFC 8785 vectors live in the shared folder beside the repository.
 const vectors = fileURLToPath(new URL('../../../../shared/testdata/jcs/', import.meta.url));
 const names = readdirSync(`${vectors}input`).filter((name) => name.endsWith('.json'));
 const utf8 = (text: string) => new TextEncoder().encode(text);
-
-function codeOf(fn: () => unknown): string | undefined {
-  try {
-    fn();
-  } catch (error) {
-    return error instanceof SnapshotError ? error.code : `untyped:${String(error)}`;
-  }
-  return undefined;
-}
 
 describe('canonicalBytes', () => {
   it('has RFC 8785 vectors to check against', () => {

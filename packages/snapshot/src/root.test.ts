@@ -4,7 +4,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { canonicalBytes } from './canonical.js';
 import { signEnvelope } from './dsse.js';
 import { type SigningKey, cryptoReady, generateSigningKey } from './ed25519.js';
-import { SnapshotError } from './errors.js';
+import { codeOf } from './code-of.test-support.js';
 import { rotateRoot, signRoot, trustProvisionedRoot, walkRootChain } from './root.js';
 import { ROOT_PAYLOAD_TYPE } from './schema.js';
 import { verifySnapshot } from './verify.js';
@@ -17,15 +17,6 @@ function rootBytes(version: number, keys: SigningKey[], threshold: number, signe
     signers,
   );
   return envelopeBytes(envelope);
-}
-
-function codeOf(fn: () => unknown): string | undefined {
-  try {
-    fn();
-  } catch (error) {
-    return error instanceof SnapshotError ? error.code : `untyped:${String(error)}`;
-  }
-  return undefined;
 }
 
 describe('root rotation', () => {
