@@ -2,7 +2,7 @@ import { type Hash, createHash } from 'node:crypto';
 
 import type { Model } from '@resultity/snapshot';
 
-import { ApplyError, fail, messageOf } from './errors.js';
+import { ApplyError, type MirrorFailure, fail, messageOf } from './errors.js';
 import { HttpStatusError } from './http.js';
 import type { Clock, DownloadResponse, Downloader, ModelStore, PartWriter } from './ports.js';
 import { assertSha256 } from './store.js';
@@ -51,7 +51,7 @@ async function receive(
   hash: Hash,
   size: number,
   label: string,
-  url: string,
+  host: string,
   options: FetchModelOptions,
 ): Promise<number> {
   let done = start;
@@ -78,7 +78,7 @@ async function receive(
     for await (const chunk of response.body) {
       if (writeError !== null) throw writeError;
       if (options.signal?.aborted) fail('ABORTED', `download of ${label} was cancelled`);
-      if (done + chunk.length > size) fail('SIZE_MISMATCH', `model ${label} from ${url}: more than the expected ${size} bytes arrived`);
+      if (done + chunk.length > size) fail('SIZE_MISMATCH', `${host}: more than the expected ${size} bytes arrived`);
       hash.update(chunk);
       done += chunk.length;
       batch.push(chunk);
@@ -104,6 +104,44 @@ async function receive(
   }
   if (writeError !== null) throw writeError;
   return done;
+}
+
+/** What to do after one attempt on a mirror failed. */
+function nextMove(error: unknown): 'retry' | 'next' | 'discard-and-next' {
+  // Bytes the signed hash or size refute: the staged part is worthless, and this mirror will serve them again.
+  if (error instanceof ApplyError && (error.code === 'SIZE_MISMATCH' || error.code === 'HASH_MISMATCH')) return 'discard-and-next';
+  // The server's trouble, which may pass: try the same mirror again after a pause.
+  if (error instanceof HttpStatusError) return error.transient ? 'retry' : 'next';
+  // A refused redirect or address, a stall, a drip: the mirror is refused, not retried.
+  if (error instanceof ApplyError) return 'next';
+  // A cut connection: resume from what arrived.
+  return 'retry';
+}
+
+/** The host of a mirror URL, the most a per-mirror detail names. */
+function hostOf(url: string): string {
+  return URL.canParse(url) ? new URL(url).hostname : '(an unparsable URL)';
+}
+
+function mirrorFailure(index: number, host: string, error: unknown): MirrorFailure {
+  if (error instanceof ApplyError) return { index, code: error.code, detail: error.message };
+  return { index, code: 'MIRROR_UNREACHABLE', detail: `${host}: ${messageOf(error)}` };
+}
+
+/**
+ * The one error for a model no mirror could deliver. Its message names only the model and the
+ * codes, because it travels (last_error, heartbeat, status); hosts, statuses and sizes stay on
+ * `mirrors`, for the local audit log. When every mirror refuted the signed bytes the same way,
+ * that code is kept, being more precise than DOWNLOAD_FAILED.
+ */
+function allMirrorsFailed(label: string, failures: MirrorFailure[]): ApplyError {
+  if (failures.length === 0) return new ApplyError('DOWNLOAD_FAILED', `model ${label} has no URL`);
+  const codes = failures.map((f) => f.code);
+  const first = codes[0];
+  const same = codes.every((c) => c === first);
+  const code = same && (first === 'HASH_MISMATCH' || first === 'SIZE_MISMATCH') ? first : 'DOWNLOAD_FAILED';
+  const which = failures.length === 1 ? 'its only mirror failed' : `all ${failures.length} mirrors failed`;
+  return new ApplyError(code, `model ${label}: ${which} (${codes.join(', ')})`, { mirrors: failures });
 }
 
 /**
@@ -132,9 +170,10 @@ export async function fetchModel(
 
   const maxAttempts = options.maxAttemptsPerUrl ?? 5;
   const baseDelay = options.retryDelayMs ?? 200;
-  let lastError: unknown = new ApplyError('DOWNLOAD_FAILED', `model ${label} has no URL`);
+  const failures: MirrorFailure[] = [];
 
-  for (const url of model.urls) {
+  for (const [index, url] of model.urls.entries()) {
+    const host = hostOf(url);
     for (let attempt = 1; attempt <= maxAttempts; attempt++) {
       if (options.signal?.aborted) fail('ABORTED', `download of ${label} was cancelled`);
       try {
@@ -143,20 +182,20 @@ export async function fetchModel(
           const response = await downloader.open(url, { offset: done, signal: options.signal });
           if (response.totalBytes !== null && response.totalBytes !== size) {
             response.body.destroy?.();
-            fail('SIZE_MISMATCH', `model ${label} from ${url}: expected ${size} bytes, the server has ${response.totalBytes}`);
+            fail('SIZE_MISMATCH', `${host}: expected ${size} bytes, the server has ${response.totalBytes}`);
           }
           if (response.offset !== done) {
             // The server ignored the range: start over rather than trust a splice.
             hash = createHash('sha256');
             done = 0;
           }
-          done = await receive(response, done, await store.openPart(sha256, done > 0), hash, size, label, url, options);
+          done = await receive(response, done, await store.openPart(sha256, done > 0), hash, size, label, host, options);
           if (done < size) throw new Error(`connection closed after ${done} of ${size} bytes`);
         }
         const actual = hash.digest('hex');
         if (actual !== sha256) {
           await store.discardPart(sha256);
-          fail('HASH_MISMATCH', `model ${label} from ${url}: expected sha256 ${sha256}, the bytes hash to ${actual}`);
+          fail('HASH_MISMATCH', `${host}: expected sha256 ${sha256}, the bytes hash to ${actual}`);
         }
         await store.commitPart(sha256);
         options.onProgress?.(size, size);
@@ -171,19 +210,16 @@ export async function fetchModel(
           await store.discardPart(sha256).catch(() => undefined);
           throw new ApplyError('INSUFFICIENT_SPACE', `model ${label}: the disk of ${store.root} filled up`, { cause: error });
         }
-        lastError = error;
-        if (error instanceof ApplyError && (error.code === 'SIZE_MISMATCH' || error.code === 'HASH_MISMATCH')) {
-          await store.discardPart(sha256);
+        const move = nextMove(error);
+        if (move === 'discard-and-next') await store.discardPart(sha256);
+        if (move !== 'retry' || attempt === maxAttempts) {
+          failures.push(mirrorFailure(index, host, error));
           break;
         }
-        if (error instanceof HttpStatusError && !error.transient) break;
-        if (attempt < maxAttempts) await clock.sleep(baseDelay * 2 ** (attempt - 1), options.signal).catch(() => undefined);
+        await clock.sleep(baseDelay * 2 ** (attempt - 1), options.signal).catch(() => undefined);
       }
     }
   }
   // A part left by interruptions stays staged: the next apply resumes it instead of starting over.
-  if (lastError instanceof ApplyError) throw lastError;
-  throw new ApplyError('DOWNLOAD_FAILED', `model ${label}: every mirror failed; last: ${messageOf(lastError)}`, {
-    cause: lastError,
-  });
+  throw allMirrorsFailed(label, failures);
 }

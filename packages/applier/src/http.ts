@@ -1,24 +1,43 @@
+import { type LookupAddress, lookup as dnsLookup } from 'node:dns';
 import http from 'node:http';
 import https from 'node:https';
+import { type LookupFunction, isIP } from 'node:net';
+import { Transform, pipeline } from 'node:stream';
 
-import { ApplyError, fail } from './errors.js';
+import { refusedAddress } from './address.js';
+import { ApplyError, messageOf } from './errors.js';
 import type { DownloadResponse, Downloader } from './ports.js';
 
 /** Options of the default HTTP downloader. */
 export interface HttpDownloaderOptions {
-  /** A connection silent for this long is dropped (and the download resumes), default 30 s. */
+  /** A mirror silent for this long, before or during the body, is abandoned (MIRROR_STALLED), default 30 s. */
   idleTimeoutMs?: number;
+  /** Redirects followed for one request, default 5. */
   maxRedirects?: number;
+  /**
+   * A mirror that delivers less than this on average over a whole `rateWindowMs` is abandoned
+   * (MIRROR_TOO_SLOW), so one that drips a byte at a time cannot hold an apply; default 64 KiB/s, 0 turns it off.
+   */
+  minBytesPerSecond?: number;
+  /** The window the rate is averaged over, default 30 s. */
+  rateWindowMs?: number;
+  /**
+   * Lets mirrors (and redirects) reach loopback, private and link-local addresses. Only for
+   * development and tests: a node in production must never fetch from its own networks. Default false.
+   */
+  allowPrivateAddresses?: boolean;
 }
 
-/** Whether an HTTP failure could go away on a retry (the server, not the file, is at fault). */
-export class HttpStatusError extends Error {
-  override readonly name = 'HttpStatusError';
+export const DEFAULT_MIN_BYTES_PER_SECOND = 64 * 1024;
+export const DEFAULT_RATE_WINDOW_MS = 30_000;
+
+/** A mirror's HTTP answer other than 200/206; whether it could go away on a retry (the server, not the file, is at fault). */
+export class HttpStatusError extends ApplyError {
   constructor(
     readonly status: number,
-    readonly url: string,
+    host: string,
   ) {
-    super(`GET ${url} answered HTTP ${status}`);
+    super('MIRROR_HTTP_STATUS', `${host} answered HTTP ${status}`);
   }
   get transient(): boolean {
     return this.status >= 500 || this.status === 408 || this.status === 429;
@@ -31,63 +50,178 @@ function parseContentRange(header: string | undefined): { start: number; total: 
   return { start: Number(m[1]), total: m[3] === '*' ? null : Number(m[3]) };
 }
 
-/** The default Downloader: node's http/https with Range requests, an idle timeout and redirects. */
+/** The host of a URL without its port or path: what a per-mirror detail may name. */
+function hostOf(url: URL): string {
+  return url.hostname;
+}
+
+/**
+ * A resolver that only answers with addresses a mirror may be reached on. http.request connects
+ * to what this returns, so the check holds for the address actually used, whatever the name
+ * resolves to next time (no DNS rebinding between a check and the connect).
+ */
+function confinedLookup(host: string): LookupFunction {
+  return (hostname, options, callback) => {
+    dnsLookup(hostname, { ...options, all: true }, (error, addresses: LookupAddress[]) => {
+      if (error) {
+        callback(error, '', 0);
+        return;
+      }
+      const allowed = addresses.filter((a) => refusedAddress(a.address) === null);
+      const first = allowed[0];
+      if (first === undefined) {
+        const refused = new ApplyError('MIRROR_ADDRESS_REFUSED', `${host} resolves only to internal addresses (${addresses.map((a) => a.address).join(', ')})`);
+        callback(refused as NodeJS.ErrnoException, '', 0);
+        return;
+      }
+      if (options.all) callback(null, allowed);
+      else callback(null, first.address, first.family);
+    });
+  };
+}
+
+/**
+ * The body of a response, watched: a mirror silent for `idleMs` fails it with MIRROR_STALLED, one
+ * below `minBytesPerSecond` over a whole window with MIRROR_TOO_SLOW. The error reaches whoever
+ * reads the body; nothing is thrown from a timer.
+ */
+function watchedBody(res: http.IncomingMessage, host: string, limits: { idleMs: number; minBytesPerSecond: number; windowMs: number }): Transform {
+  let windowBytes = 0;
+  const body = new Transform({
+    transform(chunk: Buffer, _encoding, done) {
+      windowBytes += chunk.length;
+      idle.refresh();
+      done(null, chunk);
+    },
+  });
+  const idle = setTimeout(() => body.destroy(new ApplyError('MIRROR_STALLED', `${host} sent nothing for ${limits.idleMs} ms`)), limits.idleMs);
+  const needed = Math.ceil((limits.minBytesPerSecond * limits.windowMs) / 1000);
+  const rate =
+    needed > 0
+      ? setInterval(() => {
+          if (windowBytes < needed) {
+            body.destroy(new ApplyError('MIRROR_TOO_SLOW', `${host} sent ${windowBytes} bytes in ${limits.windowMs} ms, expected at least ${needed}`));
+          }
+          windowBytes = 0;
+        }, limits.windowMs)
+      : null;
+  body.once('close', () => {
+    clearTimeout(idle);
+    if (rate !== null) clearInterval(rate);
+  });
+  // Errors of either side end up on `body`, where the reader sees them.
+  pipeline(res, body, () => undefined);
+  return body;
+}
+
+/**
+ * The default Downloader: node's http/https with Range requests, confined redirects, mirrors
+ * only on public addresses, an idle timeout and a minimum rate. Every failure is an ApplyError
+ * with a mirror code (or a plain error for a cut connection, which the caller resumes); nothing
+ * is thrown inside a callback.
+ */
 export class HttpDownloader implements Downloader {
   private readonly idleTimeoutMs: number;
   private readonly maxRedirects: number;
+  private readonly minBytesPerSecond: number;
+  private readonly rateWindowMs: number;
+  private readonly allowPrivateAddresses: boolean;
 
   constructor(options: HttpDownloaderOptions = {}) {
     this.idleTimeoutMs = options.idleTimeoutMs ?? 30_000;
     this.maxRedirects = options.maxRedirects ?? 5;
+    this.minBytesPerSecond = options.minBytesPerSecond ?? DEFAULT_MIN_BYTES_PER_SECOND;
+    this.rateWindowMs = options.rateWindowMs ?? DEFAULT_RATE_WINDOW_MS;
+    this.allowPrivateAddresses = options.allowPrivateAddresses ?? false;
   }
 
-  open(url: string, options: { offset: number; signal?: AbortSignal }): Promise<DownloadResponse> {
-    return this.request(url, options, 0);
-  }
-
-  private request(url: string, options: { offset: number; signal?: AbortSignal }, redirects: number): Promise<DownloadResponse> {
-    const target = new URL(url);
+  async open(url: string, options: { offset: number; signal?: AbortSignal }): Promise<DownloadResponse> {
+    let target: URL;
+    try {
+      target = new URL(url);
+    } catch {
+      throw new ApplyError('MIRROR_ADDRESS_REFUSED', 'the mirror URL does not parse');
+    }
     if (target.protocol !== 'http:' && target.protocol !== 'https:') {
-      fail('DOWNLOAD_FAILED', `expected an http(s) URL, found ${target.protocol}`);
+      throw new ApplyError('MIRROR_ADDRESS_REFUSED', `expected an http(s) mirror, found ${target.protocol}`);
+    }
+    return this.request(target, options, 0);
+  }
+
+  private request(target: URL, options: { offset: number; signal?: AbortSignal }, redirects: number): Promise<DownloadResponse> {
+    const host = hostOf(target);
+    const literal = host.startsWith('[') ? host.slice(1, -1) : host;
+    // http.request skips the resolver for an IP literal, so a literal is checked here.
+    if (!this.allowPrivateAddresses && isIP(literal) !== 0) {
+      const why = refusedAddress(literal);
+      if (why !== null) return Promise.reject(new ApplyError('MIRROR_ADDRESS_REFUSED', `${host} is ${why}`));
     }
     const client = target.protocol === 'https:' ? https : http;
     const headers: Record<string, string> = { 'accept-encoding': 'identity' };
     if (options.offset > 0) headers.range = `bytes=${options.offset}-`;
     return new Promise<DownloadResponse>((resolve, reject) => {
-      const req = client.get(target, { headers, signal: options.signal }, (res) => {
-        const status = res.statusCode ?? 0;
-        if (status >= 300 && status < 400 && res.headers.location !== undefined) {
-          res.resume();
-          if (redirects >= this.maxRedirects) {
-            reject(new ApplyError('DOWNLOAD_FAILED', `GET ${url}: more than ${this.maxRedirects} redirects`));
-            return;
-          }
-          resolve(this.request(new URL(res.headers.location, target).toString(), options, redirects + 1));
-          return;
-        }
-        const length = res.headers['content-length'] === undefined ? null : Number(res.headers['content-length']);
-        if (status === 200) {
-          resolve({ offset: 0, totalBytes: length, body: res });
-        } else if (status === 206) {
-          const range = parseContentRange(res.headers['content-range']);
-          if (range === null || range.start !== options.offset) {
-            res.destroy();
-            reject(
-              new ApplyError(
-                'DOWNLOAD_FAILED',
-                `GET ${url}: asked for bytes from ${options.offset}, got Content-Range ${res.headers['content-range'] ?? '(none)'}`,
-              ),
-            );
-            return;
-          }
-          resolve({ offset: range.start, totalBytes: range.total, body: res });
-        } else {
-          res.resume();
-          reject(new HttpStatusError(status, url));
-        }
+      const requestOptions: http.RequestOptions = {
+        headers,
+        // A connection of its own: a pooled socket opened under another downloader's rules must not be reused.
+        agent: false,
+        ...(options.signal ? { signal: options.signal } : {}),
+        ...(this.allowPrivateAddresses ? {} : { lookup: confinedLookup(host) }),
+      };
+      const req = client.get(target, requestOptions, (res) => {
+        clearTimeout(waiting);
+        // answer() is async: whatever a hostile answer makes it throw becomes a rejection, never
+        // an exception inside this callback (which would take the whole process down).
+        this.answer(res, target, options, redirects).then(resolve, reject);
       });
-      req.setTimeout(this.idleTimeoutMs, () => req.destroy(new Error(`GET ${url}: no data for ${this.idleTimeoutMs} ms`)));
-      req.on('error', reject);
+      const waiting = setTimeout(() => req.destroy(new ApplyError('MIRROR_STALLED', `${host} did not answer within ${this.idleTimeoutMs} ms`)), this.idleTimeoutMs);
+      req.on('error', (error) => {
+        clearTimeout(waiting);
+        reject(error);
+      });
     });
+  }
+
+  /** Turns a response into a body, a followed redirect or a typed refusal. */
+  private async answer(res: http.IncomingMessage, target: URL, options: { offset: number; signal?: AbortSignal }, redirects: number): Promise<DownloadResponse> {
+    const host = hostOf(target);
+    const status = res.statusCode ?? 0;
+    if (status >= 300 && status < 400 && res.headers.location !== undefined) {
+      res.resume();
+      return this.request(this.redirectTarget(target, res.headers.location, redirects), options, redirects + 1);
+    }
+    const length = res.headers['content-length'] === undefined ? null : Number(res.headers['content-length']);
+    const limits = { idleMs: this.idleTimeoutMs, minBytesPerSecond: this.minBytesPerSecond, windowMs: this.rateWindowMs };
+    if (status === 200) {
+      return { offset: 0, totalBytes: length !== null && Number.isSafeInteger(length) ? length : null, body: watchedBody(res, host, limits) };
+    }
+    if (status === 206) {
+      const range = parseContentRange(res.headers['content-range']);
+      if (range === null || range.start !== options.offset) {
+        res.destroy();
+        throw new ApplyError('MIRROR_HTTP_STATUS', `${host}: asked for bytes from ${options.offset}, got Content-Range ${res.headers['content-range'] ?? '(none)'}`);
+      }
+      return { offset: range.start, totalBytes: range.total, body: watchedBody(res, host, limits) };
+    }
+    res.resume();
+    throw new HttpStatusError(status, host);
+  }
+
+  /** Where a redirect may lead: a parsable http(s) URL, never from https down to http, within the hop limit. */
+  private redirectTarget(from: URL, location: string, redirects: number): URL {
+    const host = hostOf(from);
+    if (redirects >= this.maxRedirects) throw new ApplyError('MIRROR_REDIRECT_REFUSED', `${host}: more than ${this.maxRedirects} redirects`);
+    let next: URL;
+    try {
+      next = new URL(location, from);
+    } catch (cause) {
+      throw new ApplyError('MIRROR_REDIRECT_REFUSED', `${host} redirected to an unparsable Location`, { cause: messageOf(cause) });
+    }
+    if (next.protocol !== 'http:' && next.protocol !== 'https:') {
+      throw new ApplyError('MIRROR_REDIRECT_REFUSED', `${host} redirected to a ${next.protocol} URL`);
+    }
+    if (from.protocol === 'https:' && next.protocol !== 'https:') {
+      throw new ApplyError('MIRROR_REDIRECT_REFUSED', `${host} redirected from https down to ${next.protocol}`);
+    }
+    return next;
   }
 }

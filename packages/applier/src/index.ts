@@ -26,6 +26,7 @@ export type { FetchModelOptions } from './fetch.js';
 export { DockerEngine, dockerCreateOptions } from './docker.js';
 export type { DockerEngineOptions } from './docker.js';
 export { FsModelStore, assertSha256 } from './store.js';
-export { HttpDownloader, HttpStatusError } from './http.js';
+export { HttpDownloader, HttpStatusError, DEFAULT_MIN_BYTES_PER_SECOND, DEFAULT_RATE_WINDOW_MS } from './http.js';
+export { refusedAddress } from './address.js';
 export type { HttpDownloaderOptions } from './http.js';
 export { FileFlagsStore, systemClock } from './flags.js';

@@ -6,7 +6,7 @@ import { MANAGED_BY, labelKeys, parseDefinition } from './definition.js';
 import { DockerEngine } from './docker.js';
 import { ApplyError, messageOf } from './errors.js';
 import { FileFlagsStore, systemClock } from './flags.js';
-import { HttpDownloader } from './http.js';
+import { HttpDownloader, type HttpDownloaderOptions } from './http.js';
 import type { ApplierPorts, EngineContainer, ModelStore } from './ports.js';
 import { FsModelStore, assertSha256 } from './store.js';
 import type { ApplierPolicy, CurrentState, ObservedContainer } from './types.js';
@@ -69,6 +69,8 @@ export interface DefaultPortsOptions {
   stateDir: string;
   policy: ApplierPolicy;
   requestTimeoutMs?: number;
+  /** Options of the model downloader; its idle timeout defaults to `requestTimeoutMs`. */
+  downloads?: HttpDownloaderOptions;
 }
 
 /** The default adapters: Docker via dockerode, a file-system model store, HTTP, the system clock. */
@@ -79,7 +81,10 @@ export function createDefaultPorts(options: DefaultPortsOptions): ApplierPorts {
   return {
     engine: new DockerEngine(engineOptions),
     models: new FsModelStore(join(options.stateDir, 'models')),
-    downloader: new HttpDownloader(options.requestTimeoutMs === undefined ? {} : { idleTimeoutMs: options.requestTimeoutMs }),
+    downloader: new HttpDownloader({
+      ...(options.requestTimeoutMs === undefined ? {} : { idleTimeoutMs: options.requestTimeoutMs }),
+      ...options.downloads,
+    }),
     flags: new FileFlagsStore(join(options.stateDir, 'flags.json')),
     clock: systemClock,
   };
