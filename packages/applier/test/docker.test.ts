@@ -39,7 +39,7 @@ const img: Record<'v1' | 'v2' | 'exits' | 'healthy' | 'unhealthy' | 'wanted' | '
 beforeAll(async () => {
   state = await tempDir('resultity-applier-docker-');
   modelServer = await startModelServer();
-  ports = createDefaultPorts({ stateDir: state.path, policy });
+  ports = createDefaultPorts({ stateDir: state.path, policy, downloads: { allowPrivateAddresses: true } });
   dockerode = (ports.engine as DockerEngine).docker;
   const sleep = ['/bin/busybox', 'sleep', '3600'];
   img.v1 = await buildTestImage({ repo: 'applier-test/sleeper', tag: 'v1', cmd: sleep, variant: 'one' });
