@@ -187,7 +187,7 @@ export class HttpDownloader implements Downloader {
     const status = res.statusCode ?? 0;
     if (status >= 300 && status < 400 && res.headers.location !== undefined) {
       res.resume();
-      return this.request(this.redirectTarget(target, res.headers.location, redirects), options, redirects + 1);
+      return this.request(redirectTarget(target, res.headers.location, redirects, this.maxRedirects), options, redirects + 1);
     }
     const length = res.headers['content-length'] === undefined ? null : Number(res.headers['content-length']);
     const limits = { idleMs: this.idleTimeoutMs, minBytesPerSecond: this.minBytesPerSecond, windowMs: this.rateWindowMs };
@@ -205,23 +205,27 @@ export class HttpDownloader implements Downloader {
     res.resume();
     throw new HttpStatusError(status, host);
   }
+}
 
-  /** Where a redirect may lead: a parsable http(s) URL, never from https down to http, within the hop limit. */
-  private redirectTarget(from: URL, location: string, redirects: number): URL {
-    const host = hostOf(from);
-    if (redirects >= this.maxRedirects) throw new ApplyError('MIRROR_REDIRECT_REFUSED', `${host}: more than ${this.maxRedirects} redirects`);
-    let next: URL;
-    try {
-      next = new URL(location, from);
-    } catch (cause) {
-      throw new ApplyError('MIRROR_REDIRECT_REFUSED', `${host} redirected to an unparsable Location`, { cause: messageOf(cause) });
-    }
-    if (next.protocol !== 'http:' && next.protocol !== 'https:') {
-      throw new ApplyError('MIRROR_REDIRECT_REFUSED', `${host} redirected to a ${next.protocol} URL`);
-    }
-    if (from.protocol === 'https:' && next.protocol !== 'https:') {
-      throw new ApplyError('MIRROR_REDIRECT_REFUSED', `${host} redirected from https down to ${next.protocol}`);
-    }
-    return next;
+/**
+ * Where a redirect may lead: a parsable http(s) URL, never from https down to http, within the
+ * hop limit. Throws a MIRROR_REDIRECT_REFUSED ApplyError otherwise. The address it names is
+ * checked like any mirror's when it is connected to.
+ */
+export function redirectTarget(from: URL, location: string, redirects: number, maxRedirects: number): URL {
+  const host = hostOf(from);
+  if (redirects >= maxRedirects) throw new ApplyError('MIRROR_REDIRECT_REFUSED', `${host}: more than ${maxRedirects} redirects`);
+  let next: URL;
+  try {
+    next = new URL(location, from);
+  } catch (cause) {
+    throw new ApplyError('MIRROR_REDIRECT_REFUSED', `${host} redirected to an unparsable Location`, { cause: messageOf(cause) });
   }
+  if (next.protocol !== 'http:' && next.protocol !== 'https:') {
+    throw new ApplyError('MIRROR_REDIRECT_REFUSED', `${host} redirected to a ${next.protocol} URL`);
+  }
+  if (from.protocol === 'https:' && next.protocol !== 'https:') {
+    throw new ApplyError('MIRROR_REDIRECT_REFUSED', `${host} redirected from https down to ${next.protocol}`);
+  }
+  return next;
 }
