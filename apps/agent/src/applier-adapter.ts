@@ -2,6 +2,7 @@ import {
   type ApplierPolicy,
   type ApplierPorts,
   type ContainerEngine,
+  type HttpDownloaderOptions,
   type NodeProfile,
   type Step,
   createDefaultPorts,
@@ -25,6 +26,8 @@ export interface ApplierAdapterOptions {
   readonly allowedRegistries: readonly string[];
   readonly profile: NodeProfile;
   readonly requestTimeoutMs: number;
+  /** How models are downloaded: private addresses, minimum rate. */
+  readonly downloads?: HttpDownloaderOptions;
   /** Other ports (tests); the default adapters otherwise. */
   readonly ports?: ApplierPorts;
   /** Health wait for new containers, passed to the planner. */
@@ -70,7 +73,13 @@ export function createApplierPort(options: ApplierAdapterOptions & { onEngineUna
   const policy: ApplierPolicy = { allowedRegistries: [...options.allowedRegistries] };
   const base =
     options.ports ??
-    createDefaultPorts({ stateDir: options.stateDir, dockerSocketPath: options.dockerSocketPath, policy, requestTimeoutMs: options.requestTimeoutMs });
+    createDefaultPorts({
+      stateDir: options.stateDir,
+      dockerSocketPath: options.dockerSocketPath,
+      policy,
+      requestTimeoutMs: options.requestTimeoutMs,
+      ...(options.downloads === undefined ? {} : { downloads: options.downloads }),
+    });
   const engine = optionalEngine(base.engine, options.onEngineUnavailable);
   const ports: ApplierPorts = { ...base, engine };
   const profile = options.profile;

@@ -57,6 +57,16 @@ export const ConfigSchema = z.strictObject({
       request_timeout_ms: z.number().int().min(1).default(30_000),
     })
     .default({ max_snapshot_bytes: DEFAULT_MAX_ENVELOPE_BYTES, request_timeout_ms: 30_000 }),
+  // Model downloads: mirrors come from signed snapshots but are still outside hosts; these bound what one can do.
+  downloads: z
+    .strictObject({
+      // Loopback and private mirrors are for development and tests; a production node never fetches from its own networks.
+      allow_private_addresses: z.boolean().default(false),
+      // A mirror slower than this on average over a whole window is abandoned for the next one.
+      min_bytes_per_second: z.number().int().min(0).default(64 * 1024),
+      rate_window_ms: z.number().int().min(1).default(30_000),
+    })
+    .default({ allow_private_addresses: false, min_bytes_per_second: 64 * 1024, rate_window_ms: 30_000 }),
   retry_budget: z.number().int().min(1).default(5),
   history_size: z.number().int().min(1).max(1000).default(10),
   timers: TimersSchema.default({ poll_interval_s: 60, heartbeat_interval_s: 30, retry_initial_ms: 1000, retry_max_ms: 300_000, jitter: 0.1 }),

@@ -125,6 +125,8 @@ async function main(): Promise<number> {
     bridge: { listen: `127.0.0.1:${bridgePort}`, token_file: 'bridge.token' },
     status: { listen: `127.0.0.1:${statusPort}` },
     timers: { poll_interval_s: 2, heartbeat_interval_s: 5, retry_initial_ms: 500, retry_max_ms: 5000 },
+    // The dev network's model files are served on 127.0.0.1.
+    downloads: { allow_private_addresses: true },
   });
   const config = await loadConfig(configFile);
   const logger = pino({ level: 'info', base: { node_id: config.node_id } }, destination({ dest: join(dir, 'agent.log'), sync: true, mkdir: true }));

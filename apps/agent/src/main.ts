@@ -30,6 +30,11 @@ export function applierFor(config: AgentConfig, logger: Logger): ApplierPort {
     profile: config.profile,
     // A container stop outlasts this on its own terms: the engine adapter waits out the grace period.
     requestTimeoutMs: config.limits.request_timeout_ms,
+    downloads: {
+      allowPrivateAddresses: config.downloads.allow_private_addresses,
+      minBytesPerSecond: config.downloads.min_bytes_per_second,
+      rateWindowMs: config.downloads.rate_window_ms,
+    },
     onEngineUnavailable: (error) => {
       if (warned) return;
       warned = true;

@@ -125,6 +125,8 @@ export async function setup(work: string, kind: 'dev' | 'nginx', overrides: Part
     bridge: { enabled: false },
     status: { listen: null },
     limits: { max_snapshot_bytes: 64 * 1024, request_timeout_ms: 5000 },
+    // The test model servers listen on 127.0.0.1.
+    downloads: { allow_private_addresses: true },
     retry_budget: 3,
     ...overrides,
   });
