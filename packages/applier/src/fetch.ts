@@ -107,13 +107,15 @@ async function receive(
 }
 
 /** What to do after one attempt on a mirror failed. */
-function nextMove(error: unknown): 'retry' | 'next' | 'discard-and-next' {
+function nextMove(error: unknown): 'retry' | 'next' | 'discard-and-next' | 'give-up' {
   // Bytes the signed hash or size refute: the staged part is worthless, and this mirror will serve them again.
   if (error instanceof ApplyError && (error.code === 'SIZE_MISMATCH' || error.code === 'HASH_MISMATCH')) return 'discard-and-next';
   // The server's trouble, which may pass: try the same mirror again after a pause.
   if (error instanceof HttpStatusError) return error.transient ? 'retry' : 'next';
   // A refused redirect or address, a stall, a drip: the mirror is refused, not retried.
-  if (error instanceof ApplyError) return 'next';
+  if (error instanceof ApplyError && error.code.startsWith('MIRROR_')) return 'next';
+  // The node's own trouble (its store, say): another mirror would not help.
+  if (error instanceof ApplyError) return 'give-up';
   // A cut connection: resume from what arrived.
   return 'retry';
 }
@@ -211,6 +213,7 @@ export async function fetchModel(
           throw new ApplyError('INSUFFICIENT_SPACE', `model ${label}: the disk of ${store.root} filled up`, { cause: error });
         }
         const move = nextMove(error);
+        if (move === 'give-up') throw error;
         if (move === 'discard-and-next') await store.discardPart(sha256);
         if (move !== 'retry' || attempt === maxAttempts) {
           failures.push(mirrorFailure(index, host, error));
