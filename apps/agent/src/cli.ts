@@ -12,7 +12,8 @@ import { AgentError, errorCode, errorMessage } from './errors.js';
 import { applierFor, startAgent } from './main.js';
 import { noRuntimeNotifier } from './ports.js';
 import { terminalProgress } from './progress.js';
-import { acquireLock, statePaths } from './state.js';
+import { acquireLock } from './lock.js';
+import { statePaths } from './state.js';
 import { collectStatus, renderStatus } from './status.js';
 import { AGENT_VERSION } from './version.js';
 

@@ -8,7 +8,7 @@ import { Daemon } from './loop.js';
 import { type ApplierPort, type Logger, type ProgressInfo, type RuntimeNotifier, noRuntimeNotifier } from './ports.js';
 import { collectStatus } from './status.js';
 import { type StatusServer, startStatusServer } from './status-server.js';
-import { acquireLock } from './state.js';
+import { acquireLock } from './lock.js';
 import { AGENT_VERSION } from './version.js';
 import { errorCode, errorMessage } from './errors.js';
 
