@@ -89,6 +89,14 @@ describe('an Agent with the default bridge and control settings', () => {
     expect(result.stderr).toMatch(/^NOT_IN_HISTORY: /);
     expect(result.code).toBe(1);
   });
+
+  it('has the unpin command reach the running daemon with the operator token', async () => {
+    const result = await cli(['unpin', '--config', s.config]);
+    // Whatever the daemon answers about its pin, it is the daemon answering: a refused token
+    // or an unreachable endpoint would be DAEMON_UNREACHABLE.
+    expect(result.stderr).not.toMatch(/DAEMON_UNREACHABLE/);
+    expect(`${result.stdout}${result.stderr}`).not.toBe('');
+  });
 });
 
 describe('an Agent that cannot bind its endpoints', () => {
