@@ -1,5 +1,7 @@
 #!/usr/bin/env node
 
+import { request } from 'node:http';
+
 import { readTokenFile } from '@resultity/bridge-protocol';
 import { readFileBounded } from '@resultity/snapshot/origin';
 import { Command, CommanderError } from 'commander';
@@ -12,7 +14,8 @@ import { AgentError, errorCode, errorMessage } from './errors.js';
 import { applierFor, startAgent } from './main.js';
 import { noRuntimeNotifier } from './ports.js';
 import { terminalProgress } from './progress.js';
-import { acquireLock, statePaths } from './state.js';
+import { acquireLock } from './lock.js';
+import { statePaths } from './state.js';
 import { collectStatus, renderStatus } from './status.js';
 import { AGENT_VERSION } from './version.js';
 
@@ -56,28 +59,56 @@ function describeOutcome(outcome: SyncOutcome): { ok: boolean; line: string } {
   }
 }
 
-/** Asks the running daemon (its status endpoint, with the bridge token) to roll back. */
-async function rollbackThroughDaemon(config: AgentConfig, to: string | undefined, lockError: unknown): Promise<SyncOutcome> {
+/** What a control route answers: the outcome, or the code and message of its refusal. */
+interface DaemonAnswer {
+  outcome?: unknown;
+  code?: string;
+  message?: string;
+}
+
+/**
+ * POSTs to a control route of the running daemon with the operator's token (never the bridge
+ * token, which runtimes can read). Resolves with the daemon's outcome; its own refusal codes
+ * (NOT_IN_HISTORY, EXPIRED, ...) are passed through as they are.
+ */
+async function callDaemon(config: AgentConfig, route: '/v1/rollback' | '/v1/unpin', body: object, otherwise: unknown): Promise<unknown> {
   const listen = config.status.listen === null ? null : parseListen(config.status.listen);
-  if (listen === null || 'socketPath' in listen) throw lockError;
-  const host = listen.host === '::1' ? '[::1]' : listen.host;
-  const token = await readTokenFile(config.bridge.token_file);
-  let res: Response;
+  if (listen === null) throw otherwise;
+  const token = await readTokenFile(config.control.token_file);
+  const payload = JSON.stringify(body);
+  const where = 'socketPath' in listen ? listen.socketPath : `${listen.host}:${listen.port}`;
+  const answer = await new Promise<{ status: number; text: string }>((resolve, reject) => {
+    const req = request(
+      {
+        ...('socketPath' in listen ? { socketPath: listen.socketPath } : { host: listen.host, port: listen.port }),
+        path: route,
+        method: 'POST',
+        headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) },
+        // A rollback waits for the apply it starts; an hour covers a large model download.
+        timeout: 60 * 60_000,
+      },
+      (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (chunk: Buffer) => chunks.push(chunk));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8') }));
+        res.on('error', reject);
+      },
+    );
+    req.on('timeout', () => req.destroy(new Error('no answer in time')));
+    req.on('error', reject);
+    req.end(payload);
+  }).catch((cause: unknown) => {
+    throw new AgentError('DAEMON_UNREACHABLE', `the daemon holds the state directory but its status endpoint ${where} did not answer: ${errorMessage(cause)}`, { cause });
+  });
+  let parsed: DaemonAnswer | null;
   try {
-    res = await fetch(`http://${host}:${listen.port}/v1/rollback`, {
-      method: 'POST',
-      headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
-      body: JSON.stringify(to === undefined ? {} : { to }),
-      signal: AbortSignal.timeout(30 * 60_000),
-    });
-  } catch (cause) {
-    throw new AgentError('DAEMON_UNREACHABLE', `the daemon holds the state directory but its status endpoint ${host}:${listen.port} did not answer: ${errorMessage(cause)}`, { cause });
+    parsed = JSON.parse(answer.text) as DaemonAnswer;
+  } catch {
+    parsed = null;
   }
-  const body = (await res.json().catch(() => null)) as { outcome?: SyncOutcome; code?: string; message?: string } | null;
-  if (res.status === 200 && body?.outcome) return body.outcome;
-  // The daemon's own code (NOT_IN_HISTORY, EXPIRED, ...) is passed through as is.
-  if (body?.code) throw Object.assign(new Error(body.message ?? 'refused'), { code: body.code });
-  throw new AgentError('DAEMON_UNREACHABLE', `the daemon answered ${res.status} to the rollback`);
+  if (answer.status === 200 && parsed?.outcome !== undefined) return parsed.outcome;
+  if (parsed?.code) throw Object.assign(new Error(parsed.message ?? 'refused'), { code: parsed.code });
+  throw new AgentError('DAEMON_UNREACHABLE', `the daemon answered ${answer.status} to ${route}${answer.status === 401 ? `: it refused the operator token in ${config.control.token_file}` : ''}`);
 }
 
 export function buildProgram(): Command {
@@ -178,7 +209,7 @@ export function buildProgram(): Command {
       } catch (error) {
         // A running daemon does the rollback itself, so it stays the one writer of the state.
         if (errorCode(error) !== 'LOCKED') throw error;
-        const outcome = await rollbackThroughDaemon(config, opts.to, error);
+        const outcome = (await callDaemon(config, '/v1/rollback', opts.to === undefined ? {} : { to: opts.to }, error)) as SyncOutcome;
         const described = describeOutcome(outcome);
         if (!described.ok) throw new ExitError(1, described.line);
         process.stdout.write(`rolled back by the running daemon: ${described.line}\n`);
@@ -193,6 +224,16 @@ export function buildProgram(): Command {
       } finally {
         await lock.release();
       }
+    });
+
+  program
+    .command('unpin')
+    .description("end an operator's rollback pin through the running daemon, so it follows the network's latest again")
+    .requiredOption('-c, --config <file>', 'configuration file')
+    .action(async (opts: { config: string }) => {
+      const config = await loadConfig(opts.config);
+      const outcome = await callDaemon(config, '/v1/unpin', {}, new AgentError('USAGE', 'unpin asks the running daemon, and status.listen is off'));
+      process.stdout.write(`unpinned by the running daemon: ${JSON.stringify(outcome)}\n`);
     });
 
   program

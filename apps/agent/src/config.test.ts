@@ -9,7 +9,9 @@ describe('parseConfig', () => {
     const config = parseConfig(minimal, '/etc/resultity', '/etc/resultity/agent.json');
     expect(config.trust_root).toEqual(['/etc/resultity/root/1.json']);
     expect(config.state_dir).toBe('/etc/resultity/state');
-    expect(config.bridge.token_file).toBe('/etc/resultity/state/bridge.token');
+    expect(config.bridge.listen).toBe('/etc/resultity/state/run/bridge.sock');
+    expect(config.bridge.token_file).toBe('/etc/resultity/state/run/bridge.token');
+    expect(config.control.token_file).toBe('/etc/resultity/state/operator.token');
     expect(config.limits).toEqual({ max_snapshot_bytes: 4 * 1024 * 1024, request_timeout_ms: 30_000 });
     expect(config.retry_budget).toBe(5);
     expect(config.downloads).toEqual({ allow_private_addresses: false, min_bytes_per_second: 64 * 1024, rate_window_ms: 30_000 });
@@ -25,6 +27,25 @@ describe('parseConfig', () => {
 
   it('refuses unknown keys, so a typo is never silently ignored', () => {
     expect(() => parseConfig({ ...minimal, retry_budgt: 3 }, '/')).toThrow(expect.objectContaining({ code: 'CONFIG_INVALID' }));
+  });
+
+  it('keeps a TCP loopback bridge when configured', () => {
+    const config = parseConfig({ ...minimal, bridge: { listen: '127.0.0.1:7420' } }, '/etc/resultity');
+    expect(config.bridge.listen).toBe('127.0.0.1:7420');
+    expect(config.bridge.token_file).toBe('/etc/resultity/state/run/bridge.token');
+  });
+
+  it("refuses an operator token a runtime could read: the bridge token's directory or under the socket's", () => {
+    const refused = [
+      { control: { token_file: 'state/run/bridge.token' } },
+      { control: { token_file: 'state/run/operator.token' } },
+      { bridge: { listen: '/srv/bridge/bridge.sock' }, control: { token_file: '/srv/bridge/sub/operator.token' } },
+      { bridge: { token_file: '/srv/tokens/bridge.token' }, control: { token_file: '/srv/tokens/operator.token' } },
+    ];
+    for (const extra of refused) {
+      expect(() => parseConfig({ ...minimal, ...extra }, '/etc/resultity')).toThrow(expect.objectContaining({ code: 'CONFIG_INVALID', message: expect.stringContaining('control.token_file') }));
+    }
+    expect(parseConfig({ ...minimal, control: { token_file: '/etc/resultity/operator.token' } }, '/').control.token_file).toBe('/etc/resultity/operator.token');
   });
 
   it('refuses a bridge that would listen beyond loopback', () => {

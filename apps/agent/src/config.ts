@@ -1,4 +1,4 @@
-import { dirname, isAbsolute, resolve } from 'node:path';
+import { dirname, isAbsolute, relative, resolve } from 'node:path';
 
 import { DEFAULT_MAX_ENVELOPE_BYTES, NAME_PATTERN } from '@resultity/snapshot';
 import { readFileBounded } from '@resultity/snapshot/origin';
@@ -43,11 +43,15 @@ export const ConfigSchema = z.strictObject({
   bridge: z
     .strictObject({
       enabled: z.boolean().default(true),
-      listen: listenAddress.default('127.0.0.1:7420'),
+      /** Default `<state_dir>/run/bridge.sock`; "127.0.0.1:7420" for a TCP loopback bridge. */
+      listen: listenAddress.optional(),
+      /** Default `<state_dir>/run/bridge.token`, beside the socket: runtimes get that directory mounted. */
       token_file: path.optional(),
       ack_timeout_ms: z.number().int().min(1).default(10_000),
     })
-    .default({ enabled: true, listen: '127.0.0.1:7420', ack_timeout_ms: 10_000 }),
+    .default({ enabled: true, ack_timeout_ms: 10_000 }),
+  /** The operator's credential for the control routes; never the runtime's bridge token. */
+  control: z.strictObject({ token_file: path.optional() }).default({}),
   docker: z
     .strictObject({ socket_path: path.default('/var/run/docker.sock') })
     .default({ socket_path: '/var/run/docker.sock' }),
@@ -83,8 +87,20 @@ export type ConfigInput = z.input<typeof ConfigSchema>;
 export type AgentConfig = z.output<typeof ConfigSchema> & {
   /** The file it was read from, or null when built in memory. */
   readonly file: string | null;
-  readonly bridge: z.output<typeof ConfigSchema>['bridge'] & { token_file: string };
+  readonly bridge: z.output<typeof ConfigSchema>['bridge'] & { listen: string; token_file: string };
+  readonly control: { token_file: string };
 };
+
+/**
+ * Where the bridge lives by default, relative to the state directory: one directory holding
+ * the socket and its token, mounted read-only at /run/resultity/ into runtime containers (a
+ * directory rather than the socket itself, so a restarted Agent's new socket is seen there).
+ */
+export const BRIDGE_RUN_DIR = 'run';
+export const BRIDGE_SOCKET_NAME = 'bridge.sock';
+export const BRIDGE_TOKEN_NAME = 'bridge.token';
+/** The operator's token, in the state directory and outside the directory runtimes see. */
+export const OPERATOR_TOKEN_NAME = 'operator.token';
 
 /** A loopback TCP address or a unix socket path. */
 export type ListenAddress = { host: '127.0.0.1' | '::1' | 'localhost'; port: number } | { socketPath: string };
@@ -116,18 +132,27 @@ export function parseConfig(value: unknown, baseDir: string, file: string | null
   const config = parsed.data;
   const abs = (p: string) => (isAbsolute(p) ? p : resolve(baseDir, p));
   const stateDir = abs(config.state_dir);
-  const listen = config.bridge.listen.startsWith('/') ? config.bridge.listen : config.bridge.listen;
+  const runDir = resolve(stateDir, BRIDGE_RUN_DIR);
+  const bridgeToken = config.bridge.token_file === undefined ? resolve(runDir, BRIDGE_TOKEN_NAME) : abs(config.bridge.token_file);
+  const operatorToken = config.control.token_file === undefined ? resolve(stateDir, OPERATOR_TOKEN_NAME) : abs(config.control.token_file);
+  const listen = config.bridge.listen ?? resolve(runDir, BRIDGE_SOCKET_NAME);
+  // A runtime can read the bridge token's directory, and everything under the socket's
+  // directory (that is what is mounted into its container): the operator's token is in neither.
+  const insideSocketDir = listen.startsWith('/') && !relative(dirname(listen), operatorToken).startsWith('..');
+  if (dirname(operatorToken) === dirname(bridgeToken) || insideSocketDir) {
+    throw new AgentError(
+      'CONFIG_INVALID',
+      `${file ?? 'configuration'}: control.token_file: expected a file outside the bridge's directory ${dirname(bridgeToken)}, found ${operatorToken}`,
+    );
+  }
   return {
     ...config,
     file,
     trust_root: config.trust_root.map(abs),
     state_dir: stateDir,
     docker: { socket_path: abs(config.docker.socket_path) },
-    bridge: {
-      ...config.bridge,
-      listen,
-      token_file: config.bridge.token_file === undefined ? resolve(stateDir, 'bridge.token') : abs(config.bridge.token_file),
-    },
+    bridge: { ...config.bridge, listen, token_file: bridgeToken },
+    control: { token_file: operatorToken },
   };
 }
 

@@ -113,7 +113,6 @@ async function main(): Promise<number> {
   say(`origin serving ${net.originDir} at ${origin.url}`);
 
   const statusPort = await freePort();
-  const bridgePort = await freePort();
   const configFile = await writeAgentConfig(join(dir, 'agent.json'), {
     network: 'devnet',
     origin: origin.url,
@@ -122,7 +121,6 @@ async function main(): Promise<number> {
     state_dir: 'state',
     allowed_registries: [REGISTRY],
     profile: { vram_gb: 24, regions: ['local'], gpu: [] },
-    bridge: { listen: `127.0.0.1:${bridgePort}`, token_file: 'bridge.token' },
     status: { listen: `127.0.0.1:${statusPort}` },
     timers: { poll_interval_s: 2, heartbeat_interval_s: 5, retry_initial_ms: 500, retry_max_ms: 5000 },
     // The dev network's model files are served on 127.0.0.1.

@@ -21,6 +21,10 @@ export type AgentErrorCode =
   | 'ENGINE_UNAVAILABLE'
   | 'LOCKED'
   | 'DAEMON_UNREACHABLE'
+  /** The runtime bridge endpoint could not listen; the Agent does not run without it. */
+  | 'BRIDGE_BIND_FAILED'
+  /** The status and control endpoint could not listen; the Agent does not run without it. */
+  | 'STATUS_BIND_FAILED'
   | 'USAGE';
 
 /** The one error type the Agent throws on purpose; anything else is a bug. */

@@ -1,16 +1,19 @@
+import { chmod, mkdir } from 'node:fs/promises';
+import { dirname, resolve } from 'node:path';
+
 import { type BridgeAck, ensureTokenFile } from '@resultity/bridge-endpoint';
 
 import { startBridgeNotifier } from './bridge-adapter.js';
 import { buildAgent, createLogger } from './agent.js';
 import { createApplierPort } from './applier-adapter.js';
-import { type AgentConfig, parseListen } from './config.js';
+import { type AgentConfig, BRIDGE_RUN_DIR, parseListen } from './config.js';
 import { Daemon } from './loop.js';
 import { type ApplierPort, type Logger, type ProgressInfo, type RuntimeNotifier, noRuntimeNotifier } from './ports.js';
 import { collectStatus } from './status.js';
-import { type StatusServer, startStatusServer } from './status-server.js';
-import { acquireLock } from './state.js';
+import { type OperatorControl, type StatusServer, startStatusServer } from './status-server.js';
+import { acquireLock } from './lock.js';
 import { AGENT_VERSION } from './version.js';
-import { errorCode, errorMessage } from './errors.js';
+import { AgentError, errorCode, errorMessage } from './errors.js';
 
 /** A running Agent daemon and how to stop it. */
 export interface RunningAgent {
@@ -57,23 +60,10 @@ export async function startAgent(config: AgentConfig, options: { logger?: Logger
   let status: StatusServer | null = null;
   try {
     if (config.bridge.enabled) {
-      const listen = parseListen(config.bridge.listen);
-      if (listen === null) throw new Error(`bridge.listen ${config.bridge.listen} is not a loopback address`);
-      try {
-        const bridge = await startBridgeNotifier({
-          listen,
-          tokenFile: config.bridge.token_file,
-          logger,
-          ackTimeoutMs: config.bridge.ack_timeout_ms,
-          onLateAck: (ack) => lateAck(ack),
-        });
-        notifier = bridge;
-        bridgeAddress = bridge.address;
-        logger.info({ address: bridge.address }, 'runtime bridge endpoint listening');
-      } catch (error) {
-        logger.error({ code: errorCode(error), err: errorMessage(error) }, 'the runtime bridge endpoint did not start; applies are recorded with no runtime');
-        notifier = noRuntimeNotifier(`bridge endpoint not running: ${errorMessage(error)}`);
-      }
+      const bridge = await startBridge(config, logger, (ack) => lateAck(ack));
+      notifier = bridge;
+      bridgeAddress = bridge.address;
+      logger.info({ address: bridge.address }, 'runtime bridge endpoint listening');
     }
     const applier = applierFor(config, logger);
     const parts = await buildAgent(config, { applier, notifier, logger, ...(options.onProgress ? { onProgress: options.onProgress } : {}) });
@@ -89,18 +79,23 @@ export async function startAgent(config: AgentConfig, options: { logger?: Logger
     if (applied) parts.metrics.sink.appliedSequence(applied.sequence);
     if (config.status.listen !== null) {
       const listen = parseListen(config.status.listen);
-      if (listen !== null) {
-        // The control token is the bridge token: whoever may steer the runtime may roll back.
-        const token = await ensureTokenFile(config.bridge.token_file);
+      try {
+        if (listen === null) throw new Error(`status.listen ${config.status.listen} is not a loopback address or a socket path`);
+        // The operator's own credential, never the bridge token: a runtime reads that one.
+        await mkdir(dirname(config.control.token_file), { recursive: true, mode: 0o700 });
+        const token = await ensureTokenFile(config.control.token_file);
         status = await startStatusServer({
           listen,
           registry: parts.metrics.registry,
-          control: { token, rollback: (to) => daemon.rollback(to) },
+          control: { token, actions: operatorControl(daemon) },
           healthy: () => daemon.status().healthy,
           status: async () => ({ ...(await collectStatus(parts, applier, notifier)), daemon: daemon.status() }),
         });
-        logger.info({ url: status.url }, 'status, /healthz and /metrics listening');
+      } catch (cause) {
+        // An Agent nobody can ask about or roll back is not one to leave running.
+        throw new AgentError('STATUS_BIND_FAILED', `cannot serve status on ${config.status.listen}: ${errorCode(cause)}: ${errorMessage(cause)}`, { cause });
       }
+      logger.info({ url: status.url }, 'status, /healthz and /metrics listening');
     }
     await daemon.start();
     const statusServer = status;
@@ -121,4 +116,40 @@ export async function startAgent(config: AgentConfig, options: { logger?: Logger
     await lock.release();
     throw error;
   }
+}
+
+/**
+ * Starts the bridge endpoint; any failure is BRIDGE_BIND_FAILED, and the Agent stops rather
+ * than apply snapshots no runtime could ever hear about.
+ */
+async function startBridge(config: AgentConfig, logger: Logger, onLateAck: (ack: BridgeAck) => void) {
+  const listen = parseListen(config.bridge.listen);
+  try {
+    if (listen === null) throw new Error(`bridge.listen ${config.bridge.listen} is not a loopback address or a socket path`);
+    const runDir = resolve(config.state_dir, BRIDGE_RUN_DIR);
+    for (const dir of new Set([dirname(config.bridge.token_file), ...('socketPath' in listen ? [dirname(listen.socketPath)] : [])])) {
+      await mkdir(dir, { recursive: true, mode: 0o700 });
+      // Our own run directory is put back to 0700 whatever an older version left; a directory
+      // the operator chose is theirs to fix, and the endpoint refuses it when others can write it.
+      if (dir === runDir) await chmod(dir, 0o700);
+    }
+    return await startBridgeNotifier({ listen, tokenFile: config.bridge.token_file, logger, ackTimeoutMs: config.bridge.ack_timeout_ms, onLateAck });
+  } catch (cause) {
+    throw new AgentError('BRIDGE_BIND_FAILED', `cannot host the runtime bridge on ${config.bridge.listen}: ${errorCode(cause)}: ${errorMessage(cause)}`, { cause });
+  }
+}
+
+/**
+ * The daemon as the control routes use it. `unpin` comes with the engine's split; until a
+ * Daemon has it, the route answers that it cannot.
+ */
+function operatorControl(daemon: Daemon): OperatorControl {
+  const withUnpin = daemon as Daemon & Partial<Pick<OperatorControl, 'unpin'>>;
+  return {
+    rollback: (to) => daemon.rollback(to),
+    unpin: async () => {
+      if (typeof withUnpin.unpin !== 'function') throw new AgentError('USAGE', 'this Agent cannot unpin yet: its daemon has no unpin');
+      return withUnpin.unpin();
+    },
+  };
 }

@@ -1,4 +1,4 @@
-import { mkdir, open, readFile, readdir, rm, stat, unlink } from 'node:fs/promises';
+import { readFile, readdir, rm, stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 
 import { fsyncDirectory, writeFileAtomic } from '@resultity/snapshot/origin';
@@ -203,41 +203,6 @@ export class StateStore {
 
   async clearRoots(): Promise<void> {
     await rm(this.paths.roots, { recursive: true, force: true });
-  }
-}
-
-/**
- * One Agent process per state directory: the daemon and the one-shot commands that write take
- * this lock. A lock whose process is gone is stale and taken over.
- */
-export async function acquireLock(dir: string): Promise<{ release(): Promise<void> }> {
-  const path = statePaths(dir).lock;
-  await mkdir(dir, { recursive: true, mode: 0o700 });
-  for (let attempt = 0; attempt < 3; attempt++) {
-    try {
-      const file = await open(path, 'wx', 0o600);
-      await file.writeFile(`${process.pid}\n`);
-      await file.sync();
-      await file.close();
-      return { release: () => rm(path, { force: true }) };
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
-      const pid = Number((await readOptional(path))?.trim());
-      if (Number.isInteger(pid) && pid > 0 && pid !== process.pid && isAlive(pid)) {
-        throw new AgentError('LOCKED', `another Agent (pid ${pid}) holds ${path}; stop it first`);
-      }
-      await rm(path, { force: true });
-    }
-  }
-  throw new AgentError('USAGE', `could not take ${path}`);
-}
-
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === 'EPERM';
   }
 }
 

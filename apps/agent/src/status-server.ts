@@ -1,16 +1,24 @@
-import { createHash, timingSafeEqual } from 'node:crypto';
-import { type Server, createServer } from 'node:http';
+import { createHash } from 'node:crypto';
+import { type IncomingMessage, type Server, createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 
+import { bearerMatches } from '@resultity/bridge-endpoint';
 import type { Registry } from 'prom-client';
 
 import type { ListenAddress } from './config.js';
 import { errorCode, errorMessage } from './errors.js';
 
-/** The local endpoint for operators and scrapers: /healthz, /metrics, /status. */
+/** The local endpoint for operators and scrapers: /healthz, /metrics, /status, and the control routes. */
 export interface StatusServer {
   readonly url: string;
   close(): Promise<void>;
+}
+
+/** What an operator may ask of the running daemon (the loop's Daemon provides both). */
+export interface OperatorControl {
+  rollback(to: string | undefined): Promise<unknown>;
+  /** Ends an operator's pin, so the daemon follows the network's latest again. */
+  unpin(): Promise<unknown>;
 }
 
 /** Where the status endpoint listens and what it serves. */
@@ -19,50 +27,71 @@ export interface StatusServerOptions {
   readonly registry: Registry;
   readonly healthy: () => boolean;
   readonly status: () => Promise<unknown>;
-  /** The operator's control: POST /v1/rollback, allowed with the bearer token (the 0600 bridge token file). */
-  readonly control?: { readonly token: string; rollback(to: string | undefined): Promise<unknown> };
+  /**
+   * POST /v1/rollback and /v1/unpin, allowed with the operator's bearer token only. It is its
+   * own credential: the bridge token is readable by every runtime, and a runtime must not be
+   * able to move its node to another snapshot or hold it there.
+   */
+  readonly control?: { readonly token: string; readonly actions: OperatorControl };
 }
 
 const MAX_CONTROL_BODY = 4096;
 
-function bearerMatches(header: string | undefined, token: string): boolean {
-  const presented = createHash('sha256').update(/^Bearer (.+)$/.exec(header ?? '')?.[1] ?? '').digest();
-  const expected = createHash('sha256').update(token).digest();
-  return timingSafeEqual(presented, expected) && header !== undefined;
+class BodyError extends Error {
+  constructor(readonly status: number, message: string) {
+    super(message);
+  }
+}
+
+async function readJson(req: IncomingMessage): Promise<Record<string, unknown>> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of req as AsyncIterable<Buffer>) {
+    size += chunk.byteLength;
+    if (size > MAX_CONTROL_BODY) throw new BodyError(413, `body larger than ${MAX_CONTROL_BODY} bytes\n`);
+    chunks.push(chunk);
+  }
+  if (chunks.length === 0) return {};
+  let body: unknown;
+  try {
+    body = JSON.parse(Buffer.concat(chunks).toString('utf8'));
+  } catch {
+    throw new BodyError(400, 'body is not JSON\n');
+  }
+  if (body === null || typeof body !== 'object' || Array.isArray(body)) throw new BodyError(400, 'expected a JSON object\n');
+  return body as Record<string, unknown>;
 }
 
 export async function startStatusServer(options: StatusServerOptions): Promise<StatusServer> {
+  const control = options.control;
+  const tokenDigest = control ? createHash('sha256').update(control.token, 'utf8').digest() : null;
   const server: Server = createServer((req, res) => {
     const path = new URL(req.url ?? '/', 'http://agent.invalid').pathname;
     const reply = (status: number, type: string, body: string) => {
       res.writeHead(status, { 'content-type': type, 'content-length': Buffer.byteLength(body) });
       res.end(body);
     };
+    const act = async (run: () => Promise<unknown>) => {
+      try {
+        return reply(200, 'application/json', `${JSON.stringify({ outcome: await run() })}\n`);
+      } catch (error) {
+        return reply(409, 'application/json', `${JSON.stringify({ code: errorCode(error), message: errorMessage(error) })}\n`);
+      }
+    };
     const handle = async () => {
-      if (path === '/v1/rollback' && req.method === 'POST' && options.control) {
-        if (!bearerMatches(req.headers.authorization, options.control.token)) return reply(401, 'text/plain', 'expected Authorization: Bearer <token>\n');
-        const chunks: Buffer[] = [];
-        let size = 0;
-        for await (const chunk of req as AsyncIterable<Buffer>) {
-          size += chunk.byteLength;
-          if (size > MAX_CONTROL_BODY) return reply(413, 'text/plain', `body larger than ${MAX_CONTROL_BODY} bytes\n`);
-          chunks.push(chunk);
-        }
-        let body: { to?: unknown };
+      if ((path === '/v1/rollback' || path === '/v1/unpin') && req.method === 'POST' && control && tokenDigest) {
+        // The token is checked before the body is read: nothing an unauthenticated caller sends is parsed.
+        if (!bearerMatches(req.headers.authorization, tokenDigest)) return reply(401, 'text/plain', 'expected Authorization: Bearer <operator token>\n');
+        let body: Record<string, unknown>;
         try {
-          body = chunks.length === 0 ? {} : (JSON.parse(Buffer.concat(chunks).toString('utf8')) as { to?: unknown });
-        } catch {
-          return reply(400, 'text/plain', 'body is not JSON\n');
-        }
-        if (body === null || typeof body !== 'object' || (body.to !== undefined && typeof body.to !== 'string')) {
-          return reply(400, 'text/plain', 'expected { "to"?: "sha256:<hex>" }\n');
-        }
-        try {
-          const outcome = await options.control.rollback(body.to as string | undefined);
-          return reply(200, 'application/json', `${JSON.stringify({ outcome })}\n`);
+          body = await readJson(req);
         } catch (error) {
-          return reply(409, 'application/json', `${JSON.stringify({ code: errorCode(error), message: errorMessage(error) })}\n`);
+          if (error instanceof BodyError) return reply(error.status, 'text/plain', error.message);
+          throw error;
         }
+        if (path === '/v1/unpin') return act(() => control.actions.unpin());
+        if (body.to !== undefined && typeof body.to !== 'string') return reply(400, 'text/plain', 'expected { "to"?: "sha256:<hex>" }\n');
+        return act(() => control.actions.rollback(body.to as string | undefined));
       }
       if (req.method !== 'GET') return reply(405, 'text/plain', 'method not allowed\n');
       if (path === '/healthz') {

@@ -38,7 +38,7 @@ describe('the runtime bridge the Agent hosts', () => {
   beforeAll(async () => {
     work = await tempDir('agent-runtime-');
     statusPort = await freePort();
-    s = await setup(work.path, 'dev', { status: { listen: `127.0.0.1:${statusPort}` }, bridge: { enabled: true, listen: '127.0.0.1:0', ack_timeout_ms: 5000 }, timers: { poll_interval_s: 1, heartbeat_interval_s: 1, retry_initial_ms: 100, retry_max_ms: 500 } });
+    s = await setup(work.path, 'dev', { status: { listen: `127.0.0.1:${statusPort}` }, bridge: { enabled: true, ack_timeout_ms: 5000 }, timers: { poll_interval_s: 1, heartbeat_interval_s: 1, retry_initial_ms: 100, retry_max_ms: 500 } });
   });
 
   afterAll(async () => {
@@ -55,7 +55,7 @@ describe('the runtime bridge the Agent hosts', () => {
 
     bridge = await connect({
       url: agent.bridgeAddress ?? '',
-      tokenFile: join(s.stateDir, 'bridge.token'),
+      tokenFile: join(s.stateDir, 'run', 'bridge.token'),
       runtimeId: 'picky-runtime',
       check: (env) => {
         if (env.sequence === 2) throw new Error('this runtime cannot take sequence 2');

@@ -32,13 +32,24 @@ export interface BridgeLogger {
  */
 export type EnvironmentListener = (next: RuntimeEnvironment, previous: RuntimeEnvironment | null) => void | Promise<void>;
 
+/**
+ * The environment variables a runtime container is given (SPEC §6): the bridge's unix socket
+ * and the file holding its bearer token. With them a runtime needs no other configuration.
+ */
+export const BRIDGE_ENV = { socket: 'RESULTITY_BRIDGE_SOCKET', tokenFile: 'RESULTITY_BRIDGE_TOKEN_FILE' } as const;
+
 /** How a runtime connects to its Agent. */
 export interface ConnectOptions {
-  /** `ws://127.0.0.1:PORT`, `ws+unix:/path/to.sock`, or just the socket path. */
-  url: string;
-  /** The bearer token, or the 0600 file holding it (re-read on every reconnect, so it can rotate). */
+  /** `ws://127.0.0.1:PORT`, `ws+unix:/path/to.sock`, or just the socket path. Default: $RESULTITY_BRIDGE_SOCKET. */
+  url?: string;
+  /**
+   * The bearer token, or the 0600 file holding it (re-read on every reconnect, so it can rotate).
+   * Default: the file named by $RESULTITY_BRIDGE_TOKEN_FILE.
+   */
   token?: string;
   tokenFile?: string;
+  /** Where the defaults are read from; `process.env` unless given. */
+  env?: Readonly<Record<string, string | undefined>>;
   /** What the Agent knows this runtime by. */
   runtimeId: string;
   /**
@@ -102,16 +113,39 @@ export function resolveAgentUrl(url: string): string {
 }
 
 /**
+ * Where to connect and with what: the options first, then the environment. The socket named by
+ * the environment must be an absolute path, since a relative one depends on the working directory.
+ */
+export function bridgeTarget(
+  options: Pick<ConnectOptions, 'url' | 'token' | 'tokenFile'>,
+  env: Readonly<Record<string, string | undefined>> = process.env,
+): { url: string; token?: string; tokenFile?: string } {
+  let url = options.url;
+  if (url === undefined || url === '') {
+    const socket = env[BRIDGE_ENV.socket];
+    if (socket === undefined || socket === '') {
+      throw new BridgeError('URL_INVALID', `expected a bridge URL or ${BRIDGE_ENV.socket} naming the Agent's socket, found neither`);
+    }
+    if (!socket.startsWith('/')) throw new BridgeError('URL_INVALID', `expected ${BRIDGE_ENV.socket} to be an absolute socket path, found ${socket}`);
+    url = socket;
+  }
+  if (options.token !== undefined) return { url, token: options.token };
+  const tokenFile = options.tokenFile ?? env[BRIDGE_ENV.tokenFile];
+  if (tokenFile === undefined || tokenFile === '') {
+    throw new TokenError('TOKEN_INVALID', `expected a token, a tokenFile or ${BRIDGE_ENV.tokenFile}, found none`);
+  }
+  return { url, tokenFile };
+}
+
+/**
  * Connects to the Agent and resolves once the first environment has been taken (checked,
  * passed through `onChange`, acknowledged). Afterwards the bridge reconnects on its own with
  * backoff and jitter, saying which digest it has so the Agent re-sends only on a difference.
  */
 export async function connect(options: ConnectOptions): Promise<RuntimeBridge> {
-  const target = resolveAgentUrl(options.url);
-  if (options.token === undefined && options.tokenFile === undefined) {
-    throw new TokenError('TOKEN_INVALID', 'expected a token or a tokenFile, found neither');
-  }
-  if (options.token !== undefined) checkToken(options.token);
+  const { url, token: givenToken, tokenFile } = bridgeTarget(options, options.env);
+  const target = resolveAgentUrl(url);
+  if (givenToken !== undefined) checkToken(givenToken);
   const backoff = backoffOptions(options.backoff);
   const logger = options.logger ?? noopLogger;
   const random = options.random ?? Math.random;
@@ -214,7 +248,7 @@ export async function connect(options: ConnectOptions): Promise<RuntimeBridge> {
     if (closed) return;
     let token: string;
     try {
-      token = options.token ?? (await readTokenFile(options.tokenFile as string));
+      token = givenToken ?? (await readTokenFile(tokenFile as string));
     } catch (error) {
       // The token file is the operator's to fix; before the first environment that is fatal.
       if (settleFirst !== null && current === null) return fail(error as Error);
@@ -242,7 +276,7 @@ export async function connect(options: ConnectOptions): Promise<RuntimeBridge> {
       ws.terminate();
     });
     ws.on('open', () => {
-      logger.info({ url: options.url }, 'connected to the Agent');
+      logger.info({ url }, 'connected to the Agent');
       ws.send(encodeMessage({ type: 'hello', runtimeId: options.runtimeId, digest: current?.digest ?? null }));
       armKeepalive(ws);
     });

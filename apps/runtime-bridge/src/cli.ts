@@ -9,8 +9,8 @@ import { startSidecar } from './sidecar.js';
 const program = new Command()
   .name('resultity-runtime-bridge')
   .description('Sidecar for runtimes not written in Node: takes each environment from the Agent, writes it to a file and/or POSTs it to the runtime, and acknowledges only when that worked.')
-  .requiredOption('--bridge <url>', 'the Agent endpoint: ws://127.0.0.1:PORT or a unix socket path')
-  .requiredOption('--token-file <file>', 'file holding the bearer token (mode 0600)')
+  .option('--bridge <url>', 'the Agent endpoint: ws://127.0.0.1:PORT or a unix socket path (default: $RESULTITY_BRIDGE_SOCKET)')
+  .option('--token-file <file>', 'file holding the bearer token, mode 0600 (default: $RESULTITY_BRIDGE_TOKEN_FILE)')
   .option('--runtime-id <id>', 'what the Agent knows this runtime by', 'runtime')
   .option('--write <file>', 'write the environment here as JSON, atomically')
   .option('--post <url>', "POST the environment to the runtime's local admin URL")
@@ -21,8 +21,8 @@ const program = new Command()
 async function main(): Promise<number> {
   program.parse();
   const opts = program.opts<{
-    bridge: string;
-    tokenFile: string;
+    bridge?: string;
+    tokenFile?: string;
     runtimeId: string;
     write?: string;
     post?: string;
@@ -41,8 +41,8 @@ async function main(): Promise<number> {
   process.once('SIGINT', stop);
   try {
     bridge = await startSidecar({
-      url: opts.bridge,
-      tokenFile: opts.tokenFile,
+      ...(opts.bridge !== undefined ? { url: opts.bridge } : {}),
+      ...(opts.tokenFile !== undefined ? { tokenFile: opts.tokenFile } : {}),
       runtimeId: opts.runtimeId,
       ...(opts.write !== undefined ? { writeFile: opts.write } : {}),
       ...(opts.post !== undefined ? { postUrl: opts.post } : {}),
@@ -55,7 +55,7 @@ async function main(): Promise<number> {
     if (abort.signal.aborted) return 0;
     const code = isBridgeError(error) || (error instanceof Error && 'code' in error) ? (error as { code: string }).code : 'FAILED';
     logger.error({ code, err: (error as Error).message }, 'the sidecar could not start');
-    return code === 'SIDECAR_CONFIG' || code === 'URL_INVALID' || code === 'NOT_LOOPBACK' ? 2 : 1;
+    return code === 'SIDECAR_CONFIG' || code === 'URL_INVALID' || code === 'NOT_LOOPBACK' || code === 'TOKEN_INVALID' ? 2 : 1;
   }
   logger.info({ digest: bridge.environment.digest }, 'sidecar running');
   await new Promise<void>((resolve) => abort.signal.addEventListener('abort', () => resolve(), { once: true }));

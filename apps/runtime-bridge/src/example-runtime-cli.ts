@@ -8,8 +8,8 @@ import { cliLogger } from './logger.js';
 const program = new Command()
   .name('resultity-example-runtime')
   .description('A stand-in inference server that embeds the runtime bridge and enforces the job limits live.')
-  .requiredOption('--bridge <url>', 'the Agent endpoint: ws://127.0.0.1:PORT or a unix socket path')
-  .requiredOption('--token-file <file>', 'file holding the bearer token (mode 0600)')
+  .option('--bridge <url>', 'the Agent endpoint: ws://127.0.0.1:PORT or a unix socket path (default: $RESULTITY_BRIDGE_SOCKET)')
+  .option('--token-file <file>', 'file holding the bearer token, mode 0600 (default: $RESULTITY_BRIDGE_TOKEN_FILE)')
   .option('--runtime-id <id>', 'what the Agent knows this runtime by', 'example-runtime')
   .option('--host <host>', 'address of the job API (loopback only)', '127.0.0.1')
   .option('--port <port>', 'port of the job API (0 picks a free one)', nonNegativeInt, 0)
@@ -20,8 +20,8 @@ const program = new Command()
 async function main(): Promise<number> {
   program.parse();
   const opts = program.opts<{
-    bridge: string;
-    tokenFile: string;
+    bridge?: string;
+    tokenFile?: string;
     runtimeId: string;
     host: string;
     port: number;
@@ -33,8 +33,8 @@ async function main(): Promise<number> {
   let runtime: ExampleRuntime;
   try {
     runtime = await startExampleRuntime({
-      bridgeUrl: opts.bridge,
-      tokenFile: opts.tokenFile,
+      ...(opts.bridge !== undefined ? { bridgeUrl: opts.bridge } : {}),
+      ...(opts.tokenFile !== undefined ? { tokenFile: opts.tokenFile } : {}),
       runtimeId: opts.runtimeId,
       http: { host: opts.host, port: opts.port },
       tokenDelayMs: opts.tokenDelayMs,

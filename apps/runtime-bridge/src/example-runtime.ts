@@ -9,7 +9,8 @@ import { BridgeError } from './errors.js';
 
 /** How the example runtime is started; the dev network and the tests pass a bridge URL and a token. */
 export interface ExampleRuntimeOptions {
-  bridgeUrl: string;
+  /** Default: $RESULTITY_BRIDGE_SOCKET (and the token file $RESULTITY_BRIDGE_TOKEN_FILE), as in a runtime container. */
+  bridgeUrl?: string;
   token?: string;
   tokenFile?: string;
   runtimeId: string;
@@ -83,7 +84,7 @@ export async function startExampleRuntime(options: ExampleRuntimeOptions): Promi
   const logger = options.logger;
 
   const bridge = await connect({
-    url: options.bridgeUrl,
+    ...(options.bridgeUrl !== undefined ? { url: options.bridgeUrl } : {}),
     ...(options.token !== undefined ? { token: options.token } : {}),
     ...(options.tokenFile !== undefined ? { tokenFile: options.tokenFile } : {}),
     runtimeId: options.runtimeId,

@@ -1,5 +1,5 @@
 export * from './errors.js';
-export { connect, resolveAgentUrl } from './bridge.js';
+export { BRIDGE_ENV, bridgeTarget, connect, resolveAgentUrl } from './bridge.js';
 export type { ConnectOptions, RuntimeBridge, EnvironmentListener, AdmittedJob, BridgeLogger } from './bridge.js';
 export { backoffDelay, backoffOptions, DEFAULT_BACKOFF } from './backoff.js';
 export type { BackoffOptions } from './backoff.js';

@@ -1,6 +1,7 @@
 import { createHash, randomUUID, timingSafeEqual } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { lstat, chmod, unlink } from 'node:fs/promises';
+import { dirname } from 'node:path';
 import { type IncomingMessage, type Server, createServer } from 'node:http';
 import { connect as connectSocket, isIP } from 'node:net';
 import type { Duplex } from 'node:stream';
@@ -174,7 +175,10 @@ export async function startBridgeEndpoint(options: BridgeEndpointOptions): Promi
   }
   const tokenDigest = sha256(options.token);
   const socketPath = 'socketPath' in options.listen ? options.listen.socketPath : null;
-  if (socketPath !== null) await clearStaleSocket(socketPath);
+  if (socketPath !== null) {
+    await checkSocketDirectory(socketPath);
+    await clearStaleSocket(socketPath);
+  }
 
   const events = new EventEmitter();
   const peers = new Set<Peer>();
@@ -466,6 +470,27 @@ export async function startBridgeEndpoint(options: BridgeEndpointOptions): Promi
 
 function describeListen(listen: ListenAddress): string {
   return 'socketPath' in listen ? listen.socketPath : `${listen.host}:${listen.port}`;
+}
+
+/**
+ * The socket's directory must be ours and writable by nobody else: in a directory others can
+ * write, anyone could put their own socket at the path (or swap ours) between two runs and
+ * collect the bearer token of every runtime that connects.
+ */
+async function checkSocketDirectory(path: string): Promise<void> {
+  const dir = dirname(path);
+  const info = await lstat(dir).catch((error: NodeJS.ErrnoException) => {
+    throw new EndpointError('SOCKET_DIR_UNSAFE', `expected the directory ${dir} of the socket to exist: ${error.message}`, { cause: error });
+  });
+  if (!info.isDirectory()) throw new EndpointError('SOCKET_DIR_UNSAFE', `expected ${dir} to be a directory, found another kind of file`);
+  const uid = process.getuid?.();
+  if (uid !== undefined && info.uid !== uid) {
+    throw new EndpointError('SOCKET_DIR_UNSAFE', `expected the socket directory ${dir} to belong to uid ${uid}, found uid ${info.uid}`);
+  }
+  const mode = info.mode & 0o777;
+  if ((mode & 0o022) !== 0) {
+    throw new EndpointError('SOCKET_DIR_UNSAFE', `expected the socket directory ${dir} to be writable by its owner only (0700), found 0${mode.toString(8)}`);
+  }
 }
 
 /** A socket left by a previous run is removed; a live socket or any other file at the path is refused. */

@@ -4,6 +4,8 @@ export type EndpointErrorCode =
   | 'NOT_LOOPBACK'
   /** The unix socket path is taken by something that is not a socket. */
   | 'SOCKET_PATH_IN_USE'
+  /** The unix socket's directory is not ours alone: someone else could put a socket at the path. */
+  | 'SOCKET_DIR_UNSAFE'
   /** The server could not listen (port taken, no permission). */
   | 'LISTEN_FAILED'
   /** The bearer token is missing or unusable. */

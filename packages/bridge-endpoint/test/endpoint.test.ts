@@ -1,4 +1,5 @@
-import { mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
+import { spawn } from 'node:child_process';
+import { chmod, lstat, mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -59,6 +60,43 @@ describe('startBridgeEndpoint', () => {
     const socketPath = join(dir, 'bridge.sock');
     await writeFile(socketPath, 'not a socket');
     expect(await codeOf(startBridgeEndpoint({ listen: { socketPath }, token: TOKEN }))).toBe('SOCKET_PATH_IN_USE');
+  });
+
+  it('replaces the socket file a killed endpoint left behind', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'resultity-endpoint-'));
+    cleanups.push(() => rm(dir, { recursive: true, force: true }));
+    const socketPath = join(dir, 'bridge.sock');
+    // A process killed with SIGKILL never unlinks its socket: the file stays, nothing answers.
+    const child = spawn(process.execPath, ['-e', `require('node:net').createServer().listen(${JSON.stringify(socketPath)}, () => process.kill(process.pid, 'SIGKILL'))`]);
+    await new Promise((resolve) => child.once('exit', resolve));
+    expect((await lstat(socketPath)).isSocket()).toBe(true);
+    const server = await endpoint({ listen: { socketPath } });
+    const client = await helloClient(server.address, 'after-crash');
+    expect(server.connected()).toEqual([{ runtimeId: 'after-crash', digest: null }]);
+    client.ws.close();
+  });
+
+  it('leaves an ordinary file at the socket path as it was', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'resultity-endpoint-'));
+    cleanups.push(() => rm(dir, { recursive: true, force: true }));
+    const socketPath = join(dir, 'bridge.sock');
+    await writeFile(socketPath, 'precious');
+    await codeOf(startBridgeEndpoint({ listen: { socketPath }, token: TOKEN }));
+    expect(await readFile(socketPath, 'utf8')).toBe('precious');
+  });
+
+  it('refuses with SOCKET_DIR_UNSAFE a socket in a directory others may write', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'resultity-endpoint-'));
+    cleanups.push(() => rm(dir, { recursive: true, force: true }));
+    const shared = join(dir, 'shared');
+    await mkdir(shared);
+    await chmod(shared, 0o777);
+    expect(await codeOf(startBridgeEndpoint({ listen: { socketPath: join(shared, 'bridge.sock') }, token: TOKEN }))).toBe('SOCKET_DIR_UNSAFE');
+    await chmod(shared, 0o770);
+    expect(await codeOf(startBridgeEndpoint({ listen: { socketPath: join(shared, 'bridge.sock') }, token: TOKEN }))).toBe('SOCKET_DIR_UNSAFE');
+    await chmod(shared, 0o700);
+    const server = await endpoint({ listen: { socketPath: join(shared, 'bridge.sock') } });
+    expect(server.address).toBe(join(shared, 'bridge.sock'));
   });
 
   it('refuses the socket of an endpoint that is still running, and listens there once it has closed', async () => {
