@@ -20,6 +20,7 @@ export const APPLY_ERROR_CODES = [
   'ENGINE_FAILED',
   'STORE_FAILED',
   'INVALID_STEP',
+  'GPUS_UNAVAILABLE',
 ] as const;
 
 export type ApplyErrorCode = (typeof APPLY_ERROR_CODES)[number];
