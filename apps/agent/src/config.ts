@@ -48,6 +48,14 @@ export const ConfigSchema = z.strictObject({
       ack_timeout_ms: z.number().int().min(1).default(10_000),
     })
     .default({ enabled: true, listen: '127.0.0.1:7420', ack_timeout_ms: 10_000 }),
+  // What the node gives the snapshot's containers (SPEC §6): process and memory limits, and the GPUs it offers.
+  containers: z
+    .strictObject({
+      pids_limit: z.number().int().min(1).default(4096),
+      memory_mb: z.number().int().min(6).optional(),
+      gpus: z.number().int().min(0).default(0),
+    })
+    .default({ pids_limit: 4096, gpus: 0 }),
   docker: z
     .strictObject({ socket_path: path.default('/var/run/docker.sock') })
     .default({ socket_path: '/var/run/docker.sock' }),
