@@ -131,7 +131,7 @@ describe('dockerCreateOptions', () => {
 
 describe('definitionOf', () => {
   const spec = (extra: Record<string, unknown> = {}): ContainerSpec =>
-    ({ name: 'rt', image: '127.0.0.1:5000/rt', tag: '1', digest: definition.digest, env: { A: '1' }, command: [], ports: [], restart: 'no', ...extra }) as ContainerSpec;
+    ({ name: 'rt', image: '127.0.0.1:5000/rt', tag: '1', digest: definition.digest, env: { A: '1' }, command: [], ports: [], restart: 'no', bridge: false, models: false, ...extra }) as ContainerSpec;
   const policy = { allowedRegistries: ['127.0.0.1:5000'], bridgeDir: '/srv/r/run', modelsDir: '/srv/r/models', gpusOffered: 4 };
 
   it('confines by default: a pids limit of 4096, no memory limit unless the Agent sets one', () => {

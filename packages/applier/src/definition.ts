@@ -44,14 +44,6 @@ export const BRIDGE_ENV = {
 } as const;
 const RESERVED_ENV: ReadonlySet<string> = new Set(Object.values(BRIDGE_ENV));
 
-/** The SPEC §3 runtime fields of a container; optional, so older snapshots read as "none of them". */
-interface RuntimeFields {
-  bridge?: boolean;
-  models?: boolean;
-  gpus?: 'all' | number;
-  shm_size_mb?: number;
-}
-
 /**
  * The GPUs a container gets: its ask, limited by the operator's offer. "all" means all that
  * are offered (not all the host has: the engine's -1 could hand over GPUs the operator kept
@@ -77,7 +69,6 @@ export function gpusFor(name: string, asked: unknown, policy: ApplierPolicy | un
  * container that asks for what the policy does not provide.
  */
 export function definitionOf(spec: ContainerSpec, policy?: ApplierPolicy): ContainerDefinition {
-  const runtime = spec as ContainerSpec & RuntimeFields;
   // The bridge and model variables come from the Agent only, so a container without the
   // mount never believes it has one.
   const env = Object.fromEntries(Object.entries(spec.env).filter(([k]) => !RESERVED_ENV.has(k)));
@@ -92,7 +83,7 @@ export function definitionOf(spec: ContainerSpec, policy?: ApplierPolicy): Conta
     pidsLimit: policy?.pidsLimit ?? DEFAULT_PIDS_LIMIT,
   };
   if (policy?.memoryMb !== undefined) definition.memoryMb = policy.memoryMb;
-  if (runtime.bridge === true) {
+  if (spec.bridge === true) {
     const dir = policy?.bridgeDir;
     if (dir === undefined || !isAbsolute(dir)) {
       fail('POLICY_DENIED', `container ${spec.name} asks for the runtime bridge; expected the Agent to name an absolute bridge directory, found ${JSON.stringify(dir ?? null)}`);
@@ -101,7 +92,7 @@ export function definitionOf(spec: ContainerSpec, policy?: ApplierPolicy): Conta
     env[BRIDGE_ENV.socket] = `${BRIDGE_MOUNT}/bridge.sock`;
     env[BRIDGE_ENV.tokenFile] = `${BRIDGE_MOUNT}/bridge.token`;
   }
-  if (runtime.models === true) {
+  if (spec.models === true) {
     const dir = policy?.modelsDir;
     if (dir === undefined || !isAbsolute(dir)) {
       fail('POLICY_DENIED', `container ${spec.name} asks for the model store; expected the Agent to name an absolute model directory, found ${JSON.stringify(dir ?? null)}`);
@@ -109,9 +100,9 @@ export function definitionOf(spec: ContainerSpec, policy?: ApplierPolicy): Conta
     definition.modelsDir = dir;
     env[BRIDGE_ENV.modelsDir] = dir;
   }
-  const gpus = gpusFor(spec.name, runtime.gpus, policy);
+  const gpus = gpusFor(spec.name, spec.gpus, policy);
   if (gpus !== undefined) definition.gpus = gpus;
-  if (runtime.shm_size_mb !== undefined) definition.shmSizeMb = runtime.shm_size_mb;
+  if (spec.shm_size_mb !== undefined) definition.shmSizeMb = spec.shm_size_mb;
   return definition;
 }
 

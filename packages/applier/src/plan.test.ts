@@ -266,9 +266,9 @@ describe('plan', () => {
   });
 
   describe('when a container asks for GPUs', () => {
-    const withGpus = (gpus: unknown) => {
+    const withGpus = (gpus: 'all' | number) => {
       const base = snapshot();
-      return desired(snapshot({ runtime: { containers: [{ ...base.runtime.containers[0]!, gpus } as never] } }));
+      return desired(snapshot({ runtime: { containers: [{ ...base.runtime.containers[0]!, gpus }] } }));
     };
 
     it('refuses more than the node offers with GPUS_UNAVAILABLE, before any step', () => {
@@ -279,7 +279,7 @@ describe('plan', () => {
 
     it('shows the GPUs, the directories and the limits the container gets', () => {
       const base = snapshot();
-      const d = desired(snapshot({ runtime: { containers: [{ ...base.runtime.containers[0]!, bridge: true, models: true, gpus: 'all', shm_size_mb: 512 } as never] } }));
+      const d = desired(snapshot({ runtime: { containers: [{ ...base.runtime.containers[0]!, bridge: true, models: true, gpus: 'all', shm_size_mb: 512 }] } }));
       const full = { ...policy, gpusOffered: 2, bridgeDir: '/srv/r/run', modelsDir: '/srv/r/models', memoryMb: 2048, pidsLimit: 100 };
       const create = plan(empty, d, { policy: full }).find((s) => s.kind === 'create')!;
       expect(describeStep(create)).toMatch(

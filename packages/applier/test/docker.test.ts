@@ -63,7 +63,7 @@ afterAll(async () => {
 });
 
 function spec(image: TestImage, overrides: Partial<ContainerSpec> = {}): ContainerSpec {
-  return { name: 'inference', image: image.image, tag: image.tag, digest: image.digest, env: { MODE: 'a' }, command: [], ports: [], restart: 'no', ...overrides };
+  return { name: 'inference', image: image.image, tag: image.tag, digest: image.digest, env: { MODE: 'a' }, command: [], ports: [], restart: 'no', bridge: false, models: false, ...overrides };
 }
 
 async function apply(
@@ -418,7 +418,7 @@ describe('execute against Docker', () => {
     });
 
     it('gives a bridge and models container the read-only directories and their variables, and /dev/shm its size', async () => {
-      await apply([spec(img.v1, { bridge: true, models: true, shm_size_mb: 16 } as Partial<ContainerSpec>)], { applierPolicy: runtimePolicy });
+      await apply([spec(img.v1, { bridge: true, models: true, shm_size_mb: 16 })], { applierPolicy: runtimePolicy });
       const c = await only();
       const { bridgeDir, modelsDir } = runtimePolicy as Required<ApplierPolicy>;
       expect(c.info.Config.Env).toEqual(
@@ -455,7 +455,7 @@ describe('execute against Docker', () => {
     it('refuses more GPUs than offered with GPUS_UNAVAILABLE before touching the running container', async () => {
       await apply([spec(img.v1)], { applierPolicy: runtimePolicy });
       const before = await only();
-      const error = await failure(apply([spec(img.v2, { gpus: 2 } as Partial<ContainerSpec>)], { applierPolicy: runtimePolicy }));
+      const error = await failure(apply([spec(img.v2, { gpus: 2 })], { applierPolicy: runtimePolicy }));
       expect(error.code).toBe('GPUS_UNAVAILABLE');
       expect(error.rolledBack).toBe(false);
       expect(await only()).toMatchObject({ id: before.id, state: 'running', startedAt: before.startedAt });
@@ -476,7 +476,7 @@ describe('execute against Docker', () => {
         },
       });
       const error = await failure(
-        apply([spec(img.v1, { gpus: 'all' } as Partial<ContainerSpec>)], { applierPolicy: runtimePolicy, ports: { ...ports, engine: recording } }),
+        apply([spec(img.v1, { gpus: 'all' })], { applierPolicy: runtimePolicy, ports: { ...ports, engine: recording } }),
       );
       expect(received).toEqual([[{ Driver: 'nvidia', Count: 1, DeviceIDs: null, Capabilities: [['gpu']], Options: null }]]);
       // This machine has no NVIDIA runtime: the start fails and the previous container comes back.
