@@ -265,6 +265,29 @@ describe('plan', () => {
     for (const line of lines) expect(line).not.toContain('\n');
   });
 
+  describe('when a runtime field changes', () => {
+    const runtimePolicy: ApplierPolicy = { ...policy, bridgeDir: '/srv/r/run', modelsDir: '/srv/r/models', gpusOffered: 2 };
+    for (const [field, value] of [
+      ['bridge', true],
+      ['models', true],
+      ['gpus', 1],
+      ['shm_size_mb', 64],
+    ] as const) {
+      it(`recreates the container when ${field} becomes ${value}`, () => {
+        const base = snapshot();
+        const current = appliedState(desired(base));
+        const next = desired(snapshot({ runtime: { containers: [{ ...base.runtime.containers[0]!, [field]: value }] } }));
+        expect(kinds(plan(current, next, { policy: runtimePolicy }))).toEqual(['pull-image', 'stop', 'create', 'start', 'wait-healthy', 'remove']);
+      });
+    }
+
+    it('recreates the container when the Agent changes its limits', () => {
+      const d = desired(snapshot());
+      expect(kinds(plan(appliedState(d), d, { policy: { ...policy, memoryMb: 1024 } }))).toContain('create');
+      expect(plan(appliedState(d), d, { policy: runtimePolicy })).toEqual([]);
+    });
+  });
+
   describe('when a container asks for GPUs', () => {
     const withGpus = (gpus: 'all' | number) => {
       const base = snapshot();
