@@ -19,7 +19,7 @@ import {
   type Step,
   type Strategy,
 } from '../src/index.js';
-import { TEST_REGISTRY, buildTestImage, docker, removeContainersLabelled, type TestImage } from './support/images.js';
+import { TEST_REGISTRY, buildTestImage, docker, removeContainersLabelled, removeLocalImage, type TestImage } from './support/images.js';
 import { generatedBytes, sha256, startModelServer, type ModelServer } from './support/model-server.js';
 import { startTamperingRegistry } from './support/tampering-registry.js';
 import { failure } from './support/failure.js';
@@ -58,6 +58,8 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await removeContainersLabelled(keys.managedBy);
+  // The applier pulled these by digest; the registry keeps them, the engine need not.
+  for (const i of Object.values(img)) await removeLocalImage(i.image, i.tag, i.digest);
   await modelServer?.close();
   await state?.cleanup();
 });
