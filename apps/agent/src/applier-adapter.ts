@@ -1,3 +1,5 @@
+import { join } from 'node:path';
+
 import {
   type ApplierPolicy,
   type ApplierPorts,
@@ -34,6 +36,8 @@ export interface ApplierAdapterOptions {
   readonly healthTimeoutMs?: number;
   /** How long a container must keep running to count as up. */
   readonly stableMs?: number;
+  /** The configuration's `containers`: limits of every container and the GPUs the node offers. */
+  readonly containers?: { readonly pids_limit: number; readonly memory_mb?: number | undefined; readonly gpus: number };
 }
 
 /**
@@ -70,7 +74,19 @@ export function optionalEngine(engine: ContainerEngine, onUnavailable?: (error: 
 
 /** The Agent's ApplierPort on @resultity/applier: plan from reality, execute with rollback. */
 export function createApplierPort(options: ApplierAdapterOptions & { onEngineUnavailable?: (error: unknown) => void }): ApplierPort {
-  const policy: ApplierPolicy = { allowedRegistries: [...options.allowedRegistries] };
+  const policy: ApplierPolicy = {
+    allowedRegistries: [...options.allowedRegistries],
+    // A container with `bridge: true` gets <state_dir>/run (bridge socket and token), one with `models: true` the store.
+    bridgeDir: join(options.stateDir, 'run'),
+    modelsDir: options.ports?.models.root ?? join(options.stateDir, 'models'),
+    ...(options.containers === undefined
+      ? {}
+      : {
+          pidsLimit: options.containers.pids_limit,
+          gpusOffered: options.containers.gpus,
+          ...(options.containers.memory_mb === undefined ? {} : { memoryMb: options.containers.memory_mb }),
+        }),
+  };
   const base =
     options.ports ??
     createDefaultPorts({

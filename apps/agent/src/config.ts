@@ -52,6 +52,14 @@ export const ConfigSchema = z.strictObject({
     .default({ enabled: true, ack_timeout_ms: 10_000 }),
   /** The operator's credential for the control routes; never the runtime's bridge token. */
   control: z.strictObject({ token_file: path.optional() }).default({}),
+  // What the node gives the snapshot's containers (SPEC §6): process and memory limits, and the GPUs it offers.
+  containers: z
+    .strictObject({
+      pids_limit: z.number().int().min(1).default(4096),
+      memory_mb: z.number().int().min(6).optional(),
+      gpus: z.number().int().min(0).default(0),
+    })
+    .default({ pids_limit: 4096, gpus: 0 }),
   docker: z
     .strictObject({ socket_path: path.default('/var/run/docker.sock') })
     .default({ socket_path: '/var/run/docker.sock' }),

@@ -31,6 +31,7 @@ export function applierFor(config: AgentConfig, logger: Logger): ApplierPort {
     dockerSocketPath: config.docker.socket_path,
     allowedRegistries: config.allowed_registries,
     profile: config.profile,
+    containers: config.containers,
     // A container stop outlasts this on its own terms: the engine adapter waits out the grace period.
     requestTimeoutMs: config.limits.request_timeout_ms,
     downloads: {

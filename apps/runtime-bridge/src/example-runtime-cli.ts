@@ -1,15 +1,25 @@
 #!/usr/bin/env node
-import { Command } from 'commander';
+import { Command, Option } from 'commander';
+
+import pkg from '../package.json' with { type: 'json' };
 
 import { type ExampleRuntime, startExampleRuntime } from './example-runtime.js';
 import { nonNegativeInt } from './cli-args.js';
 import { cliLogger } from './logger.js';
 
+// In a runtime container (SPEC §6) the Agent's variables name the bridge, its token and the model store.
 const program = new Command()
   .name('resultity-example-runtime')
   .description('A stand-in inference server that embeds the runtime bridge and enforces the job limits live.')
+  .version(pkg.version)
   .option('--bridge <url>', 'the Agent endpoint: ws://127.0.0.1:PORT or a unix socket path (default: $RESULTITY_BRIDGE_SOCKET)')
   .option('--token-file <file>', 'file holding the bearer token, mode 0600 (default: $RESULTITY_BRIDGE_TOKEN_FILE)')
+  .addOption(
+    new Option('--models-dir <dir>', 'the model store: every model must be inside it and hash to its sha256 before the environment is taken').env(
+      'RESULTITY_MODELS_DIR',
+    ),
+  )
+  .option('--verify-models', 'open and hash every model file before taking an environment (implied by --models-dir)', false)
   .option('--runtime-id <id>', 'what the Agent knows this runtime by', 'example-runtime')
   .option('--host <host>', 'address of the job API (loopback only)', '127.0.0.1')
   .option('--port <port>', 'port of the job API (0 picks a free one)', nonNegativeInt, 0)
@@ -22,6 +32,8 @@ async function main(): Promise<number> {
   const opts = program.opts<{
     bridge?: string;
     tokenFile?: string;
+    modelsDir?: string;
+    verifyModels: boolean;
     runtimeId: string;
     host: string;
     port: number;
@@ -39,6 +51,8 @@ async function main(): Promise<number> {
       http: { host: opts.host, port: opts.port },
       tokenDelayMs: opts.tokenDelayMs,
       concurrency: Math.max(1, opts.concurrency),
+      verifyModels: opts.verifyModels,
+      ...(opts.modelsDir === undefined ? {} : { modelsDir: opts.modelsDir }),
       logger,
     });
   } catch (error) {

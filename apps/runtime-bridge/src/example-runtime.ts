@@ -1,4 +1,6 @@
-import { access } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
+import { open } from 'node:fs/promises';
+import { isAbsolute, relative } from 'node:path';
 import { type IncomingMessage, type ServerResponse, createServer } from 'node:http';
 
 import { JobRejectedError, type JobRequest, type RuntimeEnvironment } from '@resultity/bridge-protocol';
@@ -20,8 +22,13 @@ export interface ExampleRuntimeOptions {
   tokenDelayMs?: number;
   /** Jobs generated at once; the rest wait in the queue. Default 2. */
   concurrency?: number;
-  /** Refuse an environment whose model paths do not exist on disk (a real runtime would load them). Default false. */
-  checkModelPaths?: boolean;
+  /**
+   * Open and hash every model file an environment names before taking it, as a real runtime
+   * would load them: a missing, unreadable or different file is a NACK. Default false.
+   */
+  verifyModels?: boolean;
+  /** Where the model store is (RESULTITY_MODELS_DIR in a container); a model path outside it is a NACK. */
+  modelsDir?: string;
   backoff?: Partial<BackoffOptions>;
   connectTimeoutMs?: number;
   logger?: BridgeLogger;
@@ -91,15 +98,7 @@ export async function startExampleRuntime(options: ExampleRuntimeOptions): Promi
     ...(options.backoff ? { backoff: options.backoff } : {}),
     ...(options.connectTimeoutMs !== undefined ? { connectTimeoutMs: options.connectTimeoutMs } : {}),
     ...(logger ? { logger } : {}),
-    check: options.checkModelPaths
-      ? async (env) => {
-          for (const model of env.models) {
-            await access(model.path).catch(() => {
-              throw new Error(`expected the weights of ${model.name} at ${model.path}, found nothing`);
-            });
-          }
-        }
-      : undefined,
+    check: options.verifyModels || options.modelsDir !== undefined ? modelCheck(options.modelsDir) : undefined,
   });
 
   const queue: QueuedJob[] = [];
@@ -239,6 +238,47 @@ export async function startExampleRuntime(options: ExampleRuntimeOptions): Promi
       });
       await bridge.close();
     },
+  };
+}
+
+/**
+ * The acceptance check of model files: each must lie in the model store (when one is named),
+ * open, and hash to the sha256 the environment says. A file already hashed at the same size and
+ * modification time is not read again, so a reload that keeps the models answers quickly.
+ */
+function modelCheck(modelsDir: string | undefined): (env: RuntimeEnvironment) => Promise<void> {
+  const hashed = new Map<string, { size: number; mtimeMs: number; sha256: string }>();
+  return async (env) => {
+    for (const model of env.models) {
+      const where = `the weights of ${model.name}@${model.version} at ${model.path}`;
+      if (modelsDir !== undefined) {
+        const inside = relative(modelsDir, model.path);
+        if (!isAbsolute(model.path) || inside.startsWith('..') || isAbsolute(inside)) {
+          throw new Error(`expected ${where} inside the model store ${modelsDir}`);
+        }
+      }
+      let handle: Awaited<ReturnType<typeof open>>;
+      try {
+        handle = await open(model.path, 'r');
+      } catch (error) {
+        throw new Error(`expected ${where}, could not open them: ${(error as Error).message}`);
+      }
+      try {
+        const info = await handle.stat();
+        if (!info.isFile()) throw new Error(`expected ${where} to be a regular file`);
+        const known = hashed.get(model.path);
+        let sha256 = known !== undefined && known.size === info.size && known.mtimeMs === info.mtimeMs ? known.sha256 : null;
+        if (sha256 === null) {
+          const hash = createHash('sha256');
+          for await (const chunk of handle.createReadStream({ autoClose: false, start: 0 })) hash.update(chunk as Buffer);
+          sha256 = hash.digest('hex');
+          hashed.set(model.path, { size: info.size, mtimeMs: info.mtimeMs, sha256 });
+        }
+        if (sha256 !== model.sha256) throw new Error(`expected ${where} to have sha256 ${model.sha256}, found ${sha256}`);
+      } finally {
+        await handle.close();
+      }
+    }
   };
 }
 

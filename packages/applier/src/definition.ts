@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import { isAbsolute } from 'node:path';
 
 import type { ContainerSpec } from '@resultity/snapshot';
 import canonicalize from 'canonicalize';
@@ -32,17 +33,105 @@ export function networkModeFor(spec: Pick<ContainerSpec, 'ports'>, policy: Appli
   return spec.ports.length > 0 && policy?.allowHostNetwork === true ? 'host' : 'none';
 }
 
-/** The definition of a snapshot's container under a policy. */
+export const DEFAULT_PIDS_LIMIT = 4096;
+
+/** Where a container with `bridge: true` finds the Agent's bridge (SPEC §6). */
+export const BRIDGE_MOUNT = '/run/resultity';
+export const BRIDGE_ENV = {
+  socket: 'RESULTITY_BRIDGE_SOCKET',
+  tokenFile: 'RESULTITY_BRIDGE_TOKEN_FILE',
+  modelsDir: 'RESULTITY_MODELS_DIR',
+} as const;
+const RESERVED_ENV: ReadonlySet<string> = new Set(Object.values(BRIDGE_ENV));
+
+/**
+ * The GPUs a container gets: its ask, limited by the operator's offer. "all" means all that
+ * are offered (not all the host has: the engine's -1 could hand over GPUs the operator kept
+ * back). Asking for more than is offered is GPUS_UNAVAILABLE, at plan time.
+ */
+export function gpusFor(name: string, asked: unknown, policy: ApplierPolicy | undefined): number | undefined {
+  if (asked === undefined) return undefined;
+  const offered = policy?.gpusOffered ?? 0;
+  if (asked === 'all') {
+    if (offered < 1) fail('GPUS_UNAVAILABLE', `container ${name} asks for all GPUs; expected the node to offer at least 1, it offers 0`);
+    return offered;
+  }
+  if (typeof asked !== 'number' || !Number.isSafeInteger(asked) || asked < 1) {
+    fail('POLICY_DENIED', `container ${name}: expected gpus "all" or a positive integer, found ${JSON.stringify(asked)}`);
+  }
+  if (asked > offered) fail('GPUS_UNAVAILABLE', `container ${name} asks for ${asked} GPU(s); the node offers ${offered}`);
+  return asked;
+}
+
+/**
+ * The definition of a snapshot's container under a policy: what it runs plus what the node
+ * gives it (limits, the bridge and model directories, GPUs). Refuses, before anything runs, a
+ * container that asks for what the policy does not provide.
+ */
 export function definitionOf(spec: ContainerSpec, policy?: ApplierPolicy): ContainerDefinition {
-  return {
+  // The bridge and model variables come from the Agent only, so a container without the
+  // mount never believes it has one.
+  const env = Object.fromEntries(Object.entries(spec.env).filter(([k]) => !RESERVED_ENV.has(k)));
+  const definition: ContainerDefinition = {
     image: spec.image,
     digest: spec.digest,
-    env: { ...spec.env },
+    env,
     command: [...spec.command],
     ports: spec.ports.map((p) => ({ container: p.container, host: p.host, protocol: p.protocol })),
     restart: spec.restart,
     network: networkModeFor(spec, policy),
+    pidsLimit: policy?.pidsLimit ?? DEFAULT_PIDS_LIMIT,
   };
+  if (policy?.memoryMb !== undefined) definition.memoryMb = policy.memoryMb;
+  if (spec.bridge === true) {
+    const dir = policy?.bridgeDir;
+    if (dir === undefined || !isAbsolute(dir)) {
+      fail('POLICY_DENIED', `container ${spec.name} asks for the runtime bridge; expected the Agent to name an absolute bridge directory, found ${JSON.stringify(dir ?? null)}`);
+    }
+    definition.bridgeDir = dir;
+    env[BRIDGE_ENV.socket] = `${BRIDGE_MOUNT}/bridge.sock`;
+    env[BRIDGE_ENV.tokenFile] = `${BRIDGE_MOUNT}/bridge.token`;
+  }
+  if (spec.models === true) {
+    const dir = policy?.modelsDir;
+    if (dir === undefined || !isAbsolute(dir)) {
+      fail('POLICY_DENIED', `container ${spec.name} asks for the model store; expected the Agent to name an absolute model directory, found ${JSON.stringify(dir ?? null)}`);
+    }
+    definition.modelsDir = dir;
+    env[BRIDGE_ENV.modelsDir] = dir;
+  }
+  const gpus = gpusFor(spec.name, spec.gpus, policy);
+  if (gpus !== undefined) definition.gpus = gpus;
+  if (spec.shm_size_mb !== undefined) definition.shmSizeMb = spec.shm_size_mb;
+  return definition;
+}
+
+/**
+ * Checks a definition (a planned step's, possibly stored and read back) against the policy:
+ * mounts only of the policy's own directories, no more GPUs than offered, limits no looser
+ * than the policy's. A snapshot cannot widen the policy, and neither can an edited plan.
+ */
+export function assertDefinitionAllowed(name: string, definition: ContainerDefinition, policy: ApplierPolicy): void {
+  if (definition.network !== 'none' && definition.network !== 'host') {
+    fail('POLICY_DENIED', `container ${name}: expected network none or host, found ${String(definition.network)}`);
+  }
+  if (definition.network === 'host' && policy.allowHostNetwork !== true) {
+    fail('POLICY_DENIED', `container ${name} asks for the host network, which the Agent's policy does not allow`);
+  }
+  if (definition.bridgeDir !== undefined && definition.bridgeDir !== policy.bridgeDir) {
+    fail('POLICY_DENIED', `container ${name}: expected the bridge directory ${JSON.stringify(policy.bridgeDir ?? null)}, found ${JSON.stringify(definition.bridgeDir)}`);
+  }
+  if (definition.modelsDir !== undefined && definition.modelsDir !== policy.modelsDir) {
+    fail('POLICY_DENIED', `container ${name}: expected the model directory ${JSON.stringify(policy.modelsDir ?? null)}, found ${JSON.stringify(definition.modelsDir)}`);
+  }
+  if (definition.gpus !== undefined) gpusFor(name, definition.gpus, policy);
+  const pids = policy.pidsLimit ?? DEFAULT_PIDS_LIMIT;
+  if (definition.pidsLimit === undefined || definition.pidsLimit > pids) {
+    fail('POLICY_DENIED', `container ${name}: expected a pids limit of at most ${pids}, found ${definition.pidsLimit ?? 'none'}`);
+  }
+  if (policy.memoryMb !== undefined && (definition.memoryMb === undefined || definition.memoryMb > policy.memoryMb)) {
+    fail('POLICY_DENIED', `container ${name}: expected a memory limit of at most ${policy.memoryMb} MiB, found ${definition.memoryMb ?? 'none'}`);
+  }
 }
 
 /** Canonical JSON (RFC 8785) of a definition: the same definition always gives the same text. */
@@ -62,6 +151,8 @@ export function containerNameFor(name: string, hash: string, policy?: Pick<Appli
   return `${policy?.containerNamePrefix ?? DEFAULT_CONTAINER_PREFIX}-${name}-${hash.slice(0, 12)}`;
 }
 
+const optional = (value: unknown, type: 'string' | 'number') => value === undefined || typeof value === type;
+
 /** Parses a recorded definition label back, or null when it is not one. */
 export function parseDefinition(text: string | undefined): ContainerDefinition | null {
   if (text === undefined) return null;
@@ -75,7 +166,13 @@ export function parseDefinition(text: string | undefined): ContainerDefinition |
       !Array.isArray(value.command) ||
       !Array.isArray(value.ports) ||
       typeof value.restart !== 'string' ||
-      (value.network !== 'none' && value.network !== 'host')
+      (value.network !== 'none' && value.network !== 'host') ||
+      !optional(value.bridgeDir, 'string') ||
+      !optional(value.modelsDir, 'string') ||
+      !optional(value.gpus, 'number') ||
+      !optional(value.shmSizeMb, 'number') ||
+      !optional(value.pidsLimit, 'number') ||
+      !optional(value.memoryMb, 'number')
     ) {
       return null;
     }

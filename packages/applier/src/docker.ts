@@ -1,5 +1,6 @@
 import Dockerode from 'dockerode';
 
+import { BRIDGE_MOUNT } from './definition.js';
 import { ApplyError, fail, messageOf } from './errors.js';
 import type { ContainerEngine, ContainerStatus, CreateContainerRequest, EngineContainer } from './ports.js';
 
@@ -14,29 +15,49 @@ function statusCode(error: unknown): number | undefined {
   return (error as { statusCode?: number } | null)?.statusCode;
 }
 
+const MIB = 1024 * 1024;
+
 /**
  * The Docker create options of a request. Safety is decided here and nowhere else: never
- * privileged, no binds, no mounts, no devices, no added capabilities, and the network is the
- * definition's ('none' unless the policy allowed the host's).
+ * privileged, every capability dropped, `no-new-privileges`, a pids limit, no devices, the
+ * network is the definition's ('none' unless the policy allowed the host's), and the only
+ * mounts are the read-only bridge and model directories the definition was given (which the
+ * executor checked against the policy).
  */
 export function dockerCreateOptions(request: CreateContainerRequest): Dockerode.ContainerCreateOptions {
   const { definition } = request;
+  const mounts: Dockerode.MountSettings[] = [];
+  // Mounts (not Binds): a missing source directory fails the create instead of being made empty by the engine.
+  if (definition.bridgeDir !== undefined) mounts.push({ Type: 'bind', Source: definition.bridgeDir, Target: BRIDGE_MOUNT, ReadOnly: true });
+  if (definition.modelsDir !== undefined) mounts.push({ Type: 'bind', Source: definition.modelsDir, Target: definition.modelsDir, ReadOnly: true });
+  const hostConfig: Dockerode.HostConfig = {
+    NetworkMode: definition.network,
+    RestartPolicy: { Name: definition.restart === 'no' ? '' : definition.restart },
+    Privileged: false,
+    Binds: [],
+    Mounts: mounts,
+    Devices: [],
+    CapAdd: [],
+    CapDrop: ['ALL'],
+    SecurityOpt: ['no-new-privileges'],
+    PublishAllPorts: false,
+  };
+  if (definition.pidsLimit !== undefined) hostConfig.PidsLimit = definition.pidsLimit;
+  if (definition.memoryMb !== undefined) {
+    // Swap equal to memory: the limit is the limit, not a hint to start swapping.
+    hostConfig.Memory = definition.memoryMb * MIB;
+    hostConfig.MemorySwap = definition.memoryMb * MIB;
+  }
+  if (definition.shmSizeMb !== undefined) hostConfig.ShmSize = definition.shmSizeMb * MIB;
+  if (definition.gpus !== undefined) {
+    hostConfig.DeviceRequests = [{ Driver: 'nvidia', Count: definition.gpus, Capabilities: [['gpu']] }];
+  }
   const options: Dockerode.ContainerCreateOptions = {
     name: request.containerName,
     Image: `${definition.image}@${definition.digest}`,
     Env: Object.entries(definition.env).map(([k, v]) => `${k}=${v}`),
     Labels: request.labels,
-    HostConfig: {
-      NetworkMode: definition.network,
-      RestartPolicy: { Name: definition.restart === 'no' ? '' : definition.restart },
-      Privileged: false,
-      Binds: [],
-      Mounts: [],
-      Devices: [],
-      CapAdd: [],
-      SecurityOpt: ['no-new-privileges'],
-      PublishAllPorts: false,
-    },
+    HostConfig: hostConfig,
   };
   if (definition.command.length > 0) options.Cmd = definition.command;
   return options;

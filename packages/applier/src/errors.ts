@@ -53,6 +53,8 @@ export const APPLY_ERRORS = {
   MIRROR_STALLED: { retryable: true },
   // One mirror sent less than the minimum rate over a whole window.
   MIRROR_TOO_SLOW: { retryable: true },
+  // The snapshot asks for more GPUs than this node's configuration offers: trying again changes nothing.
+  GPUS_UNAVAILABLE: { retryable: false },
 } as const satisfies Record<string, { readonly retryable: boolean }>;
 
 export type ApplyErrorCode = keyof typeof APPLY_ERRORS;

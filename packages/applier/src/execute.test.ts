@@ -16,6 +16,7 @@ const definition: ContainerDefinition = {
   ports: [],
   restart: 'no',
   network: 'none',
+  pidsLimit: 4096,
 };
 const hash = definitionHash(definition);
 const containerName = containerNameFor('rt', hash);
@@ -152,6 +153,30 @@ describe('execute', () => {
     const steps: Step[] = [{ ...(launch[0] as Extract<Step, { kind: 'create' }>), definition: { ...definition, env: { X: '1' } } }];
     expect((await failure(execute(steps, ports(fake.engine), { policy }))).code).toBe('INVALID_STEP');
     expect(fake.calls).toEqual([]);
+  });
+
+  describe('when a create step asks for more than the policy gives', () => {
+    const refusals: { what: string; change: Partial<ContainerDefinition>; policy?: Partial<ApplierPolicy>; code: string }[] = [
+      { what: 'no pids limit', change: { pidsLimit: undefined }, code: 'POLICY_DENIED' },
+      { what: 'a looser pids limit', change: { pidsLimit: 100_000 }, code: 'POLICY_DENIED' },
+      { what: 'no memory limit where the policy sets one', change: {}, policy: { memoryMb: 512 }, code: 'POLICY_DENIED' },
+      { what: 'another bridge directory', change: { bridgeDir: '/etc' }, policy: { bridgeDir: '/var/lib/resultity/run' }, code: 'POLICY_DENIED' },
+      { what: 'a model directory the policy does not name', change: { modelsDir: '/' }, code: 'POLICY_DENIED' },
+      { what: 'more GPUs than offered', change: { gpus: 2 }, policy: { gpusOffered: 1 }, code: 'GPUS_UNAVAILABLE' },
+      { what: 'the host network', change: { network: 'host' }, code: 'POLICY_DENIED' },
+    ];
+    for (const r of refusals) {
+      it(`refuses ${r.what} with ${r.code} before any call`, async () => {
+        const fake = fakeEngine();
+        const changed = { ...definition, ...r.change } as ContainerDefinition;
+        if (r.change.pidsLimit === undefined && 'pidsLimit' in r.change) delete changed.pidsLimit;
+        const steps: Step[] = [{ ...(launch[0] as Extract<Step, { kind: 'create' }>), definition: changed, definitionHash: definitionHash(changed) }];
+        const error = await failure(execute(steps, ports(fake.engine), { policy: { ...policy, ...r.policy } }));
+        expect(error.code).toBe(r.code);
+        expect(error.rolledBack).toBe(false);
+        expect(fake.calls).toEqual([]);
+      });
+    }
   });
 
   it('refuses a step of a kind it does not know, before any call', async () => {

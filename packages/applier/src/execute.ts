@@ -1,5 +1,6 @@
 import {
   MANAGED_BY,
+  assertDefinitionAllowed,
   assertRegistryAllowed,
   canonicalDefinition,
   definitionHash,
@@ -77,12 +78,7 @@ function preflight(steps: Step[], policy: ApplierPolicy): void {
       if (step.kind === 'pull-image') assertRegistryAllowed(step.image, policy);
       if (step.kind === 'create') {
         assertRegistryAllowed(step.definition.image, policy);
-        if (step.definition.network === 'host' && policy.allowHostNetwork !== true) {
-          fail('POLICY_DENIED', `container ${step.name} asks for the host network, which the Agent's policy does not allow`);
-        }
-        if (step.definition.network !== 'none' && step.definition.network !== 'host') {
-          fail('POLICY_DENIED', `container ${step.name}: expected network none or host, found ${String(step.definition.network)}`);
-        }
+        assertDefinitionAllowed(step.name, step.definition, policy);
         if (definitionHash(step.definition) !== step.definitionHash) {
           fail('INVALID_STEP', `create ${step.name}: the definition does not hash to ${step.definitionHash}`);
         }

@@ -6,6 +6,11 @@ export { plan, describeStep, DEFAULT_HEALTH_TIMEOUT_MS } from './plan.js';
 export {
   definitionOf,
   definitionHash,
+  assertDefinitionAllowed,
+  gpusFor,
+  BRIDGE_MOUNT,
+  BRIDGE_ENV,
+  DEFAULT_PIDS_LIMIT,
   canonicalDefinition,
   containerNameFor,
   networkModeFor,

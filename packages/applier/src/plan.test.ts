@@ -255,7 +255,7 @@ describe('plan', () => {
       expect.stringMatching(/^pull image 127\.0\.0\.1:5000\/resultity\/runtime:1\.4\.2/),
       'activate model z@2',
       `stop container inference (resultity-inference-${current.containers[0]!.definitionHash.slice(0, 12)})`,
-      expect.stringMatching(/^create container inference as resultity-inference-[0-9a-f]{12} from .*network none$/),
+      expect.stringMatching(/^create container inference as resultity-inference-[0-9a-f]{12} from .*network none; at most 4096 processes$/),
       expect.stringMatching(/^start container inference/),
       'wait until inference is running and healthy (up to 60 s)',
       expect.stringMatching(/^remove container inference/),
@@ -263,6 +263,52 @@ describe('plan', () => {
       'remove model llama-3.1-8b-q4@1.2.0 and its file',
     ]);
     for (const line of lines) expect(line).not.toContain('\n');
+  });
+
+  describe('when a runtime field changes', () => {
+    const runtimePolicy: ApplierPolicy = { ...policy, bridgeDir: '/srv/r/run', modelsDir: '/srv/r/models', gpusOffered: 2 };
+    for (const [field, value] of [
+      ['bridge', true],
+      ['models', true],
+      ['gpus', 1],
+      ['shm_size_mb', 64],
+    ] as const) {
+      it(`recreates the container when ${field} becomes ${value}`, () => {
+        const base = snapshot();
+        const current = appliedState(desired(base));
+        const next = desired(snapshot({ runtime: { containers: [{ ...base.runtime.containers[0]!, [field]: value }] } }));
+        expect(kinds(plan(current, next, { policy: runtimePolicy }))).toEqual(['pull-image', 'stop', 'create', 'start', 'wait-healthy', 'remove']);
+      });
+    }
+
+    it('recreates the container when the Agent changes its limits', () => {
+      const d = desired(snapshot());
+      expect(kinds(plan(appliedState(d), d, { policy: { ...policy, memoryMb: 1024 } }))).toContain('create');
+      expect(plan(appliedState(d), d, { policy: runtimePolicy })).toEqual([]);
+    });
+  });
+
+  describe('when a container asks for GPUs', () => {
+    const withGpus = (gpus: 'all' | number) => {
+      const base = snapshot();
+      return desired(snapshot({ runtime: { containers: [{ ...base.runtime.containers[0]!, gpus }] } }));
+    };
+
+    it('refuses more than the node offers with GPUS_UNAVAILABLE, before any step', () => {
+      expect(() => plan(empty, withGpus(2), { policy: { ...policy, gpusOffered: 1 } })).toThrow(
+        expect.objectContaining({ code: 'GPUS_UNAVAILABLE', message: expect.stringContaining('asks for 2 GPU(s); the node offers 1') }),
+      );
+    });
+
+    it('shows the GPUs, the directories and the limits the container gets', () => {
+      const base = snapshot();
+      const d = desired(snapshot({ runtime: { containers: [{ ...base.runtime.containers[0]!, bridge: true, models: true, gpus: 'all', shm_size_mb: 512 }] } }));
+      const full = { ...policy, gpusOffered: 2, bridgeDir: '/srv/r/run', modelsDir: '/srv/r/models', memoryMb: 2048, pidsLimit: 100 };
+      const create = plan(empty, d, { policy: full }).find((s) => s.kind === 'create')!;
+      expect(describeStep(create)).toMatch(
+        /network none; bridge \/srv\/r\/run read-only at \/run\/resultity, models \/srv\/r\/models read-only, 2 GPUs, \/dev\/shm 512 MiB, at most 100 processes, memory 2048 MiB$/,
+      );
+    });
   });
 
   describe('for any pair of snapshots', () => {

@@ -1,6 +1,6 @@
 import type { Model } from '@resultity/snapshot';
 
-import { containerNameFor, definitionHash, definitionOf } from './definition.js';
+import { BRIDGE_MOUNT, containerNameFor, definitionHash, definitionOf } from './definition.js';
 import type { CurrentState, DesiredState, InstalledModel, ModelRef, ObservedContainer, ParticipationFlags, PlanOptions, Step } from './types.js';
 
 export const DEFAULT_HEALTH_TIMEOUT_MS = 60_000;
@@ -15,7 +15,8 @@ function sameFlags(a: ParticipationFlags | null, b: ParticipationFlags): boolean
 /**
  * The steps that take the node from `current` to `desired`, and only those: an unchanged
  * container definition or model gives no step, so applying the same snapshot twice does nothing.
- * Pure: the same inputs always give the same steps.
+ * Pure: the same inputs always give the same steps. Throws (POLICY_DENIED, GPUS_UNAVAILABLE)
+ * when a container asks for what the policy does not give, so a refusal touches nothing.
  */
 export function plan(current: CurrentState, desired: DesiredState, options: PlanOptions = {}): Step[] {
   const strategy = options.strategy ?? 'download-then-kill';
@@ -124,14 +125,24 @@ export function describeStep(step: Step): string {
     case 'pull-image':
       return `pull image ${step.image}:${step.tag} (${step.digest.slice(0, 19)}…)`;
     case 'create': {
-      const ports = step.definition.ports.map((p) => `${p.host}:${p.container}/${p.protocol}`).join(', ');
+      const d = step.definition;
+      const ports = d.ports.map((p) => `${p.host}:${p.container}/${p.protocol}`).join(', ');
       const net =
-        step.definition.ports.length === 0
+        d.ports.length === 0
           ? 'network none'
-          : step.definition.network === 'host'
+          : d.network === 'host'
             ? `host network (ports ${ports})`
             : `network none; ports ${ports} recorded, not published (host network not allowed)`;
-      return `create container ${step.name} as ${step.containerName} from ${step.definition.image}:${step.tag}, ${net}`;
+      // What the container is given beyond its image, so an operator sees it before it happens.
+      const given = [
+        d.bridgeDir === undefined ? null : `bridge ${d.bridgeDir} read-only at ${BRIDGE_MOUNT}`,
+        d.modelsDir === undefined ? null : `models ${d.modelsDir} read-only`,
+        d.gpus === undefined ? null : `${d.gpus} GPU${d.gpus === 1 ? '' : 's'}`,
+        d.shmSizeMb === undefined ? null : `/dev/shm ${d.shmSizeMb} MiB`,
+        d.pidsLimit === undefined ? null : `at most ${d.pidsLimit} processes`,
+        d.memoryMb === undefined ? null : `memory ${d.memoryMb} MiB`,
+      ].filter((x) => x !== null);
+      return `create container ${step.name} as ${step.containerName} from ${d.image}:${step.tag}, ${net}${given.length > 0 ? `; ${given.join(', ')}` : ''}`;
     }
     case 'stop':
       return `stop container ${step.name} (${step.containerName})`;

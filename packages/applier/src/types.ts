@@ -19,6 +19,16 @@ export interface ApplierPolicy {
   labelPrefix?: string;
   /** Prefix of container names, default "resultity" (a container is named `<prefix>-<name>-<hash8>`). */
   containerNamePrefix?: string;
+  /** Most processes a container may run (the engine's pids limit), default 4096: a fork bomb stays inside. */
+  pidsLimit?: number;
+  /** Memory a container may use, in MiB (swap included); unset means the engine's default (no limit). */
+  memoryMb?: number;
+  /** GPUs the operator makes available to containers, default 0; a snapshot asking for more is GPUS_UNAVAILABLE. */
+  gpusOffered?: number;
+  /** Host directory holding the bridge socket and token (the Agent's `<state_dir>/run`); needed by `bridge: true`. */
+  bridgeDir?: string;
+  /** Host directory of the model store (absolute); needed by `models: true`. */
+  modelsDir?: string;
 }
 
 /** Which participation the node takes up: the mode and the subclouds whose requirements it meets. */
@@ -51,6 +61,23 @@ export interface ContainerDefinition {
   ports: PortMapping[];
   restart: RestartPolicy;
   network: NetworkMode;
+  /**
+   * The following are present only when they apply, so a definition recorded before they
+   * existed parses and hashes as it did. Host paths are resolved here (not at create time) so
+   * a rollback recreates exactly what ran, and a moved state directory recreates the container.
+   */
+  /** Host directory mounted read-only at /run/resultity (bridge: true). */
+  bridgeDir?: string;
+  /** Host model store mounted read-only at the same path (models: true). */
+  modelsDir?: string;
+  /** GPUs asked of the engine, already limited to what the node offers. */
+  gpus?: number;
+  /** Size of /dev/shm in MiB. */
+  shmSizeMb?: number;
+  /** The engine's pids limit. */
+  pidsLimit?: number;
+  /** Memory limit in MiB. */
+  memoryMb?: number;
 }
 
 /** A container of this applier as found on the engine, read back from its labels. */
@@ -127,7 +154,10 @@ export interface PlanOptions {
   /** Models of the previous applied snapshot: never removed, so a rollback never downloads. */
   retainModels?: Model[];
   strategy?: Strategy;
-  /** Decides the network mode of containers with ports; defaults deny the host network. */
+  /**
+   * Decides the network mode of containers with ports (defaults deny the host network), their
+   * limits, the GPUs and the bridge and model directories they may get.
+   */
   policy?: ApplierPolicy;
   /** How long a new container may take to become running/healthy, default 60 s. */
   healthTimeoutMs?: number;

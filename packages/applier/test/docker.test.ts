@@ -1,5 +1,8 @@
 import { canonicalBytes, configDigest, SnapshotSchema, type ContainerSpec, type Model } from '@resultity/snapshot';
 import { sampleSnapshot, tempDir } from '@resultity/testkit';
+import { mkdir, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import {
@@ -12,10 +15,11 @@ import {
   readCurrentState,
   type ApplierPolicy,
   type ApplierPorts,
+  type ContainerEngine,
   type Step,
   type Strategy,
 } from '../src/index.js';
-import { TEST_REGISTRY, buildTestImage, removeContainersLabelled, type TestImage } from './support/images.js';
+import { TEST_REGISTRY, buildTestImage, docker, removeContainersLabelled, removeLocalImage, type TestImage } from './support/images.js';
 import { generatedBytes, sha256, startModelServer, type ModelServer } from './support/model-server.js';
 import { startTamperingRegistry } from './support/tampering-registry.js';
 import { failure } from './support/failure.js';
@@ -54,23 +58,34 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await removeContainersLabelled(keys.managedBy);
+  // The applier pulled these by digest; the registry keeps them, the engine need not.
+  for (const i of Object.values(img)) await removeLocalImage(i.image, i.tag, i.digest);
   await modelServer?.close();
   await state?.cleanup();
 });
 
 function spec(image: TestImage, overrides: Partial<ContainerSpec> = {}): ContainerSpec {
-  return { name: 'inference', image: image.image, tag: image.tag, digest: image.digest, env: { MODE: 'a' }, command: [], ports: [], restart: 'no', ...overrides };
+  return { name: 'inference', image: image.image, tag: image.tag, digest: image.digest, env: { MODE: 'a' }, command: [], ports: [], restart: 'no', bridge: false, models: false, ...overrides };
 }
 
 async function apply(
   containers: ContainerSpec[],
-  options: { models?: Model[]; job?: typeof job; strategy?: Strategy; signal?: AbortSignal; onStep?: (step: Step) => void; applierPolicy?: ApplierPolicy } = {},
+  options: {
+    models?: Model[];
+    job?: typeof job;
+    strategy?: Strategy;
+    signal?: AbortSignal;
+    onStep?: (step: Step) => void;
+    applierPolicy?: ApplierPolicy;
+    ports?: ApplierPorts;
+  } = {},
 ) {
   const snapshot = SnapshotSchema.parse(sampleSnapshot({ models: options.models ?? [], runtime: { containers }, job: options.job ?? job }));
   const desired = desiredStateFrom(snapshot, configDigest(canonicalBytes(snapshot)), profile);
   const p = options.applierPolicy ?? policy;
-  const steps = plan(await readCurrentState(ports, p), desired, { policy: p, strategy: options.strategy ?? 'download-then-kill', healthTimeoutMs: 20_000 });
-  const report = await execute(steps, ports, {
+  const using = options.ports ?? ports;
+  const steps = plan(await readCurrentState(using, p), desired, { policy: p, strategy: options.strategy ?? 'download-then-kill', healthTimeoutMs: 20_000 });
+  const report = await execute(steps, using, {
     policy: p,
     stableMs: 1000,
     pollMs: 100,
@@ -119,7 +134,13 @@ describe('execute against Docker', () => {
     expect(c.info.Config.Image).toBe(`${img.v1.image}@${img.v1.digest}`);
     expect(c.info.Config.Labels).toMatchObject({ [keys.name]: 'inference', [keys.tag]: 'v1' });
     expect(c.info.Config.Env).toContain('MODE=a');
-    expect(c.info.HostConfig).toMatchObject({ NetworkMode: 'none', Privileged: false });
+    expect(c.info.HostConfig).toMatchObject({
+      NetworkMode: 'none',
+      Privileged: false,
+      CapDrop: ['ALL'],
+      SecurityOpt: ['no-new-privileges'],
+      PidsLimit: 4096,
+    });
     expect(c.info.Mounts).toEqual([]);
     const current = await readCurrentState(ports, policy);
     expect(current.containers).toEqual([expect.objectContaining({ name: 'inference', running: true, id: c.id })]);
@@ -360,6 +381,114 @@ describe('execute against Docker', () => {
     await impatient.stopContainer(id, 2);
     expect((await dockerode.getContainer(id).inspect()).State.Running).toBe(false);
     await apply([]);
+  });
+
+  describe('confinement and the runtime fields', () => {
+    let runtimePolicy: ApplierPolicy;
+    const token = `token-${runId}`;
+
+    beforeAll(async () => {
+      const bridgeDir = join(state.path, 'run');
+      const modelsDir = join(state.path, 'models');
+      await mkdir(bridgeDir, { recursive: true });
+      await mkdir(modelsDir, { recursive: true });
+      await writeFile(join(bridgeDir, 'bridge.token'), token, { mode: 0o600 });
+      await writeFile(join(modelsDir, 'weights.bin'), 'weights');
+      runtimePolicy = { ...policy, bridgeDir, modelsDir, gpusOffered: 1 };
+    });
+
+    /** Runs a command in a container; rejects when it exits non-zero. */
+    const exec = (id: string, ...cmd: string[]) => docker('exec', id, '/bin/busybox', ...cmd);
+
+    it('drops every capability, forbids new privileges and applies the pids and memory limits of the policy', async () => {
+      await apply([spec(img.v1)], { applierPolicy: { ...policy, pidsLimit: 64, memoryMb: 128 } });
+      const c = await only();
+      expect(c.info.HostConfig).toMatchObject({
+        CapDrop: ['ALL'],
+        SecurityOpt: ['no-new-privileges'],
+        PidsLimit: 64,
+        Memory: 128 * 1024 * 1024,
+        MemorySwap: 128 * 1024 * 1024,
+      });
+      expect(c.info.HostConfig.CapAdd ?? []).toEqual([]);
+      // The engine's view is one thing; what the process really holds is another.
+      const status = await exec(c.id, 'cat', '/proc/self/status');
+      expect(status).toMatch(/^CapEff:\s+0000000000000000$/m);
+      expect(status).toMatch(/^CapBnd:\s+0000000000000000$/m);
+      expect(status).toMatch(/^NoNewPrivs:\s+1$/m);
+      await apply([]);
+    });
+
+    it('gives a bridge and models container the read-only directories and their variables, and /dev/shm its size', async () => {
+      await apply([spec(img.v1, { bridge: true, models: true, shm_size_mb: 16 })], { applierPolicy: runtimePolicy });
+      const c = await only();
+      const { bridgeDir, modelsDir } = runtimePolicy as Required<ApplierPolicy>;
+      expect(c.info.Config.Env).toEqual(
+        expect.arrayContaining([
+          'RESULTITY_BRIDGE_SOCKET=/run/resultity/bridge.sock',
+          'RESULTITY_BRIDGE_TOKEN_FILE=/run/resultity/bridge.token',
+          `RESULTITY_MODELS_DIR=${modelsDir}`,
+        ]),
+      );
+      expect(c.info.Mounts.map((m) => ({ source: m.Source, destination: m.Destination, rw: m.RW })).sort((a, b) => a.destination.localeCompare(b.destination))).toEqual(
+        [
+          { source: bridgeDir, destination: '/run/resultity', rw: false },
+          { source: modelsDir, destination: modelsDir, rw: false },
+        ].sort((a, b) => a.destination.localeCompare(b.destination)),
+      );
+      expect(c.info.HostConfig.ShmSize).toBe(16 * 1024 * 1024);
+      expect(await exec(c.id, 'cat', '/run/resultity/bridge.token')).toBe(token);
+      expect(await exec(c.id, 'cat', join(modelsDir, 'weights.bin'))).toBe('weights');
+      await expect(exec(c.id, 'touch', '/run/resultity/written')).rejects.toThrow(/Read-only file system/);
+      await expect(exec(c.id, 'touch', join(modelsDir, 'written'))).rejects.toThrow(/Read-only file system/);
+      await apply([]);
+    });
+
+    it('gives a container without bridge and models neither mount nor variable, even under a policy that has both', async () => {
+      await apply([spec(img.v1, { env: { RESULTITY_MODELS_DIR: '/' } })], { applierPolicy: runtimePolicy });
+      const c = await only();
+      expect(c.info.Mounts).toEqual([]);
+      expect(c.info.Config.Env.filter((e) => e.startsWith('RESULTITY_'))).toEqual([]);
+      await expect(exec(c.id, 'ls', '/run/resultity')).rejects.toThrow();
+      await expect(exec(c.id, 'ls', runtimePolicy.modelsDir!)).rejects.toThrow();
+      await apply([]);
+    });
+
+    it('refuses more GPUs than offered with GPUS_UNAVAILABLE before touching the running container', async () => {
+      await apply([spec(img.v1)], { applierPolicy: runtimePolicy });
+      const before = await only();
+      const error = await failure(apply([spec(img.v2, { gpus: 2 })], { applierPolicy: runtimePolicy }));
+      expect(error.code).toBe('GPUS_UNAVAILABLE');
+      expect(error.rolledBack).toBe(false);
+      expect(await only()).toMatchObject({ id: before.id, state: 'running', startedAt: before.startedAt });
+      await apply([]);
+    });
+
+    it('asks the engine for the GPUs as an nvidia device request, and rolls back when the node cannot give them', async () => {
+      await apply([spec(img.v1)], { applierPolicy: runtimePolicy });
+      const before = await only();
+      // The engine port as it is, except that each create is inspected right away: the
+      // rollback removes the container before the test could look at it.
+      const received: unknown[] = [];
+      const recording: ContainerEngine = Object.assign(Object.create(ports.engine) as ContainerEngine, {
+        createContainer: async (request: Parameters<ContainerEngine['createContainer']>[0]) => {
+          const id = await ports.engine.createContainer(request);
+          received.push((await dockerode.getContainer(id).inspect()).HostConfig.DeviceRequests);
+          return id;
+        },
+      });
+      const error = await failure(
+        apply([spec(img.v1, { gpus: 'all' })], { applierPolicy: runtimePolicy, ports: { ...ports, engine: recording } }),
+      );
+      expect(received).toEqual([[{ Driver: 'nvidia', Count: 1, DeviceIDs: null, Capabilities: [['gpu']], Options: null }]]);
+      // This machine has no NVIDIA runtime: the start fails and the previous container comes back.
+      expect(error.code).toBe('CONTAINER_FAILED');
+      expect(error.step).toMatchObject({ kind: 'start' });
+      expect(error.message).toMatch(/nvidia/);
+      expect(error.rolledBack).toBe(true);
+      expect(await only()).toMatchObject({ id: before.id, state: 'running' });
+      await apply([]);
+    });
   });
 
   it('removes a container the snapshot no longer names', async () => {

@@ -7,8 +7,8 @@ import { describe, expect, it } from 'vitest';
 import { canonicalBytes, configDigest, parseCanonical } from './canonical.js';
 import { codeOf } from './code-of.test-support.js';
 
-// The external RFC 8785 vectors live in the shared folder beside the repository.
-const vectors = fileURLToPath(new URL('../../../../shared/testdata/jcs/', import.meta.url));
+// RFC 8785 vectors vendored into the package (test/vectors/jcs/README.md names their source).
+const vectors = fileURLToPath(new URL('../test/vectors/jcs/', import.meta.url));
 const names = readdirSync(`${vectors}input`).filter((name) => name.endsWith('.json'));
 const utf8 = (text: string) => new TextEncoder().encode(text);
 

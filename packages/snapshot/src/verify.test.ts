@@ -1,7 +1,7 @@
 import { createTestSigner, envelopeBytes, sampleSnapshot } from '@resultity/testkit';
 import { afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 
-import { canonicalBytes } from './canonical.js';
+import { canonicalBytes, configDigest } from './canonical.js';
 import { signEnvelope } from './dsse.js';
 import { generateSigningKey } from './ed25519.js';
 import { SnapshotError } from './errors.js';
@@ -194,6 +194,28 @@ describe('verifySnapshot', () => {
       const error = await refusal({ envelope: bytes, expectedDigest: asked });
       expect(error.code).toBe('DIGEST_MISMATCH');
       expect(error.message).toContain(asked);
+    });
+
+    it('refuses a badly signed payload other than the one asked for with DIGEST_MISMATCH, which is retryable', async () => {
+      const { bytes } = signer.sign(sampleSnapshot(), [generateSigningKey()]);
+      const error = await refusal({ envelope: bytes, expectedDigest: `sha256:${'1'.repeat(64)}` });
+      expect(error.code).toBe('DIGEST_MISMATCH');
+      expect(error.retryable).toBe(true);
+    });
+
+    it('refuses the payload asked for when its signatures fail, and calls that not retryable', async () => {
+      const { bytes, digest } = signer.sign(sampleSnapshot(), [generateSigningKey()]);
+      const error = await refusal({ envelope: bytes, expectedDigest: digest });
+      expect(error.code).toBe('SIGNATURE_THRESHOLD');
+      expect(error.retryable).toBe(false);
+    });
+
+    it('refuses another payloadType of the payload asked for with PAYLOAD_TYPE, not retryable', async () => {
+      const envelope = signEnvelope(ROOT_PAYLOAD_TYPE, canonicalBytes(sampleSnapshot()), signer.keys);
+      const digest = configDigest(canonicalBytes(sampleSnapshot()));
+      const error = await refusal({ envelope: envelopeBytes(envelope), expectedDigest: digest });
+      expect(error.code).toBe('PAYLOAD_TYPE');
+      expect(error.retryable).toBe(false);
     });
 
     it('refuses to accept anything with an expired root (ROOT_EXPIRED)', async () => {

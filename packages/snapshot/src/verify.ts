@@ -43,6 +43,14 @@ export interface VerifiedSnapshot {
  */
 export function verifySnapshotEnvelope(input: VerifyInput): VerifiedSnapshot {
   const envelope = parseEnvelope(input.envelope, input.maxBytes ?? DEFAULT_MAX_ENVELOPE_BYTES);
+  const payload = envelopePayload(envelope);
+  // The digest comes first: bytes other than the ones asked for are the origin's fault and
+  // worth another fetch (DIGEST_MISMATCH is retryable), whatever else is wrong with them, while
+  // every later refusal is of the bytes published at that digest.
+  const digest = configDigest(payload);
+  if (input.expectedDigest !== undefined && input.expectedDigest !== digest) {
+    refuse('DIGEST_MISMATCH', `payload digest is ${digest}, expected ${input.expectedDigest}`);
+  }
   expectPayloadType(envelope, SNAPSHOT_PAYLOAD_TYPE);
 
   const { root, keys } = input.root;
@@ -54,16 +62,11 @@ export function verifySnapshotEnvelope(input: VerifyInput): VerifiedSnapshot {
     refuse('ROOT_EXPIRED', `trusted root v${root.version} expired at ${root.expires_at} (now ${input.now.toISOString()})`);
   }
 
-  const payload = envelopePayload(envelope);
   const { signers } = checkThreshold(envelope, payload, keys, root.threshold, 'snapshot');
 
   const value = parseCanonical(payload, 'snapshot payload');
   const snapshot = parseSnapshotValue(value);
-  const digest = configDigest(payload);
 
-  if (input.expectedDigest !== undefined && input.expectedDigest !== digest) {
-    refuse('DIGEST_MISMATCH', `payload digest is ${digest}, expected ${input.expectedDigest}`);
-  }
   if (snapshot.network !== network) {
     refuse('NETWORK_MISMATCH', `snapshot is for network "${snapshot.network}", expected "${network}"`);
   }
