@@ -1,4 +1,5 @@
 import {
+  ApplyError,
   type ApplierPolicy,
   type ApplierPorts,
   type ContainerEngine,
@@ -15,8 +16,19 @@ import {
 } from '@resultity/applier';
 import { environmentFromSnapshot } from '@resultity/bridge-protocol';
 
-import { AgentError } from './errors.js';
-import type { ApplierPort, ObservedNode } from './ports.js';
+import { AgentError, errorCode, errorMessage, isRetryable } from './errors.js';
+import type { ApplierPort, ApplyFailure, ObservedNode } from './ports.js';
+
+/** The applier's error as a typed failure: ApplyError says itself whether it restored the previous state. */
+export function applyFailureFrom(error: unknown, signal?: AbortSignal): ApplyFailure {
+  return {
+    code: errorCode(error),
+    message: errorMessage(error),
+    retryable: isRetryable(error),
+    rolledBack: error instanceof ApplyError ? error.rolledBack : false,
+    cancelled: signal?.aborted === true,
+  };
+}
 
 /** What the applier adapter needs from the configuration: where models live, the engine, the policy and profile. */
 export interface ApplierAdapterOptions {
@@ -77,24 +89,32 @@ export function createApplierPort(options: ApplierAdapterOptions & { onEngineUna
 
   return {
     async plan(target, previous) {
-      const current = await readCurrentState(ports, policy);
-      const desired = desiredStateFrom(target.snapshot, target.digest, profile);
-      const steps = plan(current, desired, {
-        policy,
-        ...(previous ? { retainModels: previous.snapshot.models } : {}),
-        ...(options.healthTimeoutMs === undefined ? {} : { healthTimeoutMs: options.healthTimeoutMs }),
-      });
-      return { target, steps, lines: steps.map(describeStep) };
+      try {
+        const current = await readCurrentState(ports, policy);
+        const desired = desiredStateFrom(target.snapshot, target.digest, profile);
+        const steps = plan(current, desired, {
+          policy,
+          ...(previous ? { retainModels: previous.snapshot.models } : {}),
+          ...(options.healthTimeoutMs === undefined ? {} : { healthTimeoutMs: options.healthTimeoutMs }),
+        });
+        return { ok: true, plan: { target, steps, lines: steps.map(describeStep) } };
+      } catch (error) {
+        return { ok: false, failure: applyFailureFrom(error) };
+      }
     },
 
     async execute(planned, { signal, onProgress }) {
-      const report = await execute(planned.steps as Step[], ports, {
-        policy,
-        ...(signal ? { signal } : {}),
-        ...(onProgress ? { onProgress } : {}),
-        ...(options.stableMs === undefined ? {} : { stableMs: options.stableMs }),
-      });
-      return { durationMs: report.durationMs, steps: report.steps };
+      try {
+        const report = await execute([...planned.steps] as Step[], ports, {
+          policy,
+          ...(signal ? { signal } : {}),
+          ...(onProgress ? { onProgress } : {}),
+          ...(options.stableMs === undefined ? {} : { stableMs: options.stableMs }),
+        });
+        return { ok: true, durationMs: report.durationMs, steps: report.steps };
+      } catch (error) {
+        return { ok: false, failure: applyFailureFrom(error, signal) };
+      }
     },
 
     environment(target) {

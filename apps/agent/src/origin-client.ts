@@ -2,6 +2,40 @@ import { type LatestHint, originPaths, parseLatestHint } from '@resultity/snapsh
 
 import { AgentError } from './errors.js';
 
+/** The codes the origin client throws, each with whether a later try may succeed. */
+export const ORIGIN_ERROR_RETRYABLE = {
+  FETCH_FAILED: true,
+  TIMEOUT: true,
+  ABORTED: true,
+  /** Decided by the status: see httpStatusRetryable. */
+  HTTP_STATUS: true,
+  TOO_LARGE: false,
+  LATEST_INVALID: true,
+} as const;
+
+export type OriginErrorCode = keyof typeof ORIGIN_ERROR_RETRYABLE;
+
+/**
+ * A status that a mirror, a cache or an overloaded origin gives while the content is fine:
+ * not found yet (404, a CDN that has not caught up), timeouts (408), rate limits (429) and
+ * server errors (5xx). Other statuses (400, 403, ...) are not going to change by waiting.
+ */
+export function httpStatusRetryable(status: number): boolean {
+  return status === 404 || status === 408 || status === 429 || (status >= 500 && status <= 599);
+}
+
+/** A failure to talk to the origin; `status` is set for HTTP_STATUS. */
+export class OriginError extends AgentError {
+  override readonly name = 'OriginError';
+  readonly status: number | null;
+
+  constructor(code: OriginErrorCode, message: string, options: { cause?: unknown; status?: number } = {}) {
+    const retryable = code === 'HTTP_STATUS' && options.status !== undefined ? httpStatusRetryable(options.status) : ORIGIN_ERROR_RETRYABLE[code];
+    super(code, message, { ...(options.cause === undefined ? {} : { cause: options.cause }), retryable });
+    this.status = options.status ?? null;
+  }
+}
+
 /** What a poll of latest.json found: nothing new since the ETag, or a hint of what to fetch. */
 export type LatestResult =
   | { readonly status: 'not-modified' }
@@ -40,7 +74,7 @@ export async function readBounded(res: Response, maxBytes: number, what: string)
   const declared = res.headers.get('content-length');
   if (declared !== null && Number(declared) > maxBytes) {
     await res.body?.cancel().catch(() => undefined);
-    throw new AgentError('TOO_LARGE', `${what} is ${declared} bytes, the limit is ${maxBytes}`);
+    throw new OriginError('TOO_LARGE', `${what} is ${declared} bytes, the limit is ${maxBytes}`);
   }
   if (res.body === null) return new Uint8Array(0);
   const reader = res.body.getReader();
@@ -52,7 +86,7 @@ export async function readBounded(res: Response, maxBytes: number, what: string)
     total += value.byteLength;
     if (total > maxBytes) {
       await reader.cancel().catch(() => undefined);
-      throw new AgentError('TOO_LARGE', `${what} is more than ${maxBytes} bytes, the limit`);
+      throw new OriginError('TOO_LARGE', `${what} is more than ${maxBytes} bytes, the limit`);
     }
     chunks.push(value);
   }
@@ -77,9 +111,9 @@ export function createHttpOrigin(options: HttpOriginOptions): Origin {
     try {
       return await doFetch(new URL(path, base), { ...init, headers: { ...headers, ...(init.headers as Record<string, string>) }, signal });
     } catch (cause) {
-      if (init.signal?.aborted) throw new AgentError('ABORTED', `${what}: aborted`, { cause });
-      if (timeout.aborted) throw new AgentError('TIMEOUT', `${what}: no answer within ${options.timeoutMs} ms`, { cause });
-      throw new AgentError('FETCH_FAILED', `${what}: ${(cause as Error).message}${describeCause(cause)}`, { cause });
+      if (init.signal?.aborted) throw new OriginError('ABORTED', `${what}: aborted`, { cause });
+      if (timeout.aborted) throw new OriginError('TIMEOUT', `${what}: no answer within ${options.timeoutMs} ms`, { cause });
+      throw new OriginError('FETCH_FAILED', `${what}: ${(cause as Error).message}${describeCause(cause)}`, { cause });
     }
   }
 
@@ -90,9 +124,9 @@ export function createHttpOrigin(options: HttpOriginOptions): Origin {
       return bytes;
     } catch (cause) {
       if (cause instanceof AgentError) throw cause;
-      if (signal?.aborted) throw new AgentError('ABORTED', `${what}: aborted`, { cause });
-      if ((cause as Error).name === 'TimeoutError') throw new AgentError('TIMEOUT', `${what}: body not read within ${options.timeoutMs} ms`, { cause });
-      throw new AgentError('FETCH_FAILED', `${what}: ${(cause as Error).message}`, { cause });
+      if (signal?.aborted) throw new OriginError('ABORTED', `${what}: aborted`, { cause });
+      if ((cause as Error).name === 'TimeoutError') throw new OriginError('TIMEOUT', `${what}: body not read within ${options.timeoutMs} ms`, { cause });
+      throw new OriginError('FETCH_FAILED', `${what}: ${(cause as Error).message}`, { cause });
     }
   }
 
@@ -110,7 +144,7 @@ export function createHttpOrigin(options: HttpOriginOptions): Origin {
       }
       if (res.status !== 200) {
         await res.body?.cancel().catch(() => undefined);
-        throw new AgentError('HTTP_STATUS', `${what}: expected 200 or 304, got ${res.status}`);
+        throw new OriginError('HTTP_STATUS', `${what}: expected 200 or 304, got ${res.status}`, { status: res.status });
       }
       const bytes = await body(res, MAX_LATEST_BYTES, what, signal);
       let value: unknown;
@@ -120,7 +154,7 @@ export function createHttpOrigin(options: HttpOriginOptions): Origin {
         value = null;
       }
       const hint = parseLatestHint(value);
-      if (hint === null) throw new AgentError('LATEST_INVALID', `${what}: expected { config_digest: "sha256:<64 hex>", sequence }, got something else`);
+      if (hint === null) throw new OriginError('LATEST_INVALID', `${what}: expected { config_digest: "sha256:<64 hex>", sequence }, got something else`);
       return { status: 'ok', hint, etag: res.headers.get('etag'), bytes: bytes.byteLength };
     },
 
@@ -131,7 +165,7 @@ export function createHttpOrigin(options: HttpOriginOptions): Origin {
       const res = await request(path, { method: 'GET', signal }, what);
       if (res.status !== 200) {
         await res.body?.cancel().catch(() => undefined);
-        throw new AgentError('HTTP_STATUS', `${what}: expected 200, got ${res.status}`);
+        throw new OriginError('HTTP_STATUS', `${what}: expected 200, got ${res.status}`, { status: res.status });
       }
       return body(res, options.maxBytes, what, signal);
     },
@@ -146,7 +180,7 @@ export function createHttpOrigin(options: HttpOriginOptions): Origin {
       }
       if (res.status !== 200) {
         await res.body?.cancel().catch(() => undefined);
-        throw new AgentError('HTTP_STATUS', `${what}: expected 200 or 404, got ${res.status}`);
+        throw new OriginError('HTTP_STATUS', `${what}: expected 200 or 404, got ${res.status}`, { status: res.status });
       }
       return body(res, options.maxBytes, what, signal);
     },
@@ -160,7 +194,7 @@ export function createHttpOrigin(options: HttpOriginOptions): Origin {
         what,
       );
       await res.body?.cancel().catch(() => undefined);
-      if (res.status < 200 || res.status >= 300) throw new AgentError('HTTP_STATUS', `${what}: expected 2xx, got ${res.status}`);
+      if (res.status < 200 || res.status >= 300) throw new OriginError('HTTP_STATUS', `${what}: expected 2xx, got ${res.status}`, { status: res.status });
     },
   };
 }

@@ -26,7 +26,8 @@ export interface StatusReport {
 
 /** Reads the state directory, the applied snapshot and (when reachable) the container engine. */
 export async function collectStatus(parts: AgentParts, applier: ApplierPort, notifier?: RuntimeNotifier): Promise<StatusReport> {
-  const state = await parts.store.read();
+  // Through the engine: a corrupt state.json is rebuilt (and reported as STATE_CORRUPT), not a 500.
+  const state = await parts.engine.readState();
   const journal = await parts.store.readJournal();
   const applied = await parts.engine.appliedTarget();
   let observed: ObservedNode | null = null;
