@@ -7,19 +7,20 @@ import { Command, CommanderError } from 'commander';
 import { buildAgent, createLogger } from './agent.js';
 import { verifyAuditFile } from './audit.js';
 import { type AgentConfig, loadConfig, parseListen } from './config.js';
-import { type SyncOutcome, outcomeCode } from './engine.js';
-import { AgentError, errorCode, errorMessage } from './errors.js';
+import { checkConfigDigest } from './digest.js';
+import { type SyncOutcome, type UnpinOutcome, outcomeCode } from './engine.js';
+import { AgentError, errorCode, errorMessage, escapeControl } from './errors.js';
 import { applierFor, startAgent } from './main.js';
 import { noRuntimeNotifier } from './ports.js';
 import { terminalProgress } from './progress.js';
-import { acquireLock, statePaths } from './state.js';
+import { StateStore, acquireLock, statePaths } from './state.js';
 import { collectStatus, renderStatus } from './status.js';
 import { AGENT_VERSION } from './version.js';
 
 /** Exit codes: 0 converged or nothing new, 1 refused or failed, 2 bad usage or configuration. */
 class ExitError extends Error {
   constructor(readonly exitCode: number, message: string) {
-    super(message);
+    super(escapeControl(message));
   }
 }
 
@@ -37,7 +38,13 @@ async function oneShot(config: AgentConfig) {
   return { parts, applier };
 }
 
+/** What a sync outcome says to a person; messages quote the network, so they are escaped. */
 function describeOutcome(outcome: SyncOutcome): { ok: boolean; line: string } {
+  const described = describeOutcomeRaw(outcome);
+  return { ok: described.ok, line: escapeControl(described.line) };
+}
+
+function describeOutcomeRaw(outcome: SyncOutcome): { ok: boolean; line: string } {
   switch (outcome.result) {
     case 'applied':
       return { ok: true, line: `applied ${outcome.digest} (sequence ${outcome.sequence})` };
@@ -58,26 +65,38 @@ function describeOutcome(outcome: SyncOutcome): { ok: boolean; line: string } {
 
 /** Asks the running daemon (its status endpoint, with the bridge token) to roll back. */
 async function rollbackThroughDaemon(config: AgentConfig, to: string | undefined, lockError: unknown): Promise<SyncOutcome> {
+  const body = await askDaemon(config, '/v1/rollback', to === undefined ? {} : { to }, lockError);
+  return body.outcome as SyncOutcome;
+}
+
+/** Asks the running daemon to lift the pin (POST /v1/unpin). */
+async function unpinThroughDaemon(config: AgentConfig, lockError: unknown): Promise<UnpinOutcome> {
+  const body = await askDaemon(config, '/v1/unpin', {}, lockError);
+  return body.outcome as UnpinOutcome;
+}
+
+/** A control request to the daemon that holds the state directory; its own error codes are passed through. */
+async function askDaemon(config: AgentConfig, path: string, request: Record<string, unknown>, lockError: unknown): Promise<{ outcome: unknown }> {
   const listen = config.status.listen === null ? null : parseListen(config.status.listen);
   if (listen === null || 'socketPath' in listen) throw lockError;
   const host = listen.host === '::1' ? '[::1]' : listen.host;
   const token = await readTokenFile(config.bridge.token_file);
   let res: Response;
   try {
-    res = await fetch(`http://${host}:${listen.port}/v1/rollback`, {
+    res = await fetch(`http://${host}:${listen.port}${path}`, {
       method: 'POST',
       headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
-      body: JSON.stringify(to === undefined ? {} : { to }),
+      body: JSON.stringify(request),
       signal: AbortSignal.timeout(30 * 60_000),
     });
   } catch (cause) {
     throw new AgentError('DAEMON_UNREACHABLE', `the daemon holds the state directory but its status endpoint ${host}:${listen.port} did not answer: ${errorMessage(cause)}`, { cause });
   }
-  const body = (await res.json().catch(() => null)) as { outcome?: SyncOutcome; code?: string; message?: string } | null;
-  if (res.status === 200 && body?.outcome) return body.outcome;
+  const body = (await res.json().catch(() => null)) as { outcome?: unknown; code?: string; message?: string } | null;
+  if (res.status === 200 && body?.outcome) return { outcome: body.outcome };
   // The daemon's own code (NOT_IN_HISTORY, EXPIRED, ...) is passed through as is.
   if (body?.code) throw Object.assign(new Error(body.message ?? 'refused'), { code: body.code });
-  throw new AgentError('DAEMON_UNREACHABLE', `the daemon answered ${res.status} to the rollback`);
+  throw new AgentError('DAEMON_UNREACHABLE', `the daemon answered ${res.status} to ${path}`);
 }
 
 export function buildProgram(): Command {
@@ -169,8 +188,10 @@ export function buildProgram(): Command {
     .command('rollback')
     .description('go back to a verified snapshot from history (audited; pinned until the network publishes a newer sequence)')
     .requiredOption('-c, --config <file>', 'configuration file')
-    .option('--to <digest>', 'the digest to go back to (default: the previously applied one)')
+    .option('--to <digest>', 'the digest to go back to, sha256:<64 hex> (default: the previously applied one)')
     .action(async (opts: { config: string; to?: string }) => {
+      // Checked before anything else: the digest names a file in the state directory.
+      if (opts.to !== undefined) checkConfigDigest(opts.to, '--to');
       const config = await loadConfig(opts.config);
       let lock: Awaited<ReturnType<typeof acquireLock>>;
       try {
@@ -193,6 +214,31 @@ export function buildProgram(): Command {
       } finally {
         await lock.release();
       }
+    });
+
+  program
+    .command('unpin')
+    .description("lift the pin of an operator's rollback (audited); the next sync follows the network again")
+    .requiredOption('-c, --config <file>', 'configuration file')
+    .action(async (opts: { config: string }) => {
+      const config = await loadConfig(opts.config);
+      let lock: Awaited<ReturnType<typeof acquireLock>>;
+      let outcome: UnpinOutcome;
+      try {
+        lock = await acquireLock(config.state_dir);
+      } catch (error) {
+        if (errorCode(error) !== 'LOCKED') throw error;
+        outcome = await unpinThroughDaemon(config, error);
+        process.stdout.write(outcome.unpinned ? `unpinned by the running daemon: ${outcome.digest} (was pinned until a sequence above ${outcome.untilAbove})\n` : 'not pinned\n');
+        return;
+      }
+      try {
+        const { parts } = await oneShot(config);
+        outcome = await parts.engine.unpin();
+      } finally {
+        await lock.release();
+      }
+      process.stdout.write(outcome.unpinned ? `unpinned ${outcome.digest} (was pinned until a sequence above ${outcome.untilAbove})\n` : 'not pinned\n');
     });
 
   program
@@ -224,7 +270,15 @@ export function buildProgram(): Command {
     .action(async (opts: { config: string }) => {
       const config = await loadConfig(opts.config);
       const path = statePaths(config.state_dir).audit;
-      const result = await verifyAuditFile(path);
+      // state.json anchors the head: without it, a log cut at the end or rewritten whole still chains.
+      const anchor = await new StateStore(config.state_dir)
+        .read()
+        .then((state) => state.audit_head)
+        .catch((error: unknown) => {
+          process.stderr.write(`warning: ${errorCode(error)}: ${errorMessage(error)}; checking the chain without its anchor\n`);
+          return null;
+        });
+      const result = await verifyAuditFile(path, anchor);
       if (!result.ok) {
         throw new ExitError(1, `AUDIT_BROKEN: ${path} line ${result.line}${result.seq === null ? '' : ` (seq ${result.seq})`}: ${result.reason}`);
       }

@@ -1,5 +1,5 @@
 import type { AgentParts } from './agent.js';
-import { errorCode, errorMessage } from './errors.js';
+import { errorCode, errorMessage, escapeControl } from './errors.js';
 import type { ApplierPort, ObservedNode, RuntimeNotifier } from './ports.js';
 import { AGENT_VERSION } from './version.js';
 
@@ -91,7 +91,8 @@ export function renderStatus(report: StatusReport): string {
   return rows
     .map(([k, v]) => {
       const [first, ...rest] = v.split('\n');
-      return [`${k.padEnd(width)}  ${first}`, ...rest.map((line) => `${' '.repeat(width)}  ${line}`)].join('\n');
+      // Values quote what the network sent (error messages, image names): escaped line by line.
+      return [`${k.padEnd(width)}  ${escapeControl(first ?? '')}`, ...rest.map((line) => `${' '.repeat(width)}  ${escapeControl(line)}`)].join('\n');
     })
     .join('\n');
 }
