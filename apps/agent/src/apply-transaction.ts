@@ -176,7 +176,7 @@ export class ApplyTransaction {
     const { audit, notifier, applier } = this.deps;
     let result: NotifyResult;
     try {
-      result = await notifier.notify(applier.environment(target));
+      result = await notifier.notify(await applier.environment(target));
     } catch (error) {
       result = { outcome: 'nack', acks: [], code: errorCode(error), message: errorMessage(error) };
     }

@@ -89,7 +89,7 @@ export class FakeApplier implements ApplierPort {
     return { ok: true, durationMs: 1, steps: plan.steps.length };
   }
 
-  environment(target: ApplyTarget): RuntimeEnvironment {
+  async environment(target: ApplyTarget): Promise<RuntimeEnvironment> {
     return {
       digest: target.digest,
       sequence: target.snapshot.sequence,
@@ -103,7 +103,7 @@ export class FakeApplier implements ApplierPort {
     return { containers: [], models: [], flags: null };
   }
 
-  flags(target: ApplyTarget) {
+  async flags(target: ApplyTarget) {
     return { mode: target.snapshot.participation.mode, subclouds: [] };
   }
 }

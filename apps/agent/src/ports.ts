@@ -61,10 +61,10 @@ export interface ObservedNode {
 export interface ApplierPort {
   plan(target: ApplyTarget, previous: ApplyTarget | null): Promise<PlanResult>;
   execute(plan: PlannedApply, options: { signal?: AbortSignal; onProgress?: (event: ProgressInfo) => void }): Promise<ExecuteResult>;
-  environment(target: ApplyTarget): RuntimeEnvironment;
+  environment(target: ApplyTarget): Promise<RuntimeEnvironment>;
   observe(): Promise<ObservedNode>;
   /** The participation flags this node would get from a snapshot (for status and heartbeats). */
-  flags(target: ApplyTarget): { mode: string; subclouds: readonly string[] };
+  flags(target: ApplyTarget): Promise<{ mode: string; subclouds: readonly string[] }>;
 }
 
 /** What the runtime is told after an apply (the runtime bridge protocol's environment). */

@@ -53,7 +53,7 @@ export async function collectStatus(parts: AgentParts, applier: ApplierPort, not
       .map(([digest, f]) => ({ digest, code: f.code, attempts: f.attempts })),
     containers: observed ? [...observed.containers] : null,
     models: observed ? [...observed.models] : (applied?.snapshot.models.map((m) => ({ name: m.name, version: m.version })) ?? []),
-    flags: observed?.flags ?? (applied ? applier.flags(applied) : null),
+    flags: observed?.flags ?? (applied ? await applier.flags(applied).catch(() => null) : null),
     engine,
     runtime: { last: state.runtime, connected: notifier ? [...notifier.connected()] : [] },
     pending_update: {
