@@ -25,7 +25,7 @@ class ExitError extends Error {
 }
 
 /** One-shot commands log only warnings, to stderr, so their stdout stays readable. */
-async function oneShot(config: AgentConfig) {
+async function oneShot(config: AgentConfig, access: { readOnly?: boolean } = {}) {
   const logger = createLogger({ ...config, log_level: config.log_level === 'info' || config.log_level === 'warn' ? 'error' : config.log_level }, 2);
   const applier = applierFor(config, logger);
   const progress = terminalProgress();
@@ -34,6 +34,7 @@ async function oneShot(config: AgentConfig) {
     notifier: noRuntimeNotifier('one-shot command: no runtime bridge is hosted'),
     logger,
     ...(progress ? { onProgress: progress } : {}),
+    ...(access.readOnly ? { readOnly: true } : {}),
   });
   return { parts, applier };
 }
@@ -155,7 +156,7 @@ export function buildProgram(): Command {
     .option('--json', 'print JSON')
     .action(async (opts: { config: string; json?: boolean }) => {
       const config = await loadConfig(opts.config);
-      const { parts, applier } = await oneShot(config);
+      const { parts, applier } = await oneShot(config, { readOnly: true });
       const report = await collectStatus(parts, applier);
       process.stdout.write(opts.json ? `${JSON.stringify(report, null, 2)}\n` : `${renderStatus(report)}\n`);
     });
@@ -167,7 +168,7 @@ export function buildProgram(): Command {
     .argument('[envelope]', 'a snapshot envelope file')
     .action(async (envelope: string | undefined, opts: { config: string }) => {
       const config = await loadConfig(opts.config);
-      const { parts } = await oneShot(config);
+      const { parts } = await oneShot(config, { readOnly: true });
       let bytes: Uint8Array;
       let expected: string | undefined;
       if (envelope !== undefined) {
@@ -248,8 +249,8 @@ export function buildProgram(): Command {
     .option('--json', 'print JSON')
     .action(async (opts: { config: string; json?: boolean }) => {
       const config = await loadConfig(opts.config);
-      const { parts } = await oneShot(config);
-      const state = await parts.store.read();
+      const { parts } = await oneShot(config, { readOnly: true });
+      const state = await parts.engine.readState();
       const rows = [...state.history].sort((a, b) => b.sequence - a.sequence);
       if (opts.json) {
         process.stdout.write(`${JSON.stringify(rows, null, 2)}\n`);

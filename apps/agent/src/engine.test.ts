@@ -26,7 +26,11 @@ let audit: MemoryAudit;
 let store: StateStore;
 
 function engine(overrides: { retryBudget?: number; nodeId?: string; trustRoots?: Uint8Array[]; clock?: () => Date; origin?: Origin; audit?: AuditLog } = {}) {
-  return new SyncEngine({
+  return new SyncEngine(engineDeps(overrides));
+}
+
+function engineDeps(overrides: { retryBudget?: number; nodeId?: string; trustRoots?: Uint8Array[]; clock?: () => Date; origin?: Origin; audit?: AuditLog } = {}) {
+  return {
     network: 'testnet',
     nodeId: overrides.nodeId ?? 'node-1',
     retryBudget: overrides.retryBudget ?? 3,
@@ -41,7 +45,7 @@ function engine(overrides: { retryBudget?: number; nodeId?: string; trustRoots?:
     clock: overrides.clock ?? (() => NOW),
     logger: silentLogger,
     metrics: noMetrics,
-  });
+  };
 }
 
 function publish(sequence: number, extra: Record<string, unknown> = {}, keys?: readonly SigningKey[]) {
@@ -550,6 +554,15 @@ describe('a check that finds nothing new', () => {
 });
 
 describe('a corrupt state.json', () => {
+  it('is reported, not rebuilt, by a process that does not hold the lock', async () => {
+    publish(1);
+    await engine().syncOnce();
+    await writeFile(store.paths.state, 'garbage');
+    const readOnly = new SyncEngine({ ...engineDeps(), repairCorruptState: false });
+    await expect(readOnly.readState()).rejects.toMatchObject({ code: 'STATE_CORRUPT' });
+    expect(await readFile(store.paths.state, 'utf8')).toBe('garbage');
+  });
+
   it('is rebuilt from the re-verified last-known-good and the audit chain, without lowering high_water', async () => {
     const log = new AuditLog(store.paths.audit, () => NOW);
     const first = publish(1);

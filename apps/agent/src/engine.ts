@@ -67,6 +67,8 @@ export interface EngineDeps {
   readonly onProgress?: (event: ProgressInfo) => void;
   /** How long a remembered ETag is sent before latest.json is fetched in full again; default 10 minutes. */
   readonly etagMaxAgeMs?: number;
+  /** Rebuild a corrupt state.json (default); false for a process that does not hold the lock, which then gets STATE_CORRUPT. */
+  readonly repairCorruptState?: boolean;
 }
 
 /**
@@ -83,7 +85,7 @@ export class SyncEngine {
   private latestFetchedAt: number | null = null;
 
   constructor(private readonly deps: EngineDeps) {
-    this.state = new StateKeeper(deps.store, deps.audit, (cause) => this.rebuildState(cause));
+    this.state = new StateKeeper(deps.store, deps.audit, (cause) => (deps.repairCorruptState === false ? Promise.reject(cause) : this.rebuildState(cause)));
     this.trust = new TrustStore({
       provisioned: deps.trustRoots,
       cachedRoots: () => deps.store.cachedRoots(),

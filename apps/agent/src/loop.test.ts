@@ -234,4 +234,21 @@ describe('Daemon', () => {
     expect(timers.delays()).toContain(60_000);
     await fragile.stop();
   });
+
+  it("lifts an operator's pin through the daemon and polls at once", async () => {
+    const first = publish(1);
+    await daemon.start();
+    await daemon.tickNow();
+    await daemon.idle();
+    const second = publish(2);
+    await daemon.tickNow();
+    await daemon.idle();
+    await daemon.rollback(first);
+    expect((await store.read()).pinned).toMatchObject({ digest: first });
+    expect(await daemon.unpin()).toEqual({ unpinned: true, digest: first, untilAbove: 2 });
+    expect(audit.types()).toContain('unpin');
+    expect(timers.fire(0)).toBeGreaterThan(0);
+    await daemon.idle();
+    expect((await store.read()).applied?.digest).toBe(second);
+  });
 });

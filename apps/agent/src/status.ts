@@ -1,6 +1,7 @@
 import type { AgentParts } from './agent.js';
 import { errorCode, errorMessage, escapeControl } from './errors.js';
 import type { ApplierPort, ObservedNode, RuntimeNotifier } from './ports.js';
+import { emptyState } from './state.js';
 import { AGENT_VERSION } from './version.js';
 
 /** Everything `status` shows, as JSON (`status --json`, GET /status). */
@@ -26,10 +27,14 @@ export interface StatusReport {
 
 /** Reads the state directory, the applied snapshot and (when reachable) the container engine. */
 export async function collectStatus(parts: AgentParts, applier: ApplierPort, notifier?: RuntimeNotifier): Promise<StatusReport> {
-  // Through the engine: a corrupt state.json is rebuilt (and reported as STATE_CORRUPT), not a 500.
-  const state = await parts.engine.readState();
+  // Through the engine: a corrupt state.json is rebuilt by the lock holder (and reported as
+  // STATE_CORRUPT); a read-only reader reports it as found.
+  const state = await parts.engine.readState().catch((error: unknown) => {
+    if (errorCode(error) !== 'STATE_CORRUPT') throw error;
+    return { ...emptyState(), last_error: { code: 'STATE_CORRUPT', message: errorMessage(error), at: new Date().toISOString() } };
+  });
   const journal = await parts.store.readJournal();
-  const applied = await parts.engine.appliedTarget();
+  const applied = state.applied === null ? null : await parts.engine.appliedTarget().catch(() => null);
   let observed: ObservedNode | null = null;
   let engine = 'ok';
   try {
