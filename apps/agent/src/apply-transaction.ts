@@ -65,6 +65,7 @@ export class ApplyTransaction {
         await audit.append('apply-cancelled', { digest: ref.digest, code: failure.code, rolled_back: failure.rolledBack });
         if (!failure.rolledBack) await this.restore(lastKnownGood, 'cancelled');
         await store.clearJournal();
+        await state.anchor();
         return { result: 'cancelled', digest: ref.digest };
       }
       await audit.append('apply-failed', { digest: ref.digest, sequence: ref.sequence, code: failure.code, message: failure.message, rolled_back: failure.rolledBack });

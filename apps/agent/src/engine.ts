@@ -123,7 +123,11 @@ export class SyncEngine {
     const { store, audit } = this.deps;
     await this.repairLastKnownGood();
     const journal = await store.readJournal();
-    if (journal === null) return null;
+    if (journal === null) {
+      // Entries written since the last change (the daemon's `start`) are anchored now.
+      await this.state.anchor();
+      return null;
+    }
     const state = await this.state.read();
     if (state.applied?.digest === journal.to.digest) {
       await store.clearJournal();
@@ -213,9 +217,9 @@ export class SyncEngine {
       const code = errorCode(error);
       const message = errorMessage(error);
       this.state.noteCheck(checkedAt, false);
-      await this.state.update((s) => noteError(s, { code, message, at: checkedAt }));
+      // Audited first, so the one write of the state anchors the entry too.
       await audit.append('fetch', { what: 'latest', ok: false, code, message });
-      await this.state.anchor();
+      await this.state.update((s) => noteError(s, { code, message, at: checkedAt }));
       return { outcome: { result: 'failed', code, message } };
     }
     this.state.noteCheck(checkedAt, true);
@@ -266,7 +270,6 @@ export class SyncEngine {
       if (isRetryable(error)) {
         await audit.append('fetch', { what: 'snapshot', digest: hint.digest, ok: false, code, message });
         await this.state.update((s) => noteError(s, { code, message, at, digest: hint.digest }));
-        await this.state.anchor();
         return this.done({ result: 'failed', code, message, digest: hint.digest });
       }
       await audit.append('refused', { digest: hint.digest, sequence: hint.sequence, code, message });
@@ -277,16 +280,14 @@ export class SyncEngine {
 
     const ref = { digest: verified.digest, sequence: verified.snapshot.sequence };
     await store.putEnvelope(verified.digest, bytes);
-    const state = await this.state.update((s) => markVerified(s, ref, at));
     await audit.append('verified', { digest: ref.digest, sequence: ref.sequence, signers: verified.signers });
-    await this.state.anchor();
+    const state = await this.state.update((s) => markVerified(s, ref, at));
 
     if (inProgress && ref.sequence <= inProgress.sequence) return this.done({ result: 'unchanged', digest: inProgress.digest });
     if (!passesPin(state, ref) && state.pinned !== null) return this.done({ result: 'pinned', digest: state.pinned.digest, latest: ref.digest });
     if (!isRolloutEligible(this.deps.nodeId, verified.digest, verified.snapshot)) {
       await audit.append('not-eligible', { digest: ref.digest, sequence: ref.sequence, percent: verified.snapshot.rollout?.percent ?? 100 });
       await this.state.update((s) => markNotEligible(s, ref.digest));
-      await this.state.anchor();
       return this.done({ result: 'not-eligible', digest: ref.digest });
     }
     return { kind: 'candidate', candidate: { verified, bytes } };
@@ -344,9 +345,8 @@ export class SyncEngine {
   async unpin(): Promise<UnpinOutcome> {
     const pinned = (await this.state.read()).pinned;
     if (pinned === null) return { unpinned: false };
-    await this.state.update(unpin);
     await this.deps.audit.append('unpin', { by: 'operator', digest: pinned.digest, until_above: pinned.until_above });
-    await this.state.anchor();
+    await this.state.update(unpin);
     return { unpinned: true, digest: pinned.digest, untilAbove: pinned.until_above };
   }
 

@@ -44,7 +44,7 @@ describe('TrustStore', () => {
     published.set(2, two.bytes).set(3, three.bytes);
     expect((await store().refresh()).root.version).toBe(3);
     expect([...kept.keys()]).toEqual([2, 3]);
-    expect(audit.entries.map((e) => [e.type, e['from'], e['to']])).toEqual([
+    expect(audit.entries.map(({ type, from, to }) => [type, from, to])).toEqual([
       ['root-rotated', 1, 2],
       ['root-rotated', 2, 3],
     ]);
