@@ -509,6 +509,14 @@ describe('rollback --to', () => {
     execFileSync('mkfifo', [store.paths.envelope(digest)]);
     await expect(e.rollback(digest)).rejects.toMatchObject({ code: 'NOT_IN_HISTORY', message: expect.stringContaining('not a regular file') });
   });
+
+  it('replaces a FIFO under the name of an envelope it verifies instead of hanging on it', async () => {
+    const digest = publish(1);
+    await mkdir(store.paths.envelopes, { recursive: true });
+    execFileSync('mkfifo', [store.paths.envelope(digest)]);
+    expect(await engine().syncOnce()).toEqual({ result: 'applied', digest, sequence: 1 });
+    expect((await stat(store.paths.envelope(digest))).isFile()).toBe(true);
+  });
 });
 
 describe('text from the network', () => {

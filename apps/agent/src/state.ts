@@ -1,5 +1,5 @@
 import { constants } from 'node:fs';
-import { mkdir, open, readFile, readdir, rename, rm, stat, unlink } from 'node:fs/promises';
+import { mkdir, open, readdir, rename, rm, stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 
 import { fsyncDirectory, writeFileAtomic } from '@resultity/snapshot/origin';
@@ -172,7 +172,10 @@ export class StateStore {
   /** Keeps a verified envelope; only envelopes that passed verification are ever stored here. */
   async putEnvelope(d: string, bytes: Uint8Array): Promise<void> {
     const path = this.paths.envelope(d);
-    if ((await readOptional(path)) !== null) return;
+    const existing = await stat(path).catch(() => null);
+    if (existing?.isFile()) return;
+    // Anything else under an envelope's name (a FIFO, a directory) was not written by the Agent.
+    if (existing) await rm(path, { recursive: true, force: true });
     await writeFileAtomic(path, bytes, 0o600);
   }
 
@@ -318,13 +321,10 @@ export async function readRegularFile(path: string, maxBytes: number, code: 'STA
   }
 }
 
+/** A small file of the state directory (journal, lock) as text, or null when absent; never blocks on a FIFO. */
 export async function readOptional(path: string): Promise<string | null> {
-  try {
-    return await readFile(path, 'utf8');
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return null;
-    throw error;
-  }
+  const bytes = await readRegularFile(path, 1024 * 1024, 'STATE_CORRUPT');
+  return bytes === null ? null : Buffer.from(bytes).toString('utf8');
 }
 
 export async function exists(path: string): Promise<boolean> {
