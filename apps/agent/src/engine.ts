@@ -1,24 +1,16 @@
-import {
-  type Snapshot,
-  type VerifiedSnapshot,
-  configDigest,
-  envelopePayload,
-  isRolloutEligible,
-  parseCanonical,
-  parseEnvelope,
-  parseSnapshotValue,
-  verifySnapshot,
-} from '@resultity/snapshot';
+import { type VerifiedSnapshot, isRolloutEligible, verifySnapshot } from '@resultity/snapshot';
 
 import { type ApplyOptions, ApplyTransaction } from './apply-transaction.js';
-import { type AuditSink, readVerifiedAuditEntries } from './audit.js';
+import type { AuditSink } from './audit.js';
 import { decide } from './decide.js';
 import { checkConfigDigest } from './digest.js';
 import { AgentError, errorCode, errorMessage, isRetryable } from './errors.js';
 import type { Origin } from './origin-client.js';
 import type { ApplierPort, ApplyTarget, Logger, MetricsSink, ProgressInfo, RuntimeNotifier } from './ports.js';
-import { type AgentState, type SnapshotRef, type StateStore, emptyState } from './state.js';
+import type { AgentState, SnapshotRef, StateStore } from './state.js';
 import { StateKeeper } from './state-keeper.js';
+import { rebuildState } from './state-rebuild.js';
+import { readStored } from './stored-envelope.js';
 import { forgetEtag, markNotEligible, markVerified, noteError, noteLatest, passesPin, unpin } from './transitions.js';
 import { TrustStore } from './trust-store.js';
 
@@ -85,7 +77,11 @@ export class SyncEngine {
   private latestFetchedAt: number | null = null;
 
   constructor(private readonly deps: EngineDeps) {
-    this.state = new StateKeeper(deps.store, deps.audit, (cause) => (deps.repairCorruptState === false ? Promise.reject(cause) : this.rebuildState(cause)));
+    this.state = new StateKeeper(deps.store, deps.audit, (cause) =>
+      deps.repairCorruptState === false
+        ? Promise.reject(cause)
+        : rebuildState(cause, { ...deps, trust: this.trust, now: () => this.now() }),
+    );
     this.trust = new TrustStore({
       provisioned: deps.trustRoots,
       cachedRoots: () => deps.store.cachedRoots(),
@@ -399,68 +395,6 @@ export class SyncEngine {
   }
 
   /**
-   * state.json did not parse. What runs is left alone; the state is made again from what can
-   * be verified: the last-known-good envelope (re-verified against the trust root) is what is
-   * applied, and the rollback floor is the highest of it and every applied entry of the audit
-   * chain up to its first broken link, so the floor never goes down because a file broke.
-   */
-  private async rebuildState(cause: unknown): Promise<AgentState> {
-    const { store, audit, logger } = this.deps;
-    const aside = await store.quarantine(this.deps.clock());
-    const at = this.now();
-    let applied: SnapshotRef | null = null;
-    const lkg = await store.getLastKnownGood().catch(() => null);
-    if (lkg !== null) {
-      const verified = await this.verifyStored(lkg);
-      if (verified !== null) applied = { digest: verified.digest, sequence: verified.snapshot.sequence };
-    }
-    let highWater = applied;
-    for (const entry of await readVerifiedAuditEntries(store.paths.audit)) {
-      const { digest, sequence } = entry as { digest?: unknown; sequence?: unknown };
-      if (entry.type !== 'applied' || typeof digest !== 'string' || typeof sequence !== 'number') continue;
-      if (highWater === null || sequence > highWater.sequence) highWater = { digest, sequence };
-    }
-    const message = `state.json did not parse (${errorMessage(cause)}); moved to ${aside} and rebuilt from the last-known-good and the audit log`;
-    let state: AgentState = {
-      ...emptyState(),
-      applied,
-      high_water: highWater,
-      history: applied ? [{ ...applied, verified_at: at, applied_at: at }] : [],
-      last_error: { code: 'STATE_CORRUPT', message, at },
-    };
-    // Running below the floor means an operator rolled back: stay there, as the pin said.
-    if (applied !== null && highWater !== null && applied.sequence < highWater.sequence) {
-      state = { ...state, pinned: { ...applied, until_above: highWater.sequence, at } };
-    }
-    await audit.append('repair', { what: 'state.json', code: 'STATE_CORRUPT', moved_to: aside, applied: applied?.digest ?? null, high_water: highWater?.sequence ?? null });
-    state = { ...state, audit_head: audit.head() };
-    await store.write(state);
-    logger.error({ code: 'STATE_CORRUPT', err: message }, 'state.json was corrupt; rebuilt from what could be verified');
-    return state;
-  }
-
-  /** Verifies a stored envelope's signatures against the trusted root; expiry does not matter for what already runs. */
-  private async verifyStored(bytes: Uint8Array): Promise<VerifiedSnapshot | null> {
-    const stored = readStored(bytes);
-    if (stored === null) return null;
-    try {
-      const root = await this.trust.current();
-      const expires = Date.parse(stored.snapshot.expires_at);
-      const now = this.deps.clock();
-      return await verifySnapshot({
-        envelope: bytes,
-        root,
-        network: this.deps.network,
-        applied: null,
-        now: expires <= now.getTime() ? new Date(expires - 1) : now,
-        maxBytes: this.deps.maxSnapshotBytes,
-      });
-    } catch {
-      return null;
-    }
-  }
-
-  /**
    * `updates.agent` is detected, audited and shown in status (self-update is not done here);
    * `updates.runtime` is applied like any container change, so it is audited with whether a
    * container of the snapshot runs exactly that image.
@@ -516,15 +450,4 @@ function previousApplied(state: AgentState): string | undefined {
   return state.history
     .filter((h) => h.applied_at !== null && h.digest !== state.applied?.digest)
     .sort((a, b) => (b.applied_at ?? '').localeCompare(a.applied_at ?? '') || b.sequence - a.sequence)[0]?.digest;
-}
-
-/** Reads an envelope the Agent verified and stored itself; the state directory is trusted for what it names. */
-function readStored(bytes: Uint8Array): VerifiedSnapshot | null {
-  try {
-    const payload = envelopePayload(parseEnvelope(bytes, Number.MAX_SAFE_INTEGER));
-    const snapshot: Snapshot = parseSnapshotValue(parseCanonical(payload, 'stored snapshot'));
-    return { snapshot, digest: configDigest(payload), payload, signers: [] };
-  } catch {
-    return null;
-  }
 }
