@@ -2,7 +2,8 @@
 // Sync cycle costs of the Agent on loopback, with the real origin client, verifier, state
 // directory (fsync'd writes) and applier (Docker listing; no containers or models to move).
 //
-//   no-change : one check that gets 304 from the dev origin (GET latest.json, state write)
+//   no-change : one check that gets 304 from the dev origin (GET latest.json; nothing is
+//               written: the time of the check stays in memory); wall time and CPU time
 //   new       : one full sync of a newly published snapshot: latest, fetch, verify, plan,
 //               journal, execute, record, audit (about 10 fsync'd appends and writes)
 //   verify    : verifySnapshot alone on a large snapshot (200 models, 50 containers)
@@ -17,10 +18,24 @@ import { parseArgs } from 'node:util';
 const here = new URL('.', import.meta.url);
 const agent = await import(new URL('../../apps/agent/dist/index.js', here).href);
 const snapshot = await import(new URL('../../packages/snapshot/dist/index.js', here).href);
-const origin = await import(new URL('../../packages/snapshot/dist/origin/index.js', here).href);
 
 const { values } = parseArgs({ options: { rounds: { type: 'string', default: '200' } } });
 const rounds = Number(values.rounds);
+
+/** The dev origin in a child process; resolves with its URL once it listens. */
+async function startOriginProcess(dir) {
+  const { spawn } = await import('node:child_process');
+  const code = `const o = await import(${JSON.stringify(new URL('../../packages/snapshot/dist/origin/index.js', here).href)});
+    const s = await o.startOriginServer({ dir: ${JSON.stringify(dir)} });
+    process.stdout.write(s.url + '\\n');
+    process.on('SIGTERM', () => s.close().then(() => process.exit(0)));`;
+  const child = spawn(process.execPath, ['--input-type=module', '-e', code], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const url = await new Promise((resolve, reject) => {
+    child.stdout.once('data', (d) => resolve(String(d).trim()));
+    child.once('exit', (c) => reject(new Error(`origin exited with ${c}`)));
+  });
+  return { url, close: () => new Promise((resolve) => { child.once('exit', resolve); child.kill('SIGTERM'); }) };
+}
 
 function stats(samples) {
   const sorted = [...samples].sort((a, b) => a - b);
@@ -32,7 +47,8 @@ const work = await mkdtemp(join(tmpdir(), 'agent-bench-'));
 try {
   const net = await agent.createDevNetwork(join(work, 'net'), 'benchnet');
   await (await import('node:fs/promises')).mkdir(net.originDir, { recursive: true });
-  const server = await origin.startOriginServer({ dir: net.originDir });
+  // The origin runs in a process of its own, so the CPU time measured below is the Agent's alone.
+  const server = await startOriginProcess(net.originDir);
   const config = agent.parseConfig(
     { network: 'benchnet', origin: server.url, node_id: 'bench-node', trust_root: [net.rootFile], state_dir: join(work, 'state'), bridge: { enabled: false }, status: { listen: null }, log_level: 'silent' },
     work,
@@ -51,13 +67,24 @@ try {
     if (outcome.result !== 'applied') throw new Error(`expected applied, got ${JSON.stringify(outcome)}`);
   }
 
+  const { stat } = await import('node:fs/promises');
+  const identity = async () => {
+    const s = await stat(join(work, 'state', 'state.json'), { bigint: true });
+    return `${s.ino}:${s.mtimeNs}`;
+  };
+  const before = await identity();
   const noChange = [];
+  const noChangeCpu = [];
   for (let i = 0; i < rounds; i++) {
     const t = performance.now();
+    const cpu = process.cpuUsage();
     const outcome = await parts.engine.syncOnce();
+    const used = process.cpuUsage(cpu);
     noChange.push(performance.now() - t);
+    noChangeCpu.push((used.user + used.system) / 1000);
     if (outcome.result !== 'unchanged') throw new Error(`expected unchanged, got ${outcome.result}`);
   }
+  const stateWrites = (await identity()) === before ? 0 : 'state.json was rewritten';
 
   await server.close();
 
@@ -76,6 +103,8 @@ try {
   const result = {
     node: process.version,
     'no-change (ms)': stats(noChange),
+    'no-change CPU of the Agent (ms)': stats(noChangeCpu),
+    'no-change state.json writes': stateWrites,
     'new snapshot applied (ms)': stats(newSamples),
     [`verify ${large.bytes.byteLength} B envelope (ms)`]: stats(verify),
   };

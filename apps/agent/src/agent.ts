@@ -34,6 +34,11 @@ export interface BuildOptions {
   readonly clock?: () => Date;
   readonly onProgress?: (event: ProgressInfo) => void;
   readonly origin?: Origin;
+  /**
+   * For commands that do not hold the state directory's lock (status, plan, history): a
+   * corrupt state.json is reported, never rebuilt, since the lock holder may be rebuilding it.
+   */
+  readonly readOnly?: boolean;
 }
 
 /** The default pino logger: JSON lines, one field set per Agent. */
@@ -92,6 +97,7 @@ export async function buildAgent(config: AgentConfig, options: BuildOptions): Pr
     logger,
     metrics: metrics.sink,
     ...(options.onProgress ? { onProgress: options.onProgress } : {}),
+    ...(options.readOnly ? { repairCorruptState: false } : {}),
   });
   const timers = async () => timersFrom((await engine.appliedTarget())?.snapshot ?? null, config.timers);
   return { config, logger, store, audit, origin, engine, metrics, timers };

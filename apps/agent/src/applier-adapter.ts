@@ -1,25 +1,23 @@
 import { join } from 'node:path';
 
-import {
-  type ApplierPolicy,
-  type ApplierPorts,
-  type ContainerEngine,
-  type HttpDownloaderOptions,
-  type NodeProfile,
-  type Step,
-  createDefaultPorts,
-  describeStep,
-  desiredStateFrom,
-  evaluateParticipation,
-  execute,
-  modelPath,
-  plan,
-  readCurrentState,
-} from '@resultity/applier';
+import type { ApplierPolicy, ApplierPorts, ContainerEngine, HttpDownloaderOptions, NodeProfile, Step } from '@resultity/applier';
 import { environmentFromSnapshot } from '@resultity/bridge-protocol';
 
-import { AgentError } from './errors.js';
-import type { ApplierPort, ObservedNode } from './ports.js';
+import { AgentError, errorCode, errorMessage, isRetryable } from './errors.js';
+import type { ApplierPort, ApplyFailure, ObservedNode } from './ports.js';
+
+type ApplierModule = typeof import('@resultity/applier');
+
+/** The applier's error as a typed failure: ApplyError says itself whether it restored the previous state. */
+export function applyFailureFrom(error: unknown, applyError: ApplierModule['ApplyError'], signal?: AbortSignal): ApplyFailure {
+  return {
+    code: errorCode(error),
+    message: errorMessage(error),
+    retryable: isRetryable(error),
+    rolledBack: error instanceof applyError ? error.rolledBack : false,
+    cancelled: signal?.aborted === true,
+  };
+}
 
 /** What the applier adapter needs from the configuration: where models live, the engine, the policy and profile. */
 export interface ApplierAdapterOptions {
@@ -72,7 +70,11 @@ export function optionalEngine(engine: ContainerEngine, onUnavailable?: (error: 
   };
 }
 
-/** The Agent's ApplierPort on @resultity/applier: plan from reality, execute with rollback. */
+/**
+ * The Agent's ApplierPort on @resultity/applier: plan from reality, execute with rollback.
+ * The applier (and the Docker client under it, tens of megabytes) is loaded on first use: a
+ * node that only polls and finds nothing new never needs it.
+ */
 export function createApplierPort(options: ApplierAdapterOptions & { onEngineUnavailable?: (error: unknown) => void }): ApplierPort {
   const policy: ApplierPolicy = {
     allowedRegistries: [...options.allowedRegistries],
@@ -87,57 +89,76 @@ export function createApplierPort(options: ApplierAdapterOptions & { onEngineUna
           ...(options.containers.memory_mb === undefined ? {} : { memoryMb: options.containers.memory_mb }),
         }),
   };
-  const base =
-    options.ports ??
-    createDefaultPorts({
-      stateDir: options.stateDir,
-      dockerSocketPath: options.dockerSocketPath,
-      policy,
-      requestTimeoutMs: options.requestTimeoutMs,
-      ...(options.downloads === undefined ? {} : { downloads: options.downloads }),
-    });
-  const engine = optionalEngine(base.engine, options.onEngineUnavailable);
-  const ports: ApplierPorts = { ...base, engine };
   const profile = options.profile;
+  let loading: Promise<{ mod: ApplierModule; ports: ApplierPorts; engine: ReturnType<typeof optionalEngine> }> | null = null;
+  const load = () => {
+    loading ??= import('@resultity/applier').then((mod) => {
+      const base =
+        options.ports ??
+        mod.createDefaultPorts({
+          stateDir: options.stateDir,
+          dockerSocketPath: options.dockerSocketPath,
+          policy,
+          requestTimeoutMs: options.requestTimeoutMs,
+          ...(options.downloads === undefined ? {} : { downloads: options.downloads }),
+        });
+      const engine = optionalEngine(base.engine, options.onEngineUnavailable);
+      return { mod, ports: { ...base, engine }, engine };
+    });
+    return loading;
+  };
 
   return {
     async plan(target, previous) {
-      const current = await readCurrentState(ports, policy);
-      const desired = desiredStateFrom(target.snapshot, target.digest, profile);
-      const steps = plan(current, desired, {
-        policy,
-        ...(previous ? { retainModels: previous.snapshot.models } : {}),
-        ...(options.healthTimeoutMs === undefined ? {} : { healthTimeoutMs: options.healthTimeoutMs }),
-      });
-      return { target, steps, lines: steps.map(describeStep) };
+      const { mod, ports } = await load();
+      try {
+        const current = await mod.readCurrentState(ports, policy);
+        const desired = mod.desiredStateFrom(target.snapshot, target.digest, profile);
+        const steps = mod.plan(current, desired, {
+          policy,
+          ...(previous ? { retainModels: previous.snapshot.models } : {}),
+          ...(options.healthTimeoutMs === undefined ? {} : { healthTimeoutMs: options.healthTimeoutMs }),
+        });
+        return { ok: true, plan: { target, steps, lines: steps.map(mod.describeStep) } };
+      } catch (error) {
+        return { ok: false, failure: applyFailureFrom(error, mod.ApplyError) };
+      }
     },
 
     async execute(planned, { signal, onProgress }) {
-      const report = await execute(planned.steps as Step[], ports, {
-        policy,
-        ...(signal ? { signal } : {}),
-        ...(onProgress ? { onProgress } : {}),
-        ...(options.stableMs === undefined ? {} : { stableMs: options.stableMs }),
-      });
-      return { durationMs: report.durationMs, steps: report.steps };
+      const { mod, ports } = await load();
+      try {
+        const report = await mod.execute([...planned.steps] as Step[], ports, {
+          policy,
+          ...(signal ? { signal } : {}),
+          ...(onProgress ? { onProgress } : {}),
+          ...(options.stableMs === undefined ? {} : { stableMs: options.stableMs }),
+        });
+        return { ok: true, durationMs: report.durationMs, steps: report.steps };
+      } catch (error) {
+        return { ok: false, failure: applyFailureFrom(error, mod.ApplyError, signal) };
+      }
     },
 
-    environment(target) {
+    async environment(target) {
+      const { mod, ports } = await load();
       return environmentFromSnapshot(target.snapshot, target.digest, {
-        modelPath: (model) => modelPath(ports.models, model),
-        participation: { ...evaluateParticipation(target.snapshot.participation, profile) },
+        modelPath: (model) => mod.modelPath(ports.models, model),
+        participation: { ...mod.evaluateParticipation(target.snapshot.participation, profile) },
       });
     },
 
-    flags(target) {
-      return evaluateParticipation(target.snapshot.participation, profile);
+    async flags(target) {
+      const { mod } = await load();
+      return mod.evaluateParticipation(target.snapshot.participation, profile);
     },
 
     async observe(): Promise<ObservedNode> {
+      const { mod, ports, engine } = await load();
       if (!(await engine.available())) {
         throw new AgentError('ENGINE_UNAVAILABLE', `the container engine at ${options.dockerSocketPath} is not reachable`);
       }
-      const current = await readCurrentState(ports, policy);
+      const current = await mod.readCurrentState(ports, policy);
       return {
         containers: current.containers.map((c) => ({ name: c.name, image: c.definition ? `${c.definition.image}@${c.definition.digest}` : c.tag, state: c.state })),
         models: current.models.filter((m) => m.present).map((m) => ({ name: m.name, version: m.version })),

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { tempDir } from '@resultity/testkit';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 
-import { AuditLog, verifyAuditFile } from './audit.js';
+import { AuditLog, verifyAuditFile, verifyAuditText } from './audit.js';
 
 let dir: { path: string; cleanup: () => Promise<void> };
 let path: string;
@@ -50,5 +50,45 @@ describe('AuditLog', () => {
     const text = await readFile(path, 'utf8');
     expect(text).toContain('"type":"repair"');
     expect(await verifyAuditFile(path)).toMatchObject({ ok: true, entries: 3 });
+  });
+});
+
+describe('the anchored head', () => {
+  async function logOf(n: number) {
+    const log = new AuditLog(path);
+    for (let i = 0; i < n; i++) await log.append('fetch', { i });
+    return log;
+  }
+
+  it('detects entries cut from the end, which the chain alone cannot', async () => {
+    const log = await logOf(4);
+    const anchor = log.head();
+    expect(anchor).toMatchObject({ index: 3 });
+    const lines = (await readFile(path, 'utf8')).split('\n').filter((l) => l.length > 0);
+    const cut = `${lines.slice(0, 2).join('\n')}\n`;
+    expect(verifyAuditText(cut).ok).toBe(true);
+    expect(verifyAuditText(cut, anchor)).toMatchObject({ ok: false, reason: expect.stringContaining('cut from the end') });
+  });
+
+  it('detects a log rewritten whole with fresh hashes', async () => {
+    const anchor = (await logOf(3)).head();
+    const text = await readFile(path, 'utf8');
+    const other = join(dir.path, 'other.jsonl');
+    const forged = new AuditLog(other);
+    for (const line of text.split('\n').filter((l) => l.length > 0)) {
+      const { seq: _seq, time: _time, prev: _prev, type, ...data } = JSON.parse(line) as Record<string, unknown>;
+      await forged.append(type as 'fetch', { ...data, note: 'rewritten' });
+    }
+    const rewritten = await readFile(other, 'utf8');
+    expect(verifyAuditText(rewritten).ok).toBe(true);
+    expect(verifyAuditText(rewritten, anchor)).toMatchObject({ ok: false, line: 3, reason: expect.stringContaining('rewritten') });
+    expect(verifyAuditText(text, anchor).ok).toBe(true);
+  });
+
+  it('accepts entries appended after the anchor was written', async () => {
+    const log = await logOf(2);
+    const anchor = log.head();
+    await log.append('applied', {});
+    expect((await verifyAuditFile(path, anchor)).ok).toBe(true);
   });
 });

@@ -23,7 +23,8 @@ export type AuditType =
   | 'runtime-update'
   | 'budget-exhausted'
   | 'recover'
-  | 'root-rotated';
+  | 'root-rotated'
+  | 'unpin';
 
 /** One line of audit.jsonl. `prev` is the SHA-256 of the previous line's bytes (64 zeros for the first). */
 export interface AuditEntry {
@@ -40,9 +41,17 @@ function hashLine(line: string): string {
   return createHash('sha256').update(line, 'utf8').digest('hex');
 }
 
+/** The last entry of the log: its index (seq) and the SHA-256 of its line; state.json keeps it as an anchor. */
+export interface AuditHead {
+  readonly index: number;
+  readonly hash: string;
+}
+
 /** The audit sink the sync loop writes to; a fake may record entries in memory. */
 export interface AuditSink {
   append(type: AuditType, data: Record<string, unknown>): Promise<AuditEntry>;
+  /** The newest entry this process knows of, or null before the log was opened. */
+  head(): AuditHead | null;
 }
 
 /**
@@ -84,6 +93,10 @@ export class AuditLog implements AuditSink {
     if (torn > 0) await this.write('repair', { torn_bytes: torn, reason: 'a partial last line from an interrupted write was cut off' });
   }
 
+  head(): AuditHead | null {
+    return this.opened && this.nextSeq > 0 ? { index: this.nextSeq - 1, hash: this.lastHash } : null;
+  }
+
   append(type: AuditType, data: Record<string, unknown> = {}): Promise<AuditEntry> {
     const run = this.queue.then(async () => {
       await this.open();
@@ -114,8 +127,13 @@ export type AuditVerification =
   | { readonly ok: true; readonly entries: number; readonly head: string }
   | { readonly ok: false; readonly entries: number; readonly line: number; readonly seq: number | null; readonly reason: string };
 
-/** Checks every line parses, numbers follow on, and each `prev` is the hash of the line before. */
-export function verifyAuditText(text: string): AuditVerification {
+/**
+ * Checks every line parses, numbers follow on, and each `prev` is the hash of the line before.
+ * With `anchor` (the head state.json recorded), also that the entry it names is still there
+ * with the same hash: a chain alone cannot tell a log cut at the end, or rewritten whole with
+ * fresh hashes, from an honest one.
+ */
+export function verifyAuditText(text: string, anchor: AuditHead | null = null): AuditVerification {
   const lines = text.split('\n');
   if (lines.at(-1) === '') lines.pop();
   let prev = GENESIS;
@@ -128,18 +146,37 @@ export function verifyAuditText(text: string): AuditVerification {
     if (entry.prev !== prev) return fail(`prev is ${String(entry.prev)}, expected ${prev} (the hash of line ${i})`);
     if (typeof entry.type !== 'string' || typeof entry.time !== 'string') return fail('has no type or time');
     prev = hashLine(line);
+    if (anchor !== null && i === anchor.index && prev !== anchor.hash) {
+      return fail(`hash is ${prev}, but state.json anchors entry ${anchor.index} at ${anchor.hash}: the log was rewritten`);
+    }
+  }
+  if (anchor !== null && lines.length <= anchor.index) {
+    return {
+      ok: false,
+      entries: lines.length,
+      line: lines.length + 1,
+      seq: null,
+      reason: `the log ends at ${lines.length} entries, but state.json anchors entry ${anchor.index}: entries were cut from the end`,
+    };
   }
   return { ok: true, entries: lines.length, head: prev };
 }
 
-export async function verifyAuditFile(path: string): Promise<AuditVerification> {
+export async function verifyAuditFile(path: string, anchor: AuditHead | null = null): Promise<AuditVerification> {
   let text = '';
   try {
     text = await readFile(path, 'utf8');
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
   }
-  return verifyAuditText(text);
+  return verifyAuditText(text, anchor);
+}
+
+/** The entries of the log up to the first one that breaks the chain: what recovery may trust. */
+export async function readVerifiedAuditEntries(path: string): Promise<AuditEntry[]> {
+  const entries = await readAuditEntries(path);
+  const result = verifyAuditText(await readFile(path, 'utf8').catch(() => ''));
+  return result.ok ? entries : entries.slice(0, result.line - 1);
 }
 
 export async function readAuditEntries(path: string): Promise<AuditEntry[]> {

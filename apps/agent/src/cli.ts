@@ -9,25 +9,26 @@ import { Command, CommanderError } from 'commander';
 import { buildAgent, createLogger } from './agent.js';
 import { verifyAuditFile } from './audit.js';
 import { type AgentConfig, loadConfig, parseListen } from './config.js';
-import { type SyncOutcome, outcomeCode } from './engine.js';
-import { AgentError, errorCode, errorMessage } from './errors.js';
+import { checkConfigDigest } from './digest.js';
+import { type SyncOutcome, type UnpinOutcome, outcomeCode } from './engine.js';
+import { AgentError, errorCode, errorMessage, escapeControl } from './errors.js';
 import { applierFor, startAgent } from './main.js';
 import { noRuntimeNotifier } from './ports.js';
 import { terminalProgress } from './progress.js';
 import { acquireLock } from './lock.js';
-import { statePaths } from './state.js';
+import { StateStore, statePaths } from './state.js';
 import { collectStatus, renderStatus } from './status.js';
 import { AGENT_VERSION } from './version.js';
 
 /** Exit codes: 0 converged or nothing new, 1 refused or failed, 2 bad usage or configuration. */
 class ExitError extends Error {
   constructor(readonly exitCode: number, message: string) {
-    super(message);
+    super(escapeControl(message));
   }
 }
 
 /** One-shot commands log only warnings, to stderr, so their stdout stays readable. */
-async function oneShot(config: AgentConfig) {
+async function oneShot(config: AgentConfig, access: { readOnly?: boolean } = {}) {
   const logger = createLogger({ ...config, log_level: config.log_level === 'info' || config.log_level === 'warn' ? 'error' : config.log_level }, 2);
   const applier = applierFor(config, logger);
   const progress = terminalProgress();
@@ -36,11 +37,18 @@ async function oneShot(config: AgentConfig) {
     notifier: noRuntimeNotifier('one-shot command: no runtime bridge is hosted'),
     logger,
     ...(progress ? { onProgress: progress } : {}),
+    ...(access.readOnly ? { readOnly: true } : {}),
   });
   return { parts, applier };
 }
 
+/** What a sync outcome says to a person; messages quote the network, so they are escaped. */
 function describeOutcome(outcome: SyncOutcome): { ok: boolean; line: string } {
+  const described = describeOutcomeRaw(outcome);
+  return { ok: described.ok, line: escapeControl(described.line) };
+}
+
+function describeOutcomeRaw(outcome: SyncOutcome): { ok: boolean; line: string } {
   switch (outcome.result) {
     case 'applied':
       return { ok: true, line: `applied ${outcome.digest} (sequence ${outcome.sequence})` };
@@ -167,7 +175,7 @@ export function buildProgram(): Command {
     .option('--json', 'print JSON')
     .action(async (opts: { config: string; json?: boolean }) => {
       const config = await loadConfig(opts.config);
-      const { parts, applier } = await oneShot(config);
+      const { parts, applier } = await oneShot(config, { readOnly: true });
       const report = await collectStatus(parts, applier);
       process.stdout.write(opts.json ? `${JSON.stringify(report, null, 2)}\n` : `${renderStatus(report)}\n`);
     });
@@ -179,7 +187,7 @@ export function buildProgram(): Command {
     .argument('[envelope]', 'a snapshot envelope file')
     .action(async (envelope: string | undefined, opts: { config: string }) => {
       const config = await loadConfig(opts.config);
-      const { parts } = await oneShot(config);
+      const { parts } = await oneShot(config, { readOnly: true });
       let bytes: Uint8Array;
       let expected: string | undefined;
       if (envelope !== undefined) {
@@ -200,8 +208,10 @@ export function buildProgram(): Command {
     .command('rollback')
     .description('go back to a verified snapshot from history (audited; pinned until the network publishes a newer sequence)')
     .requiredOption('-c, --config <file>', 'configuration file')
-    .option('--to <digest>', 'the digest to go back to (default: the previously applied one)')
+    .option('--to <digest>', 'the digest to go back to, sha256:<64 hex> (default: the previously applied one)')
     .action(async (opts: { config: string; to?: string }) => {
+      // Checked before anything else: the digest names a file in the state directory.
+      if (opts.to !== undefined) checkConfigDigest(opts.to, '--to');
       const config = await loadConfig(opts.config);
       let lock: Awaited<ReturnType<typeof acquireLock>>;
       try {
@@ -228,12 +238,27 @@ export function buildProgram(): Command {
 
   program
     .command('unpin')
-    .description("end an operator's rollback pin through the running daemon, so it follows the network's latest again")
+    .description("lift the pin of an operator's rollback (audited); the next sync follows the network again")
     .requiredOption('-c, --config <file>', 'configuration file')
     .action(async (opts: { config: string }) => {
       const config = await loadConfig(opts.config);
-      const outcome = await callDaemon(config, '/v1/unpin', {}, new AgentError('USAGE', 'unpin asks the running daemon, and status.listen is off'));
-      process.stdout.write(`unpinned by the running daemon: ${JSON.stringify(outcome)}\n`);
+      let lock: Awaited<ReturnType<typeof acquireLock>>;
+      let outcome: UnpinOutcome;
+      try {
+        lock = await acquireLock(config.state_dir);
+      } catch (error) {
+        if (errorCode(error) !== 'LOCKED') throw error;
+        outcome = (await callDaemon(config, '/v1/unpin', {}, error)) as UnpinOutcome;
+        process.stdout.write(outcome.unpinned ? `unpinned by the running daemon: ${outcome.digest} (was pinned until a sequence above ${outcome.untilAbove})\n` : 'not pinned\n');
+        return;
+      }
+      try {
+        const { parts } = await oneShot(config);
+        outcome = await parts.engine.unpin();
+      } finally {
+        await lock.release();
+      }
+      process.stdout.write(outcome.unpinned ? `unpinned ${outcome.digest} (was pinned until a sequence above ${outcome.untilAbove})\n` : 'not pinned\n');
     });
 
   program
@@ -243,8 +268,8 @@ export function buildProgram(): Command {
     .option('--json', 'print JSON')
     .action(async (opts: { config: string; json?: boolean }) => {
       const config = await loadConfig(opts.config);
-      const { parts } = await oneShot(config);
-      const state = await parts.store.read();
+      const { parts } = await oneShot(config, { readOnly: true });
+      const state = await parts.engine.readState();
       const rows = [...state.history].sort((a, b) => b.sequence - a.sequence);
       if (opts.json) {
         process.stdout.write(`${JSON.stringify(rows, null, 2)}\n`);
@@ -265,7 +290,15 @@ export function buildProgram(): Command {
     .action(async (opts: { config: string }) => {
       const config = await loadConfig(opts.config);
       const path = statePaths(config.state_dir).audit;
-      const result = await verifyAuditFile(path);
+      // state.json anchors the head: without it, a log cut at the end or rewritten whole still chains.
+      const anchor = await new StateStore(config.state_dir)
+        .read()
+        .then((state) => state.audit_head)
+        .catch((error: unknown) => {
+          process.stderr.write(`warning: ${errorCode(error)}: ${errorMessage(error)}; checking the chain without its anchor\n`);
+          return null;
+        });
+      const result = await verifyAuditFile(path, anchor);
       if (!result.ok) {
         throw new ExitError(1, `AUDIT_BROKEN: ${path} line ${result.line}${result.seq === null ? '' : ` (seq ${result.seq})`}: ${result.reason}`);
       }

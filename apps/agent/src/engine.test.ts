@@ -1,11 +1,17 @@
-import { readFile } from 'node:fs/promises';
+import { execFileSync } from 'node:child_process';
+import { mkdir, readFile, stat, writeFile } from 'node:fs/promises';
+import { type Server, createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { join } from 'node:path';
 
 import { type SigningKey, generateSigningKey, signRoot } from '@resultity/snapshot';
 import { type TestSigner, createTestSigner, envelopeBytes, sampleSnapshot, tempDir } from '@resultity/testkit';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 
+import { AuditLog, verifyAuditFile } from './audit.js';
 import { SyncEngine } from './engine.js';
 import { FakeApplier, FakeNotifier, FakeOrigin, MemoryAudit } from './fakes.test-support.js';
+import { type Origin, createHttpOrigin } from './origin-client.js';
 import { noMetrics, silentLogger } from './ports.js';
 import { StateStore } from './state.js';
 
@@ -19,23 +25,27 @@ let notifier: FakeNotifier;
 let audit: MemoryAudit;
 let store: StateStore;
 
-function engine(overrides: { retryBudget?: number; nodeId?: string; trustRoots?: Uint8Array[]; clock?: () => Date } = {}) {
-  return new SyncEngine({
+function engine(overrides: { retryBudget?: number; nodeId?: string; trustRoots?: Uint8Array[]; clock?: () => Date; origin?: Origin; audit?: AuditLog } = {}) {
+  return new SyncEngine(engineDeps(overrides));
+}
+
+function engineDeps(overrides: { retryBudget?: number; nodeId?: string; trustRoots?: Uint8Array[]; clock?: () => Date; origin?: Origin; audit?: AuditLog } = {}) {
+  return {
     network: 'testnet',
     nodeId: overrides.nodeId ?? 'node-1',
     retryBudget: overrides.retryBudget ?? 3,
     maxSnapshotBytes: 4 * 1024 * 1024,
     agentVersion: '0.1.0',
     trustRoots: overrides.trustRoots ?? [signer.rootBytes],
-    origin,
+    origin: overrides.origin ?? origin,
     applier,
     notifier,
     store,
-    audit,
+    audit: overrides.audit ?? audit,
     clock: overrides.clock ?? (() => NOW),
     logger: silentLogger,
     metrics: noMetrics,
-  });
+  };
 }
 
 function publish(sequence: number, extra: Record<string, unknown> = {}, keys?: readonly SigningKey[]) {
@@ -344,5 +354,242 @@ describe('recover', () => {
     expect(applier.running?.digest).toBe(first);
     expect((await store.read()).applied?.digest).toBe(first);
     expect(await store.readJournal()).toBeNull();
+  });
+});
+
+/** A real HTTP origin on 127.0.0.1 whose answers a test scripts: the published files, or a status instead. */
+async function scriptedOrigin(): Promise<{ url: string; failNext: Map<string, number[]>; close(): Promise<void> }> {
+  const failNext = new Map<string, number[]>();
+  const server: Server = createServer((req, res) => {
+    const path = req.url ?? '/';
+    const scripted = [...failNext.entries()].find(([prefix]) => path.includes(prefix));
+    const status = scripted?.[1].shift();
+    if (status !== undefined) {
+      res.writeHead(status).end();
+      return;
+    }
+    if (path.endsWith('/latest.json') && origin.latestHint) {
+      res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(origin.latestHint));
+      return;
+    }
+    const hex = /([0-9a-f]{64})\.json$/.exec(path)?.[1];
+    const bytes = hex ? origin.snapshots.get(`sha256:${hex}`) : undefined;
+    if (bytes) {
+      res.writeHead(200).end(Buffer.from(bytes));
+      return;
+    }
+    res.writeHead(404).end();
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as AddressInfo;
+  return { url: `http://127.0.0.1:${port}/`, failNext, close: () => new Promise<void>((resolve) => server.close(() => resolve())) };
+}
+
+describe('transport failures (HTTP 404/408/429/5xx, on the snapshot or the root chain)', () => {
+  it('back off without spending the retry budget of the digest they hid', async () => {
+    const served = await scriptedOrigin();
+    try {
+      const http = createHttpOrigin({ baseUrl: served.url, network: 'testnet', nodeId: 'node-1', timeoutMs: 5000, maxBytes: 1 << 20 });
+      const e = engine({ retryBudget: 1, origin: http });
+      const digest = publish(1);
+      const hex = digest.slice('sha256:'.length);
+      served.failNext.set(hex, [503, 404, 429, 408]);
+      served.failNext.set('/root/', [500]);
+      const outcomes = [];
+      for (let i = 0; i < 4; i++) outcomes.push(await e.syncOnce());
+      expect(outcomes.map((o) => o.result)).toEqual(['failed', 'failed', 'failed', 'failed']);
+      expect(outcomes.map((o) => ('code' in o ? o.code : null))).toEqual(['HTTP_STATUS', 'HTTP_STATUS', 'HTTP_STATUS', 'HTTP_STATUS']);
+      // The root chain's 500 comes after the fifth fetch of the snapshot.
+      expect((await e.syncOnce()).result).toBe('failed');
+      expect((await store.read()).failures[digest]).toBeUndefined();
+      expect(await e.syncOnce()).toEqual({ result: 'applied', digest, sequence: 1 });
+    } finally {
+      await served.close();
+    }
+  });
+
+  it('still counts a status that waiting will not change (403) against the digest', async () => {
+    const served = await scriptedOrigin();
+    try {
+      const http = createHttpOrigin({ baseUrl: served.url, network: 'testnet', nodeId: 'node-1', timeoutMs: 5000, maxBytes: 1 << 20 });
+      const e = engine({ retryBudget: 1, origin: http });
+      const digest = publish(1);
+      served.failNext.set(digest.slice('sha256:'.length), [403]);
+      expect(await e.syncOnce()).toMatchObject({ result: 'refused', code: 'HTTP_STATUS' });
+      expect((await store.read()).failures[digest]).toMatchObject({ failed: true });
+    } finally {
+      await served.close();
+    }
+  });
+
+  it('spend no budget when the applier reports a retryable failure (the engine was unreachable)', async () => {
+    publish(1);
+    const e = engine({ retryBudget: 1 });
+    await e.syncOnce();
+    const second = publish(2, { job: { max_tokens: 7, max_queue_size: 1, execution_timeout_ms: 1 } });
+    applier.failWith.set(second, { code: 'ENGINE_UNAVAILABLE', rolledBack: true, retryable: true });
+    expect(await e.syncOnce()).toMatchObject({ result: 'failed', code: 'ENGINE_UNAVAILABLE' });
+    expect((await store.read()).failures[second]).toBeUndefined();
+    applier.failWith.delete(second);
+    expect(await e.syncOnce()).toEqual({ result: 'applied', digest: second, sequence: 2 });
+  });
+});
+
+describe('pinning decided by verified data only', () => {
+  it('pins a rollback until above high_water, however high latest.json claims to be', async () => {
+    const first = publish(1);
+    const e = engine();
+    await e.syncOnce();
+    const second = publish(2, { job: { max_tokens: 1, max_queue_size: 1, execution_timeout_ms: 1 } });
+    await e.syncOnce();
+    // An unsigned hint claiming a huge sequence for the applied digest.
+    origin.publish(second, 1_000_000, origin.snapshots.get(second) as Uint8Array);
+    await e.syncOnce();
+    await e.rollback(first);
+    expect((await store.read()).pinned).toMatchObject({ digest: first, until_above: 2 });
+  });
+
+  it('does not lift the pin when the hint lies about the sequence of an older snapshot', async () => {
+    const first = publish(1);
+    const e = engine();
+    await e.syncOnce();
+    const second = publish(2, { job: { max_tokens: 1, max_queue_size: 1, execution_timeout_ms: 1 } });
+    await e.syncOnce();
+    await e.rollback(first);
+    origin.publish(second, 99, origin.snapshots.get(second) as Uint8Array);
+    expect(await e.syncOnce()).toMatchObject({ result: 'pinned', digest: first });
+    expect(applier.running?.digest).toBe(first);
+    expect((await store.read()).pinned).toMatchObject({ digest: first, until_above: 2 });
+  });
+
+  it('lifts the pin when a verified snapshot above it appears, even if the hint understates its sequence', async () => {
+    const first = publish(1);
+    const e = engine();
+    await e.syncOnce();
+    publish(2, { job: { max_tokens: 1, max_queue_size: 1, execution_timeout_ms: 1 } });
+    await e.syncOnce();
+    await e.rollback(first);
+    const third = publish(3);
+    origin.publish(third, 0, origin.snapshots.get(third) as Uint8Array);
+    expect(await e.syncOnce()).toEqual({ result: 'applied', digest: third, sequence: 3 });
+    expect((await store.read()).pinned).toBeNull();
+  });
+
+  it('lets an operator unpin, audited, after which the network is followed again', async () => {
+    const first = publish(1);
+    const e = engine();
+    await e.syncOnce();
+    const second = publish(2, { job: { max_tokens: 1, max_queue_size: 1, execution_timeout_ms: 1 } });
+    await e.syncOnce();
+    await e.rollback(first);
+    expect((await e.syncOnce()).result).toBe('pinned');
+    expect(await e.unpin()).toEqual({ unpinned: true, digest: first, untilAbove: 2 });
+    expect(audit.entries.at(-1)).toMatchObject({ type: 'unpin', by: 'operator', digest: first, until_above: 2 });
+    expect(await e.syncOnce()).toEqual({ result: 'applied', digest: second, sequence: 2 });
+    expect(await e.unpin()).toEqual({ unpinned: false });
+  });
+});
+
+describe('rollback --to', () => {
+  it('takes only a digest: sha256: and 64 lowercase hex', async () => {
+    publish(1);
+    const e = engine();
+    await e.syncOnce();
+    for (const bad of ['../../state', 'a'.repeat(64), `sha256:${'A'.repeat(64)}`, `sha256:${'a'.repeat(63)}`, `sha256:${'a'.repeat(64)}/x`]) {
+      await expect(e.rollback(bad)).rejects.toMatchObject({ code: 'USAGE' });
+    }
+  });
+
+  it('refuses a FIFO in envelopes/ instead of hanging on it', async () => {
+    publish(1);
+    const e = engine();
+    await e.syncOnce();
+    const digest = `sha256:${'c'.repeat(64)}`;
+    await mkdir(store.paths.envelopes, { recursive: true });
+    execFileSync('mkfifo', [store.paths.envelope(digest)]);
+    await expect(e.rollback(digest)).rejects.toMatchObject({ code: 'NOT_IN_HISTORY', message: expect.stringContaining('not a regular file') });
+  });
+
+  it('replaces a FIFO under the name of an envelope it verifies instead of hanging on it', async () => {
+    const digest = publish(1);
+    await mkdir(store.paths.envelopes, { recursive: true });
+    execFileSync('mkfifo', [store.paths.envelope(digest)]);
+    expect(await engine().syncOnce()).toEqual({ result: 'applied', digest, sequence: 1 });
+    expect((await stat(store.paths.envelope(digest))).isFile()).toBe(true);
+  });
+});
+
+describe('text from the network', () => {
+  it('is escaped before it reaches last_error: a hostile payloadType cannot drive a terminal', async () => {
+    const signed = signer.sign(sampleSnapshot({ sequence: 1 }));
+    const hostile = { ...signed.envelope, payloadType: '\u001b]0;owned\u0007\u001b[2J' };
+    origin.publish(signed.digest, 1, new TextEncoder().encode(JSON.stringify(hostile)));
+    const outcome = await engine().syncOnce();
+    expect(outcome).toMatchObject({ result: 'refused', code: 'PAYLOAD_TYPE' });
+    const lastError = (await store.read()).last_error;
+    expect(lastError?.message).toContain('\\x1b]0;owned\\x07');
+    expect(lastError?.message).not.toMatch(/[\u0000-\u001f]/);
+    expect(JSON.stringify(audit.entries)).not.toContain('\\u001b');
+  });
+});
+
+describe('the audit head', () => {
+  it('is anchored in state.json after each change, and matches the log', async () => {
+    const log = new AuditLog(store.paths.audit, () => NOW);
+    publish(1);
+    await engine({ audit: log }).syncOnce();
+    const state = await store.read();
+    expect(state.audit_head).toEqual(log.head());
+    expect((await verifyAuditFile(store.paths.audit, state.audit_head)).ok).toBe(true);
+  });
+});
+
+describe('a check that finds nothing new', () => {
+  it('writes nothing durable, and keeps the time of the check in memory', async () => {
+    publish(1);
+    let now = NOW.getTime();
+    const e = engine({ clock: () => new Date(now) });
+    await e.syncOnce();
+    const before = await stat(store.paths.state, { bigint: true });
+    const text = await readFile(store.paths.state, 'utf8');
+    now += 60_000;
+    expect((await e.syncOnce()).result).toBe('unchanged');
+    const after = await stat(store.paths.state, { bigint: true });
+    expect([after.ino, after.mtimeNs]).toEqual([before.ino, before.mtimeNs]);
+    expect(await readFile(store.paths.state, 'utf8')).toBe(text);
+    expect((await e.readState()).last_check).toBe(new Date(now).toISOString());
+  });
+});
+
+describe('a corrupt state.json', () => {
+  it('is reported, not rebuilt, by a process that does not hold the lock', async () => {
+    publish(1);
+    await engine().syncOnce();
+    await writeFile(store.paths.state, 'garbage');
+    const readOnly = new SyncEngine({ ...engineDeps(), repairCorruptState: false });
+    await expect(readOnly.readState()).rejects.toMatchObject({ code: 'STATE_CORRUPT' });
+    expect(await readFile(store.paths.state, 'utf8')).toBe('garbage');
+  });
+
+  it('is rebuilt from the re-verified last-known-good and the audit chain, without lowering high_water', async () => {
+    const log = new AuditLog(store.paths.audit, () => NOW);
+    const first = publish(1);
+    const e1 = engine({ audit: log });
+    await e1.syncOnce();
+    const second = publish(2, { job: { max_tokens: 1, max_queue_size: 1, execution_timeout_ms: 1 } });
+    await e1.syncOnce();
+    await e1.rollback(first);
+    await writeFile(store.paths.state, '{"version":1,"applied":{"dig');
+    const e2 = engine({ audit: log });
+    const state = await e2.readState();
+    expect(state.applied).toEqual({ digest: first, sequence: 1 });
+    expect(state.high_water).toEqual({ digest: second, sequence: 2 });
+    expect(state.pinned).toMatchObject({ digest: first, until_above: 2 });
+    expect(state.last_error?.code).toBe('STATE_CORRUPT');
+    expect((await store.read()).applied).toEqual({ digest: first, sequence: 1 });
+    expect(await readFile(join(dir.path, 'audit.jsonl'), 'utf8')).toContain('"type":"repair"');
+    // The floor held: the network's snapshot 2 is still refused while pinned, and 1 stays applied.
+    expect((await e2.syncOnce()).result).toBe('pinned');
+    expect(applier.running?.digest).toBe(first);
   });
 });

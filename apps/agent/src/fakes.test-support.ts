@@ -1,7 +1,7 @@
-import type { AuditEntry, AuditSink, AuditType } from './audit.js';
+import type { AuditEntry, AuditHead, AuditSink, AuditType } from './audit.js';
 import { AgentError } from './errors.js';
 import type { LatestResult, Origin } from './origin-client.js';
-import type { ApplierPort, ApplyTarget, NotifyResult, ObservedNode, PlannedApply, RuntimeEnvironment, RuntimeNotifier } from './ports.js';
+import type { ApplierPort, ApplyTarget, ExecuteResult, NotifyResult, ObservedNode, PlanResult, PlannedApply, RuntimeEnvironment, RuntimeNotifier } from './ports.js';
 
 /** An in-memory origin for unit tests of the sync logic. */
 export class FakeOrigin implements Origin {
@@ -50,50 +50,46 @@ export class FakeOrigin implements Origin {
   }
 }
 
-/** Error shaped like the applier's ApplyError. */
-export class FakeApplyError extends Error {
-  constructor(readonly code: string, readonly rolledBack: boolean) {
-    super(`fake ${code}`);
-  }
-}
-
 /** An applier that "runs" a target by remembering it; failures are scripted per digest. */
 export class FakeApplier implements ApplierPort {
   running: ApplyTarget | null = null;
   executed: string[] = [];
-  failWith = new Map<string, { code: string; rolledBack: boolean }>();
+  failWith = new Map<string, { code: string; rolledBack: boolean; retryable?: boolean }>();
   /** When set, execute waits on this (for cancellation tests). */
   gate: Promise<void> | null = null;
   /** When set, only the apply of this digest waits on the gate. */
   gateOnly: string | null = null;
 
-  async plan(target: ApplyTarget): Promise<PlannedApply> {
-    const lines = this.running?.digest === target.digest ? [] : [`switch ${this.running?.digest ?? 'nothing'} -> ${target.digest}`];
-    return { target, steps: lines, lines };
+  async plan(target: ApplyTarget): Promise<PlanResult> {
+    const same = this.running?.digest === target.digest;
+    const lines = same ? [] : [`switch ${this.running?.digest ?? 'nothing'} -> ${target.digest}`];
+    const steps: PlannedApply['steps'] = same ? [] : [{ kind: 'set-flags', flags: { mode: target.snapshot.participation.mode, subclouds: [] } }];
+    return { ok: true, plan: { target, steps, lines } };
   }
 
-  async execute(plan: PlannedApply, options: { signal?: AbortSignal }): Promise<{ durationMs: number; steps: number }> {
+  async execute(plan: PlannedApply, options: { signal?: AbortSignal }): Promise<ExecuteResult> {
     this.executed.push(plan.target.digest);
     if (this.gate && (this.gateOnly === null || this.gateOnly === plan.target.digest)) {
       const signal = options.signal;
-      await Promise.race([
-        this.gate,
-        new Promise<void>((_, reject) => {
-          if (signal?.aborted) reject(new FakeApplyError('ABORTED', true));
-          signal?.addEventListener('abort', () => reject(new FakeApplyError('ABORTED', true)), { once: true });
+      const aborted = await Promise.race([
+        this.gate.then(() => false),
+        new Promise<boolean>((resolve) => {
+          if (signal?.aborted) resolve(true);
+          signal?.addEventListener('abort', () => resolve(true), { once: true });
         }),
       ]);
+      if (aborted) return { ok: false, failure: { code: 'ABORTED', message: 'fake ABORTED', retryable: true, rolledBack: true, cancelled: true } };
     }
     const failure = this.failWith.get(plan.target.digest);
     if (failure) {
       if (!failure.rolledBack) this.running = plan.target;
-      throw new FakeApplyError(failure.code, failure.rolledBack);
+      return { ok: false, failure: { code: failure.code, message: `fake ${failure.code}`, retryable: failure.retryable ?? false, rolledBack: failure.rolledBack, cancelled: false } };
     }
     this.running = plan.target;
-    return { durationMs: 1, steps: plan.steps.length };
+    return { ok: true, durationMs: 1, steps: plan.steps.length };
   }
 
-  environment(target: ApplyTarget): RuntimeEnvironment {
+  async environment(target: ApplyTarget): Promise<RuntimeEnvironment> {
     return {
       digest: target.digest,
       sequence: target.snapshot.sequence,
@@ -107,7 +103,7 @@ export class FakeApplier implements ApplierPort {
     return { containers: [], models: [], flags: null };
   }
 
-  flags(target: ApplyTarget) {
+  async flags(target: ApplyTarget) {
     return { mode: target.snapshot.participation.mode, subclouds: [] };
   }
 }
@@ -137,6 +133,9 @@ export class FakeNotifier implements RuntimeNotifier {
 /** Audit entries kept in memory. */
 export class MemoryAudit implements AuditSink {
   entries: AuditEntry[] = [];
+  head(): AuditHead | null {
+    return this.entries.length === 0 ? null : { index: this.entries.length - 1, hash: String(this.entries.length - 1).padStart(64, '0') };
+  }
   async append(type: AuditType, data: Record<string, unknown>): Promise<AuditEntry> {
     const entry = { seq: this.entries.length, time: new Date(0).toISOString(), type, prev: '', ...data };
     this.entries.push(entry);

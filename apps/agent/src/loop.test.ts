@@ -1,3 +1,5 @@
+import { writeFile } from 'node:fs/promises';
+
 import { createTestSigner, sampleSnapshot, tempDir, type TestSigner } from '@resultity/testkit';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 
@@ -23,6 +25,15 @@ class ManualTimers implements TimerPort {
   delays(): number[] {
     return [...this.pending.values()].map((p) => p.ms);
   }
+  /** Fires the timers set for `ms`, as the event loop would when they are due. */
+  fire(ms: number): number {
+    const due = [...this.pending.entries()].filter(([, p]) => p.ms === ms);
+    for (const [id, p] of due) {
+      this.pending.delete(id);
+      p.fn();
+    }
+    return due.length;
+  }
 }
 
 let signer: TestSigner;
@@ -33,6 +44,7 @@ let audit: MemoryAudit;
 let store: StateStore;
 let timers: ManualTimers;
 let daemon: Daemon;
+let engine: SyncEngine;
 
 function publish(sequence: number) {
   const signed = signer.sign(sampleSnapshot({ sequence, job: { max_tokens: 100 + sequence, max_queue_size: 1, execution_timeout_ms: 1000 } }));
@@ -48,7 +60,7 @@ beforeEach(async () => {
   audit = new MemoryAudit();
   store = new StateStore(dir.path);
   timers = new ManualTimers();
-  const engine = new SyncEngine({
+  engine = new SyncEngine({
     network: 'testnet',
     nodeId: 'node-1',
     retryBudget: 3,
@@ -171,5 +183,72 @@ describe('Daemon', () => {
     expect(outcome).toMatchObject({ result: 'applied', digest: first });
     expect(audit.types()).toContain('apply-cancelled');
     expect((await store.read()).pinned).toMatchObject({ digest: first });
+  });
+
+  it('keeps polling when state.json turns to garbage under it, reports STATE_CORRUPT and rebuilds the state', async () => {
+    const first = publish(1);
+    await daemon.start();
+    await daemon.idle();
+    expect(timers.fire(0)).toBe(2);
+    await daemon.idle();
+    expect(applier.running?.digest).toBe(first);
+    await writeFile(store.paths.state, '\u0000\u0000 not json');
+    origin.down = false;
+    expect(timers.fire(60_000)).toBe(1);
+    await daemon.idle();
+    // The next poll is scheduled: the loop did not die on the corrupt file.
+    expect(timers.delays()).toContain(60_000);
+    const state = await engine.readState();
+    expect(state.last_error?.code).toBe('STATE_CORRUPT');
+    expect(state.applied).toEqual({ digest: first, sequence: 1 });
+    expect((await store.read()).high_water).toEqual({ digest: first, sequence: 1 });
+    expect(applier.executed).toEqual([first]);
+    expect(audit.types()).toContain('repair');
+    expect(timers.fire(60_000)).toBe(1);
+    await daemon.idle();
+    expect(timers.delays()).toContain(60_000);
+  });
+
+  it('schedules the next poll even when reading the timers throws', async () => {
+    publish(1);
+    let failTimers = false;
+    const fallback = { poll_interval_s: 60, heartbeat_interval_s: 30, retry_initial_ms: 1000, retry_max_ms: 8000, jitter: 0 };
+    const fragile = new Daemon({
+      engine,
+      origin,
+      logger: silentLogger,
+      metrics: noMetrics,
+      timers: async () => {
+        if (failTimers) throw new Error('timers unreadable');
+        return timersFrom(null, fallback);
+      },
+      timerPort: timers,
+      random: () => 0.5,
+    });
+    await fragile.start();
+    await fragile.idle();
+    failTimers = true;
+    timers.fire(0);
+    await fragile.idle();
+    // The heartbeat reschedules itself at 30 s; the poll must be there too, at the fallback's 60 s.
+    expect(timers.delays()).toContain(60_000);
+    await fragile.stop();
+  });
+
+  it("lifts an operator's pin through the daemon and polls at once", async () => {
+    const first = publish(1);
+    await daemon.start();
+    await daemon.tickNow();
+    await daemon.idle();
+    const second = publish(2);
+    await daemon.tickNow();
+    await daemon.idle();
+    await daemon.rollback(first);
+    expect((await store.read()).pinned).toMatchObject({ digest: first });
+    expect(await daemon.unpin()).toEqual({ unpinned: true, digest: first, untilAbove: 2 });
+    expect(audit.types()).toContain('unpin');
+    expect(timers.fire(0)).toBeGreaterThan(0);
+    await daemon.idle();
+    expect((await store.read()).applied?.digest).toBe(second);
   });
 });

@@ -1,4 +1,4 @@
-import type { Candidate, SyncEngine, SyncOutcome } from './engine.js';
+import type { Candidate, SyncEngine, SyncOutcome, UnpinOutcome } from './engine.js';
 import { outcomeCode } from './engine.js';
 import { errorCode, errorMessage } from './errors.js';
 import type { Origin } from './origin-client.js';
@@ -38,6 +38,9 @@ export interface DaemonStatus {
   readonly lastSuccessAt: string | null;
   readonly consecutiveFailures: number;
 }
+
+/** Used only until the first timers are read: a loop must keep a schedule even when that read fails. */
+const FALLBACK_TIMERS: LoopTimers = { pollMs: 60_000, heartbeatMs: 30_000, retryInitialMs: 1_000, retryMaxMs: 300_000, jitter: 0.1 };
 
 interface ApplyTask {
   readonly ref: SnapshotRef;
@@ -85,7 +88,7 @@ export class Daemon {
         return null;
       });
       if (recovered) this.note(recovered);
-      this.current = await this.options.timers();
+      await this.loadTimers();
       this.schedulePoll(0);
       this.scheduleHeartbeat(0);
     })();
@@ -128,7 +131,7 @@ export class Daemon {
       }
       const outcome = await this.options.engine.rollback(to, this.stopController.signal);
       this.note(outcome);
-      this.current = await this.options.timers();
+      await this.loadTimers();
       return outcome;
     })();
     this.operator = run;
@@ -137,6 +140,14 @@ export class Daemon {
     } finally {
       this.operator = null;
     }
+  }
+
+  /** An operator lifts the pin of a rollback (the control endpoint's POST /v1/unpin); the next poll runs at once. */
+  async unpin(): Promise<UnpinOutcome> {
+    while (this.operator) await this.operator.catch(() => undefined);
+    const outcome = await this.options.engine.unpin();
+    if (outcome.unpinned && !this.stopped && this.ticking === null) this.schedulePoll(0);
+    return outcome;
   }
 
   /** SIGTERM: abort the work in flight (the applier restores what ran before), then return. */
@@ -194,12 +205,29 @@ export class Daemon {
     return this.ticking;
   }
 
+  /**
+   * One poll. Whatever it meets (a corrupt state file, a bug), the next poll is scheduled:
+   * the loop is the Agent's only way back to a good state, so nothing may end it.
+   */
   private async runTick(): Promise<void> {
     if (this.stopped) return;
+    let delay: number | null = null;
+    try {
+      delay = await this.poll();
+    } catch (error) {
+      this.options.logger.error({ code: errorCode(error), err: errorMessage(error) }, 'poll failed');
+      this.note({ result: 'failed', code: errorCode(error), message: errorMessage(error) });
+      delay = backoffDelay(this.current ?? FALLBACK_TIMERS, this.failures, this.random());
+    } finally {
+      if (delay !== null) this.schedulePoll(delay);
+    }
+  }
+
+  /** Checks, starts an apply or notes the outcome, and says when to poll next. */
+  private async poll(): Promise<number | null> {
     if (this.operator) {
       // An operator's rollback is running; the loop waits for it rather than racing it.
-      this.schedulePoll(pollDelay(this.current ?? (await this.options.timers()), this.random()));
-      return;
+      return pollDelay(this.current ?? (await this.loadTimers()), this.random());
     }
     const { engine, logger } = this.options;
     let result: Awaited<ReturnType<SyncEngine['check']>>;
@@ -209,21 +237,30 @@ export class Daemon {
       result = { kind: 'done', outcome: { result: 'failed', code: errorCode(error), message: errorMessage(error) } };
       logger.error({ code: errorCode(error), err: errorMessage(error) }, 'check failed');
     }
-    if (this.stopped) return;
+    if (this.stopped) return null;
     if (result.kind === 'candidate') {
       this.lastSuccessAt = this.clock().getTime();
       await this.startApply(result.candidate);
       // Keep polling while the apply runs: a newer snapshot may replace it.
-      this.schedulePoll(pollDelay(this.current ?? (await this.options.timers()), this.random()));
-      return;
+      return pollDelay(this.current ?? (await this.loadTimers()), this.random());
     }
     const outcome = result.outcome;
     this.options.metrics.syncResult(outcomeCode(outcome));
     if (!(outcome.result === 'failed' && outcome.digest === undefined)) this.lastSuccessAt = this.clock().getTime();
     this.note(outcome);
-    this.current = await this.options.timers();
-    if (this.applying) return this.schedulePoll(pollDelay(this.current, this.random()));
-    this.schedulePoll(this.failures > 0 ? backoffDelay(this.current, this.failures, this.random()) : pollDelay(this.current, this.random()));
+    const timers = await this.loadTimers();
+    if (this.applying) return pollDelay(timers, this.random());
+    return this.failures > 0 ? backoffDelay(timers, this.failures, this.random()) : pollDelay(timers, this.random());
+  }
+
+  /** The timers of what is applied now; the ones known before when they cannot be read. */
+  private async loadTimers(): Promise<LoopTimers> {
+    try {
+      this.current = await this.options.timers();
+    } catch (error) {
+      this.options.logger.error({ code: errorCode(error), err: errorMessage(error) }, 'timers could not be read; keeping the previous ones');
+    }
+    return this.current ?? FALLBACK_TIMERS;
   }
 
   private async startApply(candidate: Candidate): Promise<void> {
@@ -249,9 +286,9 @@ export class Daemon {
       this.options.metrics.syncResult(outcomeCode(outcome));
       if (outcome.result === 'cancelled') return;
       this.note(outcome);
-      this.current = await this.options.timers();
+      const timers = await this.loadTimers();
       if (outcome.result !== 'applied' && !this.stopped && this.applying === null) {
-        this.schedulePoll(backoffDelay(this.current, this.failures, this.random()));
+        this.schedulePoll(backoffDelay(timers, this.failures, this.random()));
       }
     });
   }

@@ -10,7 +10,7 @@ import { type AgentConfig, BRIDGE_RUN_DIR, parseListen } from './config.js';
 import { Daemon } from './loop.js';
 import { type ApplierPort, type Logger, type ProgressInfo, type RuntimeNotifier, noRuntimeNotifier } from './ports.js';
 import { collectStatus } from './status.js';
-import { type OperatorControl, type StatusServer, startStatusServer } from './status-server.js';
+import { type StatusServer, startStatusServer } from './status-server.js';
 import { acquireLock } from './lock.js';
 import { AGENT_VERSION } from './version.js';
 import { AgentError, errorCode, errorMessage } from './errors.js';
@@ -88,7 +88,7 @@ export async function startAgent(config: AgentConfig, options: { logger?: Logger
         status = await startStatusServer({
           listen,
           registry: parts.metrics.registry,
-          control: { token, actions: operatorControl(daemon) },
+          control: { token, actions: daemon },
           healthy: () => daemon.status().healthy,
           status: async () => ({ ...(await collectStatus(parts, applier, notifier)), daemon: daemon.status() }),
         });
@@ -140,17 +140,3 @@ async function startBridge(config: AgentConfig, logger: Logger, onLateAck: (ack:
   }
 }
 
-/**
- * The daemon as the control routes use it. `unpin` comes with the engine's split; until a
- * Daemon has it, the route answers that it cannot.
- */
-function operatorControl(daemon: Daemon): OperatorControl {
-  const withUnpin = daemon as Daemon & Partial<Pick<OperatorControl, 'unpin'>>;
-  return {
-    rollback: (to) => daemon.rollback(to),
-    unpin: async () => {
-      if (typeof withUnpin.unpin !== 'function') throw new AgentError('USAGE', 'this Agent cannot unpin yet: its daemon has no unpin');
-      return withUnpin.unpin();
-    },
-  };
-}

@@ -2,6 +2,40 @@ import { type LatestHint, originPaths, parseLatestHint } from '@resultity/snapsh
 
 import { AgentError } from './errors.js';
 
+/** The codes the origin client throws, each with whether a later try may succeed. */
+export const ORIGIN_ERROR_RETRYABLE = {
+  FETCH_FAILED: true,
+  TIMEOUT: true,
+  ABORTED: true,
+  /** Decided by the status: see httpStatusRetryable. */
+  HTTP_STATUS: true,
+  TOO_LARGE: false,
+  LATEST_INVALID: true,
+} as const;
+
+export type OriginErrorCode = keyof typeof ORIGIN_ERROR_RETRYABLE;
+
+/**
+ * A status that a mirror, a cache or an overloaded origin gives while the content is fine:
+ * not found yet (404, a CDN that has not caught up), timeouts (408), rate limits (429) and
+ * server errors (5xx). Other statuses (400, 403, ...) are not going to change by waiting.
+ */
+export function httpStatusRetryable(status: number): boolean {
+  return status === 404 || status === 408 || status === 429 || (status >= 500 && status <= 599);
+}
+
+/** A failure to talk to the origin; `status` is set for HTTP_STATUS. */
+export class OriginError extends AgentError {
+  override readonly name = 'OriginError';
+  readonly status: number | null;
+
+  constructor(code: OriginErrorCode, message: string, options: { cause?: unknown; status?: number } = {}) {
+    const retryable = code === 'HTTP_STATUS' && options.status !== undefined ? httpStatusRetryable(options.status) : ORIGIN_ERROR_RETRYABLE[code];
+    super(code, message, { ...(options.cause === undefined ? {} : { cause: options.cause }), retryable });
+    this.status = options.status ?? null;
+  }
+}
+
 /** What a poll of latest.json found: nothing new since the ETag, or a hint of what to fetch. */
 export type LatestResult =
   | { readonly status: 'not-modified' }
@@ -27,8 +61,55 @@ export interface HttpOriginOptions {
   readonly userAgent?: string;
   /** Called with the size of every body read, for the bytes-downloaded metric. */
   readonly onBytes?: (bytes: number) => void;
-  readonly fetch?: typeof fetch;
+  /** How requests are sent; node:http(s) by default. */
+  readonly transport?: HttpTransport;
 }
+
+/** One HTTP answer as the origin client reads it. */
+export interface HttpReply {
+  readonly status: number;
+  header(name: string): string | null;
+  /** The body in chunks; leaving the loop early drops the rest. */
+  readonly body: AsyncIterable<Uint8Array>;
+  /** Drops the body without reading it. */
+  discard(): void;
+}
+
+/** Sends one request; rejects when the request cannot be made or `signal` aborts it. */
+export type HttpTransport = (
+  url: URL,
+  init: { readonly method: 'GET' | 'POST'; readonly headers: Record<string, string>; readonly body?: string; readonly signal: AbortSignal },
+) => Promise<HttpReply>;
+
+/**
+ * The default transport, on node:http and node:https. Not the global fetch: its HTTP stack is
+ * loaded on first use and costs the daemon about 12 MB of resident memory, for requests this
+ * plain (a GET with an ETag, a bounded body, a small POST).
+ */
+export const nodeHttpTransport: HttpTransport = async (url, init) => {
+  const client = url.protocol === 'https:' ? await import('node:https') : await import('node:http');
+  return new Promise<HttpReply>((resolve, reject) => {
+    const req = client.request(url, { method: init.method, headers: init.headers, signal: init.signal }, (res) => {
+      resolve({
+        status: res.statusCode ?? 0,
+        header: (name) => {
+          const value = res.headers[name.toLowerCase()];
+          return value === undefined ? null : Array.isArray(value) ? value.join(', ') : value;
+        },
+        body: res,
+        // An empty answer (a 304) is drained so its connection is kept for the next poll; any
+        // other unread body is cut off, never downloaded just to be thrown away.
+        discard: () => {
+          const empty = res.statusCode === 304 || res.statusCode === 204 || res.headers['content-length'] === '0';
+          if (empty) res.resume();
+          else res.destroy();
+        },
+      });
+    });
+    req.once('error', reject);
+    req.end(init.body);
+  });
+};
 
 const MAX_LATEST_BYTES = 64 * 1024;
 
@@ -36,25 +117,21 @@ const MAX_LATEST_BYTES = 64 * 1024;
  * Reads a response body as a stream and stops as soon as it passes `maxBytes`, so a hostile or
  * broken origin can never make the Agent buffer more than its limit (TOO_LARGE).
  */
-export async function readBounded(res: Response, maxBytes: number, what: string): Promise<Uint8Array> {
-  const declared = res.headers.get('content-length');
+export async function readBounded(reply: HttpReply, maxBytes: number, what: string): Promise<Uint8Array> {
+  const declared = reply.header('content-length');
   if (declared !== null && Number(declared) > maxBytes) {
-    await res.body?.cancel().catch(() => undefined);
-    throw new AgentError('TOO_LARGE', `${what} is ${declared} bytes, the limit is ${maxBytes}`);
+    reply.discard();
+    throw new OriginError('TOO_LARGE', `${what} is ${declared} bytes, the limit is ${maxBytes}`);
   }
-  if (res.body === null) return new Uint8Array(0);
-  const reader = res.body.getReader();
   const chunks: Uint8Array[] = [];
   let total = 0;
-  for (;;) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    total += value.byteLength;
+  for await (const chunk of reply.body) {
+    total += chunk.byteLength;
     if (total > maxBytes) {
-      await reader.cancel().catch(() => undefined);
-      throw new AgentError('TOO_LARGE', `${what} is more than ${maxBytes} bytes, the limit`);
+      reply.discard();
+      throw new OriginError('TOO_LARGE', `${what} is more than ${maxBytes} bytes, the limit`);
     }
-    chunks.push(value);
+    chunks.push(chunk);
   }
   const out = new Uint8Array(total);
   let offset = 0;
@@ -65,54 +142,67 @@ export async function readBounded(res: Response, maxBytes: number, what: string)
   return out;
 }
 
-/** The default Origin: node's fetch, a timeout on every request, bounded bodies. */
+/** The default Origin: node:http(s), a timeout on every request, bounded bodies. */
 export function createHttpOrigin(options: HttpOriginOptions): Origin {
-  const doFetch = options.fetch ?? fetch;
+  const transport = options.transport ?? nodeHttpTransport;
   const base = options.baseUrl.endsWith('/') ? options.baseUrl : `${options.baseUrl}/`;
   const headers = { 'user-agent': options.userAgent ?? 'resultity-agent' };
 
-  async function request(path: string, init: RequestInit & { signal?: AbortSignal | undefined }, what: string): Promise<Response> {
+  /** A reply and the timeout that bounds the whole exchange, body included. */
+  interface Exchange {
+    readonly reply: HttpReply;
+    readonly timeout: AbortSignal;
+  }
+
+  async function request(
+    path: string,
+    init: { method: 'GET' | 'POST'; headers?: Record<string, string>; body?: string; signal?: AbortSignal | undefined },
+    what: string,
+  ): Promise<Exchange> {
     const timeout = AbortSignal.timeout(options.timeoutMs);
     const signal = init.signal ? AbortSignal.any([init.signal, timeout]) : timeout;
     try {
-      return await doFetch(new URL(path, base), { ...init, headers: { ...headers, ...(init.headers as Record<string, string>) }, signal });
+      const reply = await transport(new URL(path, base), {
+        method: init.method,
+        headers: { ...headers, ...init.headers },
+        ...(init.body === undefined ? {} : { body: init.body }),
+        signal,
+      });
+      return { reply, timeout };
     } catch (cause) {
-      if (init.signal?.aborted) throw new AgentError('ABORTED', `${what}: aborted`, { cause });
-      if (timeout.aborted) throw new AgentError('TIMEOUT', `${what}: no answer within ${options.timeoutMs} ms`, { cause });
-      throw new AgentError('FETCH_FAILED', `${what}: ${(cause as Error).message}${describeCause(cause)}`, { cause });
+      if (init.signal?.aborted) throw new OriginError('ABORTED', `${what}: aborted`, { cause });
+      if (timeout.aborted) throw new OriginError('TIMEOUT', `${what}: no answer within ${options.timeoutMs} ms`, { cause });
+      throw new OriginError('FETCH_FAILED', `${what}: ${(cause as Error).message}${describeCause(cause)}`, { cause });
     }
   }
 
-  async function body(res: Response, limit: number, what: string, signal: AbortSignal | undefined): Promise<Uint8Array> {
+  async function body(exchange: Exchange, limit: number, what: string, signal: AbortSignal | undefined): Promise<Uint8Array> {
     try {
-      const bytes = await readBounded(res, limit, what);
+      const bytes = await readBounded(exchange.reply, limit, what);
       options.onBytes?.(bytes.byteLength);
       return bytes;
     } catch (cause) {
       if (cause instanceof AgentError) throw cause;
-      if (signal?.aborted) throw new AgentError('ABORTED', `${what}: aborted`, { cause });
-      if ((cause as Error).name === 'TimeoutError') throw new AgentError('TIMEOUT', `${what}: body not read within ${options.timeoutMs} ms`, { cause });
-      throw new AgentError('FETCH_FAILED', `${what}: ${(cause as Error).message}`, { cause });
+      if (signal?.aborted) throw new OriginError('ABORTED', `${what}: aborted`, { cause });
+      if (exchange.timeout.aborted) throw new OriginError('TIMEOUT', `${what}: body not read within ${options.timeoutMs} ms`, { cause });
+      throw new OriginError('FETCH_FAILED', `${what}: ${(cause as Error).message}`, { cause });
     }
   }
 
   return {
     async latest(etag, signal) {
       const what = `GET ${originPaths.latest(options.network)}`;
-      const res = await request(
-        originPaths.latest(options.network),
-        { method: 'GET', headers: etag ? { 'if-none-match': etag } : {}, signal },
-        what,
-      );
-      if (res.status === 304) {
-        await res.body?.cancel().catch(() => undefined);
+      const exchange = await request(originPaths.latest(options.network), { method: 'GET', headers: etag ? { 'if-none-match': etag } : {}, signal }, what);
+      const { reply } = exchange;
+      if (reply.status === 304) {
+        reply.discard();
         return { status: 'not-modified' };
       }
-      if (res.status !== 200) {
-        await res.body?.cancel().catch(() => undefined);
-        throw new AgentError('HTTP_STATUS', `${what}: expected 200 or 304, got ${res.status}`);
+      if (reply.status !== 200) {
+        reply.discard();
+        throw new OriginError('HTTP_STATUS', `${what}: expected 200 or 304, got ${reply.status}`, { status: reply.status });
       }
-      const bytes = await body(res, MAX_LATEST_BYTES, what, signal);
+      const bytes = await body(exchange, MAX_LATEST_BYTES, what, signal);
       let value: unknown;
       try {
         value = JSON.parse(new TextDecoder().decode(bytes));
@@ -120,47 +210,45 @@ export function createHttpOrigin(options: HttpOriginOptions): Origin {
         value = null;
       }
       const hint = parseLatestHint(value);
-      if (hint === null) throw new AgentError('LATEST_INVALID', `${what}: expected { config_digest: "sha256:<64 hex>", sequence }, got something else`);
-      return { status: 'ok', hint, etag: res.headers.get('etag'), bytes: bytes.byteLength };
+      if (hint === null) throw new OriginError('LATEST_INVALID', `${what}: expected { config_digest: "sha256:<64 hex>", sequence }, got something else`);
+      return { status: 'ok', hint, etag: reply.header('etag'), bytes: bytes.byteLength };
     },
 
     async snapshot(digest, signal) {
       const hex = digest.replace(/^sha256:/, '');
       const path = originPaths.snapshot(options.network, hex);
       const what = `GET ${path}`;
-      const res = await request(path, { method: 'GET', signal }, what);
-      if (res.status !== 200) {
-        await res.body?.cancel().catch(() => undefined);
-        throw new AgentError('HTTP_STATUS', `${what}: expected 200, got ${res.status}`);
+      const exchange = await request(path, { method: 'GET', signal }, what);
+      if (exchange.reply.status !== 200) {
+        exchange.reply.discard();
+        throw new OriginError('HTTP_STATUS', `${what}: expected 200, got ${exchange.reply.status}`, { status: exchange.reply.status });
       }
-      return body(res, options.maxBytes, what, signal);
+      return body(exchange, options.maxBytes, what, signal);
     },
 
     async root(version, signal) {
       const path = originPaths.root(options.network, version);
       const what = `GET ${path}`;
-      const res = await request(path, { method: 'GET', signal }, what);
-      if (res.status === 404) {
-        await res.body?.cancel().catch(() => undefined);
+      const exchange = await request(path, { method: 'GET', signal }, what);
+      if (exchange.reply.status === 404) {
+        exchange.reply.discard();
         return null;
       }
-      if (res.status !== 200) {
-        await res.body?.cancel().catch(() => undefined);
-        throw new AgentError('HTTP_STATUS', `${what}: expected 200 or 404, got ${res.status}`);
+      if (exchange.reply.status !== 200) {
+        exchange.reply.discard();
+        throw new OriginError('HTTP_STATUS', `${what}: expected 200 or 404, got ${exchange.reply.status}`, { status: exchange.reply.status });
       }
-      return body(res, options.maxBytes, what, signal);
+      return body(exchange, options.maxBytes, what, signal);
     },
 
     async heartbeat(payload, signal) {
       const path = originPaths.heartbeat(options.network, options.nodeId);
       const what = `POST ${path}`;
-      const res = await request(
-        path,
-        { method: 'POST', body: JSON.stringify(payload), headers: { 'content-type': 'application/json' }, signal },
-        what,
-      );
-      await res.body?.cancel().catch(() => undefined);
-      if (res.status < 200 || res.status >= 300) throw new AgentError('HTTP_STATUS', `${what}: expected 2xx, got ${res.status}`);
+      const exchange = await request(path, { method: 'POST', body: JSON.stringify(payload), headers: { 'content-type': 'application/json' }, signal }, what);
+      exchange.reply.discard();
+      if (exchange.reply.status < 200 || exchange.reply.status >= 300) {
+        throw new OriginError('HTTP_STATUS', `${what}: expected 2xx, got ${exchange.reply.status}`, { status: exchange.reply.status });
+      }
     },
   };
 }

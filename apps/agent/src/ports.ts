@@ -1,3 +1,4 @@
+import type { Step } from '@resultity/applier';
 import type { RuntimeEnvironment } from '@resultity/bridge-protocol';
 import type { Snapshot } from '@resultity/snapshot';
 
@@ -7,12 +8,34 @@ export interface ApplyTarget {
   readonly digest: string;
 }
 
-/** Steps computed for one apply: opaque to the sync loop, printable for `plan` and the audit log. */
+/** Steps computed for one apply: the applier's steps (data), and one printable line per step for `plan` and the audit log. */
 export interface PlannedApply {
   readonly target: ApplyTarget;
-  readonly steps: readonly unknown[];
+  readonly steps: readonly Step[];
   readonly lines: readonly string[];
 }
+
+/**
+ * Why a plan or an execute did not succeed, as the sync loop needs to know it: the stable
+ * code, whether trying again later may succeed without anything else changing (a transient
+ * failure spends no retry budget), whether the previous state was put back, and whether it
+ * ended because the work was cancelled.
+ */
+export interface ApplyFailure {
+  readonly code: string;
+  readonly message: string;
+  readonly retryable: boolean;
+  readonly rolledBack: boolean;
+  readonly cancelled: boolean;
+}
+
+/** The outcome of planning: the plan, or why there is none. */
+export type PlanResult = { readonly ok: true; readonly plan: PlannedApply } | { readonly ok: false; readonly failure: ApplyFailure };
+
+/** The outcome of executing a plan. */
+export type ExecuteResult =
+  | { readonly ok: true; readonly durationMs: number; readonly steps: number }
+  | { readonly ok: false; readonly failure: ApplyFailure };
 
 /** A download's progress, shown on a terminal and in logs. */
 export interface ProgressInfo {
@@ -32,15 +55,16 @@ export interface ObservedNode {
 /**
  * The applier as the sync loop needs it: plan from what really runs toward a target, execute
  * (restoring the previous state on failure, as @resultity/applier does), and describe the
- * runtime environment of a target. Errors carry a stable `code` and `rolledBack`.
+ * runtime environment of a target. Plan and execute report failure as a value (ApplyFailure);
+ * they throw only for bugs.
  */
 export interface ApplierPort {
-  plan(target: ApplyTarget, previous: ApplyTarget | null): Promise<PlannedApply>;
-  execute(plan: PlannedApply, options: { signal?: AbortSignal; onProgress?: (event: ProgressInfo) => void }): Promise<{ durationMs: number; steps: number }>;
-  environment(target: ApplyTarget): RuntimeEnvironment;
+  plan(target: ApplyTarget, previous: ApplyTarget | null): Promise<PlanResult>;
+  execute(plan: PlannedApply, options: { signal?: AbortSignal; onProgress?: (event: ProgressInfo) => void }): Promise<ExecuteResult>;
+  environment(target: ApplyTarget): Promise<RuntimeEnvironment>;
   observe(): Promise<ObservedNode>;
   /** The participation flags this node would get from a snapshot (for status and heartbeats). */
-  flags(target: ApplyTarget): { mode: string; subclouds: readonly string[] };
+  flags(target: ApplyTarget): Promise<{ mode: string; subclouds: readonly string[] }>;
 }
 
 /** What the runtime is told after an apply (the runtime bridge protocol's environment). */

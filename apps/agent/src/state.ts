@@ -1,4 +1,5 @@
-import { readFile, readdir, rm, stat, unlink } from 'node:fs/promises';
+import { constants } from 'node:fs';
+import { open, readdir, rename, rm, stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 
 import { fsyncDirectory, writeFileAtomic } from '@resultity/snapshot/origin';
@@ -41,6 +42,8 @@ const StateSchema = z.object({
   last_error: ErrorRecord.nullable(),
   pending_agent_update: UpdateRecord.nullable(),
   runtime: z.object({ digest: digest.nullable(), outcome: z.string(), at: z.string() }).nullable(),
+  /** The audit log's last entry when this file was written: `audit verify` finds entries cut from the end or a rewritten log. */
+  audit_head: z.object({ index: z.number().int().min(0), hash: z.string().regex(/^[0-9a-f]{64}$/) }).nullable().default(null),
 });
 /** Everything the Agent remembers between runs, in one atomically replaced file. */
 export type AgentState = z.infer<typeof StateSchema>;
@@ -73,6 +76,7 @@ export function emptyState(): AgentState {
     last_error: null,
     pending_agent_update: null,
     runtime: null,
+    audit_head: null,
   };
 }
 
@@ -95,27 +99,56 @@ export function statePaths(dir: string) {
 /** The state directory: every write goes through writeFileAtomic, so a kill -9 leaves the old file or the new. */
 export class StateStore {
   readonly paths: ReturnType<typeof statePaths>;
+  /** The state as last read or written, and the file identity it was read from. */
+  private cached: { state: AgentState; identity: string } | null = null;
 
-  constructor(readonly dir: string, private readonly historySize = 10) {
+  /**
+   * `maxFileBytes` bounds every read of the state directory (state.json, envelopes, roots):
+   * what is there was written by the Agent, but a damaged or tampered file must not hang or
+   * exhaust it.
+   */
+  constructor(readonly dir: string, private readonly historySize = 10, private readonly maxFileBytes = 64 * 1024 * 1024) {
     this.paths = statePaths(dir);
   }
 
+  /**
+   * The state; read from disk only when the file changed since it was last read or written
+   * (a stat, not a parse, on every poll). Throws STATE_CORRUPT for a file that does not parse.
+   */
   async read(): Promise<AgentState> {
-    const text = await readOptional(this.paths.state);
-    if (text === null) return emptyState();
+    const identity = await fileIdentity(this.paths.state);
+    if (this.cached !== null && this.cached.identity === identity) return this.cached.state;
+    if (identity === null) {
+      this.cached = null;
+      return emptyState();
+    }
+    const bytes = await readRegularFile(this.paths.state, this.maxFileBytes, 'STATE_CORRUPT');
+    if (bytes === null) return emptyState();
     let value: unknown;
     try {
-      value = JSON.parse(text);
+      value = JSON.parse(Buffer.from(bytes).toString('utf8'));
     } catch (cause) {
       throw new AgentError('STATE_CORRUPT', `${this.paths.state} is not JSON: ${(cause as Error).message}`, { cause });
     }
     const parsed = StateSchema.safeParse(value);
     if (!parsed.success) throw new AgentError('STATE_CORRUPT', `${this.paths.state}: ${parsed.error.issues[0]?.path.join('.')}: ${parsed.error.issues[0]?.message}`);
+    this.cached = { state: parsed.data, identity };
     return parsed.data;
   }
 
   async write(state: AgentState): Promise<void> {
     await writeFileAtomic(this.paths.state, `${JSON.stringify(state, null, 2)}\n`, 0o600);
+    const identity = await fileIdentity(this.paths.state);
+    this.cached = identity === null ? null : { state, identity };
+  }
+
+  /** Moves a state.json that does not parse aside (kept for a person to look at) and returns where. */
+  async quarantine(at: Date): Promise<string> {
+    const aside = `${this.paths.state}.corrupt-${at.toISOString().replace(/[:.]/g, '-')}`;
+    await rename(this.paths.state, aside).catch(() => undefined);
+    await fsyncDirectory(this.dir);
+    this.cached = null;
+    return aside;
   }
 
   async readJournal(): Promise<Journal | null> {
@@ -139,17 +172,20 @@ export class StateStore {
   /** Keeps a verified envelope; only envelopes that passed verification are ever stored here. */
   async putEnvelope(d: string, bytes: Uint8Array): Promise<void> {
     const path = this.paths.envelope(d);
-    if ((await readOptional(path)) !== null) return;
+    const existing = await stat(path).catch(() => null);
+    if (existing?.isFile()) return;
+    // Anything else under an envelope's name (a FIFO, a directory) was not written by the Agent.
+    if (existing) await rm(path, { recursive: true, force: true });
     await writeFileAtomic(path, bytes, 0o600);
   }
 
+  /** A stored envelope, or null when there is none; anything but a regular file is refused (NOT_IN_HISTORY). */
   async getEnvelope(d: string): Promise<Uint8Array | null> {
-    try {
-      return new Uint8Array(await readFile(this.paths.envelope(d)));
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return null;
-      throw error;
-    }
+    return readRegularFile(this.paths.envelope(d), this.maxFileBytes, 'NOT_IN_HISTORY');
+  }
+
+  async getLastKnownGood(): Promise<Uint8Array | null> {
+    return readRegularFile(this.paths.lastKnownGood, this.maxFileBytes, 'STATE_CORRUPT');
   }
 
   async putLastKnownGood(bytes: Uint8Array): Promise<void> {
@@ -194,7 +230,8 @@ export class StateStore {
       .filter((v): v is string => v !== undefined)
       .map(Number)
       .sort((a, b) => a - b);
-    return Promise.all(versions.map(async (v) => new Uint8Array(await readFile(this.paths.root(v)))));
+    const roots = await Promise.all(versions.map((v) => readRegularFile(this.paths.root(v), this.maxFileBytes, 'STATE_CORRUPT')));
+    return roots.filter((bytes): bytes is Uint8Array => bytes !== null);
   }
 
   async putRoot(version: number, bytes: Uint8Array): Promise<void> {
@@ -206,13 +243,53 @@ export class StateStore {
   }
 }
 
-export async function readOptional(path: string): Promise<string | null> {
+/** What changes when a file is replaced or rewritten: inode, size, modification time. */
+async function fileIdentity(path: string): Promise<string | null> {
   try {
-    return await readFile(path, 'utf8');
+    const s = await stat(path, { bigint: true });
+    return `${s.ino}:${s.size}:${s.mtimeNs}:${s.ctimeNs}`;
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code === 'ENOENT') return null;
     throw error;
   }
+}
+
+/**
+ * Reads a file of the state directory, at most `maxBytes`. Opened non-blocking and checked to
+ * be a regular file before any read: a FIFO or a device under a file's name would otherwise
+ * block the Agent forever. Null when the file does not exist.
+ */
+export async function readRegularFile(path: string, maxBytes: number, code: 'STATE_CORRUPT' | 'NOT_IN_HISTORY'): Promise<Uint8Array | null> {
+  let handle: Awaited<ReturnType<typeof open>>;
+  try {
+    handle = await open(path, constants.O_RDONLY | constants.O_NONBLOCK);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    throw new AgentError(code, `cannot read ${path}: ${(error as Error).message}`, { cause: error });
+  }
+  try {
+    const info = await handle.stat();
+    if (!info.isFile()) throw new AgentError(code, `${path} is not a regular file`);
+    if (info.size > maxBytes) throw new AgentError(code, `${path} is ${info.size} bytes, more than the limit of ${maxBytes}`);
+    const buffer = Buffer.alloc(Math.min(info.size, maxBytes) + 1);
+    let filled = 0;
+    for (;;) {
+      const { bytesRead } = await handle.read(buffer, filled, buffer.byteLength - filled, null);
+      if (bytesRead === 0) break;
+      filled += bytesRead;
+      if (filled > maxBytes) throw new AgentError(code, `${path} grew past the limit of ${maxBytes} bytes while being read`);
+      if (filled === buffer.byteLength) break;
+    }
+    return new Uint8Array(buffer.buffer, buffer.byteOffset, filled);
+  } finally {
+    await handle.close();
+  }
+}
+
+/** A small file of the state directory (journal, lock) as text, or null when absent; never blocks on a FIFO. */
+export async function readOptional(path: string): Promise<string | null> {
+  const bytes = await readRegularFile(path, 1024 * 1024, 'STATE_CORRUPT');
+  return bytes === null ? null : Buffer.from(bytes).toString('utf8');
 }
 
 export async function exists(path: string): Promise<boolean> {

@@ -6,6 +6,7 @@ import { bearerMatches } from '@resultity/bridge-endpoint';
 import type { Registry } from 'prom-client';
 
 import type { ListenAddress } from './config.js';
+import { isConfigDigest } from './digest.js';
 import { errorCode, errorMessage } from './errors.js';
 
 /** The local endpoint for operators and scrapers: /healthz, /metrics, /status, and the control routes. */
@@ -90,7 +91,10 @@ export async function startStatusServer(options: StatusServerOptions): Promise<S
           throw error;
         }
         if (path === '/v1/unpin') return act(() => control.actions.unpin());
-        if (body.to !== undefined && typeof body.to !== 'string') return reply(400, 'text/plain', 'expected { "to"?: "sha256:<hex>" }\n');
+        // The same digest check as the CLI and the engine: the digest names a file in the state directory.
+        if (body.to !== undefined && (typeof body.to !== 'string' || !isConfigDigest(body.to))) {
+          return reply(400, 'text/plain', 'expected { "to"?: "sha256:<64 lowercase hex>" }\n');
+        }
         return act(() => control.actions.rollback(body.to as string | undefined));
       }
       if (req.method !== 'GET') return reply(405, 'text/plain', 'method not allowed\n');

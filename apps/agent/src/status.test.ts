@@ -37,4 +37,11 @@ describe('renderStatus', () => {
     expect(text).toMatch(/^flags\s+mode testnet; subclouds eu-gpu$/m);
     expect(text).toMatch(/^pending update\s+agent 1\.3\.0/m);
   });
+
+  it('escapes control characters that came from the network, even in a state written before they were escaped', () => {
+    const hostile = { ...report, last_error: { code: 'PAYLOAD_TYPE', message: 'payloadType is "\u001b]0;owned\u0007"', at: report.last_check ?? '' } };
+    const text = renderStatus(hostile);
+    expect(text).toContain('payloadType is "\\x1b]0;owned\\x07"');
+    expect(text).not.toMatch(/[\u0000-\u0008\u000b-\u001f\u007f]/);
+  });
 });

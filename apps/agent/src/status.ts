@@ -1,6 +1,7 @@
 import type { AgentParts } from './agent.js';
-import { errorCode, errorMessage } from './errors.js';
+import { errorCode, errorMessage, escapeControl } from './errors.js';
 import type { ApplierPort, ObservedNode, RuntimeNotifier } from './ports.js';
+import { emptyState } from './state.js';
 import { AGENT_VERSION } from './version.js';
 
 /** Everything `status` shows, as JSON (`status --json`, GET /status). */
@@ -26,9 +27,14 @@ export interface StatusReport {
 
 /** Reads the state directory, the applied snapshot and (when reachable) the container engine. */
 export async function collectStatus(parts: AgentParts, applier: ApplierPort, notifier?: RuntimeNotifier): Promise<StatusReport> {
-  const state = await parts.store.read();
+  // Through the engine: a corrupt state.json is rebuilt by the lock holder (and reported as
+  // STATE_CORRUPT); a read-only reader reports it as found.
+  const state = await parts.engine.readState().catch((error: unknown) => {
+    if (errorCode(error) !== 'STATE_CORRUPT') throw error;
+    return { ...emptyState(), last_error: { code: 'STATE_CORRUPT', message: errorMessage(error), at: new Date().toISOString() } };
+  });
   const journal = await parts.store.readJournal();
-  const applied = await parts.engine.appliedTarget();
+  const applied = state.applied === null ? null : await parts.engine.appliedTarget().catch(() => null);
   let observed: ObservedNode | null = null;
   let engine = 'ok';
   try {
@@ -52,7 +58,7 @@ export async function collectStatus(parts: AgentParts, applier: ApplierPort, not
       .map(([digest, f]) => ({ digest, code: f.code, attempts: f.attempts })),
     containers: observed ? [...observed.containers] : null,
     models: observed ? [...observed.models] : (applied?.snapshot.models.map((m) => ({ name: m.name, version: m.version })) ?? []),
-    flags: observed?.flags ?? (applied ? applier.flags(applied) : null),
+    flags: observed?.flags ?? (applied ? await applier.flags(applied).catch(() => null) : null),
     engine,
     runtime: { last: state.runtime, connected: notifier ? [...notifier.connected()] : [] },
     pending_update: {
@@ -90,7 +96,8 @@ export function renderStatus(report: StatusReport): string {
   return rows
     .map(([k, v]) => {
       const [first, ...rest] = v.split('\n');
-      return [`${k.padEnd(width)}  ${first}`, ...rest.map((line) => `${' '.repeat(width)}  ${line}`)].join('\n');
+      // Values quote what the network sent (error messages, image names): escaped line by line.
+      return [`${k.padEnd(width)}  ${escapeControl(first ?? '')}`, ...rest.map((line) => `${' '.repeat(width)}  ${escapeControl(line)}`)].join('\n');
     })
     .join('\n');
 }
