@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 
 import { readTokenFile } from '@resultity/bridge-protocol';
-import { readFileBounded } from '@resultity/snapshot/origin';
+import { readFileBounded } from '@resultity/node-kit';
 import { Command, CommanderError } from 'commander';
 
 import { buildAgent, createLogger } from './agent.js';

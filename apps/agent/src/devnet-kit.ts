@@ -16,7 +16,8 @@ import {
   signSnapshot,
   toKeyFile,
 } from '@resultity/snapshot';
-import { publishSnapshot, writeFileAtomic } from '@resultity/snapshot/origin';
+import { writeFileAtomic } from '@resultity/node-kit';
+import { publishSnapshot } from '@resultity/snapshot/origin';
 
 import type { ConfigInput } from './config.js';
 

@@ -1,7 +1,7 @@
 import { mkdir, open, readFile, readdir, rm, stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 
-import { fsyncDirectory, writeFileAtomic } from '@resultity/snapshot/origin';
+import { fsyncDirectory, writeFileAtomic } from '@resultity/node-kit';
 import { z } from 'zod';
 
 import { AgentError } from './errors.js';

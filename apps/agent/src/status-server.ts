@@ -1,7 +1,7 @@
-import { createHash, timingSafeEqual } from 'node:crypto';
 import { type Server, createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 
+import { bearerMatches, tokenDigest } from '@resultity/node-kit';
 import type { Registry } from 'prom-client';
 
 import type { ListenAddress } from './config.js';
@@ -25,12 +25,6 @@ export interface StatusServerOptions {
 
 const MAX_CONTROL_BODY = 4096;
 
-function bearerMatches(header: string | undefined, token: string): boolean {
-  const presented = createHash('sha256').update(/^Bearer (.+)$/.exec(header ?? '')?.[1] ?? '').digest();
-  const expected = createHash('sha256').update(token).digest();
-  return timingSafeEqual(presented, expected) && header !== undefined;
-}
-
 export async function startStatusServer(options: StatusServerOptions): Promise<StatusServer> {
   const server: Server = createServer((req, res) => {
     const path = new URL(req.url ?? '/', 'http://agent.invalid').pathname;
@@ -40,7 +34,7 @@ export async function startStatusServer(options: StatusServerOptions): Promise<S
     };
     const handle = async () => {
       if (path === '/v1/rollback' && req.method === 'POST' && options.control) {
-        if (!bearerMatches(req.headers.authorization, options.control.token)) return reply(401, 'text/plain', 'expected Authorization: Bearer <token>\n');
+        if (!bearerMatches(req.headers.authorization, tokenDigest(options.control.token))) return reply(401, 'text/plain', 'expected Authorization: Bearer <token>\n');
         const chunks: Buffer[] = [];
         let size = 0;
         for await (const chunk of req as AsyncIterable<Buffer>) {
