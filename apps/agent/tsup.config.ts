@@ -1,3 +1,3 @@
 import { packageConfig } from '@resultity/tooling/tsup';
 
-export default packageConfig({ entry: ['src/index.ts', 'src/cli.ts', 'src/devnet.ts'] });
+export default packageConfig({ entry: ['src/index.ts', 'src/cli.ts'] });

@@ -1,6 +1,6 @@
 import { chmod, mkdir } from 'node:fs/promises';
 
-import { readFileBounded } from '@resultity/snapshot/origin';
+import { readFileBounded } from '@resultity/node-kit';
 import { destination, pino } from 'pino';
 
 import { AuditLog } from './audit.js';

@@ -3,7 +3,7 @@
 import { request } from 'node:http';
 
 import { readTokenFile } from '@resultity/bridge-protocol';
-import { readFileBounded } from '@resultity/snapshot/origin';
+import { readFileBounded } from '@resultity/node-kit';
 import { Command, CommanderError } from 'commander';
 
 import { buildAgent, createLogger } from './agent.js';

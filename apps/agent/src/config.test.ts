@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 
-import { parseConfig, parseListen } from './config.js';
+import { parseConfig } from './config.js';
 
 const minimal = { network: 'testnet', origin: 'http://127.0.0.1:8080', node_id: 'node-1', trust_root: ['root/1.json'], state_dir: 'state' };
 
@@ -50,15 +50,5 @@ describe('parseConfig', () => {
 
   it('refuses a bridge that would listen beyond loopback', () => {
     expect(() => parseConfig({ ...minimal, bridge: { listen: '0.0.0.0:7420' } }, '/')).toThrow(/bridge\.listen/);
-  });
-});
-
-describe('parseListen', () => {
-  it('accepts loopback addresses and unix sockets only', () => {
-    expect(parseListen('127.0.0.1:9464')).toEqual({ host: '127.0.0.1', port: 9464 });
-    expect(parseListen('[::1]:1')).toEqual({ host: '::1', port: 1 });
-    expect(parseListen('/run/resultity/bridge.sock')).toEqual({ socketPath: '/run/resultity/bridge.sock' });
-    expect(parseListen('10.0.0.1:80')).toBeNull();
-    expect(parseListen('127.0.0.1:70000')).toBeNull();
   });
 });

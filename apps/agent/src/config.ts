@@ -1,7 +1,7 @@
 import { dirname, isAbsolute, relative, resolve } from 'node:path';
 
+import { type ListenAddress, parseListen, readFileBounded } from '@resultity/node-kit';
 import { DEFAULT_MAX_ENVELOPE_BYTES, NAME_PATTERN } from '@resultity/snapshot';
-import { readFileBounded } from '@resultity/snapshot/origin';
 import { z } from 'zod';
 
 import { AgentError } from './errors.js';
@@ -110,18 +110,8 @@ export const BRIDGE_TOKEN_NAME = 'bridge.token';
 /** The operator's token, in the state directory and outside the directory runtimes see. */
 export const OPERATOR_TOKEN_NAME = 'operator.token';
 
-/** A loopback TCP address or a unix socket path. */
-export type ListenAddress = { host: '127.0.0.1' | '::1' | 'localhost'; port: number } | { socketPath: string };
-
-export function parseListen(value: string): ListenAddress | null {
-  if (value.startsWith('/')) return { socketPath: value };
-  const match = /^(127\.0\.0\.1|localhost|\[::1\]|::1):(\d{1,5})$/.exec(value);
-  if (!match) return null;
-  const port = Number(match[2]);
-  if (port > 65535) return null;
-  const host = match[1] === '[::1]' ? '::1' : (match[1] as '127.0.0.1' | '::1' | 'localhost');
-  return { host, port };
-}
+// Moved to @resultity/node-kit; re-exported so the Agent's modules keep importing them from here.
+export { type ListenAddress, parseListen };
 
 /** Renders zod issues naming the field: "limits.request_timeout_ms: Too small ...". */
 function describe(error: z.ZodError): string {

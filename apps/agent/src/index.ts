@@ -38,6 +38,4 @@ export { startAgent, applierFor } from './main.js';
 export type { RunningAgent } from './main.js';
 export { collectStatus, renderStatus } from './status.js';
 export type { StatusReport } from './status.js';
-export { createDevNetwork, devSnapshot, startFileServer, makeModel, buildBusyboxImage, writeAgentConfig } from './devnet-kit.js';
-export type { DevNetwork, FileServer, RegistryImage } from './devnet-kit.js';
 export { terminalProgress } from './progress.js';

@@ -2,7 +2,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { link, mkdir, open, readFile, rename, unlink } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 
-import { fsyncDirectory } from '@resultity/snapshot/origin';
+import { fsyncDirectory } from '@resultity/node-kit';
 
 import { AgentError } from './errors.js';
 

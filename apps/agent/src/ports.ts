@@ -94,15 +94,9 @@ export function noRuntimeNotifier(reason = 'no runtime bridge'): RuntimeNotifier
   };
 }
 
-/** The pino-compatible subset the Agent logs through. */
-export interface Logger {
-  info(obj: object, msg?: string): void;
-  warn(obj: object, msg?: string): void;
-  error(obj: object, msg?: string): void;
-  debug(obj: object, msg?: string): void;
-}
-
-export const silentLogger: Logger = { info() {}, warn() {}, error() {}, debug() {} };
+/** The pino-compatible subset the Agent logs through (from @resultity/node-kit). */
+export type { Logger } from '@resultity/node-kit';
+export { silentLogger } from '@resultity/node-kit';
 
 /** The metrics the loop feeds; the default adapter is prom-client. */
 export interface MetricsSink {

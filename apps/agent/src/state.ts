@@ -2,7 +2,7 @@ import { constants } from 'node:fs';
 import { open, readdir, rename, rm, stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 
-import { fsyncDirectory, writeFileAtomic } from '@resultity/snapshot/origin';
+import { fsyncDirectory, writeFileAtomic } from '@resultity/node-kit';
 import { z } from 'zod';
 
 import { AgentError } from './errors.js';

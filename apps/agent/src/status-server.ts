@@ -1,8 +1,7 @@
-import { createHash } from 'node:crypto';
 import { type IncomingMessage, type Server, createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 
-import { bearerMatches } from '@resultity/bridge-endpoint';
+import { bearerMatches, tokenDigest as digestOfToken } from '@resultity/node-kit';
 import type { Registry } from 'prom-client';
 
 import type { ListenAddress } from './config.js';
@@ -65,7 +64,7 @@ async function readJson(req: IncomingMessage): Promise<Record<string, unknown>> 
 
 export async function startStatusServer(options: StatusServerOptions): Promise<StatusServer> {
   const control = options.control;
-  const tokenDigest = control ? createHash('sha256').update(control.token, 'utf8').digest() : null;
+  const tokenDigest = control ? digestOfToken(control.token) : null;
   const server: Server = createServer((req, res) => {
     const path = new URL(req.url ?? '/', 'http://agent.invalid').pathname;
     const reply = (status: number, type: string, body: string) => {

@@ -4,9 +4,9 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 
 import { tempDir } from '@resultity/testkit';
+import { type RegistryImage, buildBusyboxImage, devSnapshot } from '@resultity/testkit/devnet';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
-import { type RegistryImage, buildBusyboxImage, devSnapshot } from '../src/devnet-kit.js';
 import { type Setup, cli, setup } from './helpers.js';
 
 const run = promisify(execFile);

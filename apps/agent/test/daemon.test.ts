@@ -4,10 +4,10 @@ import { mkdir, readFile, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 
 import { tempDir } from '@resultity/testkit';
+import { type FileServer, devSnapshot, makeModel, startFileServer } from '@resultity/testkit/devnet';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { verifyAuditFile } from '../src/audit.js';
-import { type FileServer, devSnapshot, makeModel, startFileServer } from '../src/devnet-kit.js';
 import { CLI, type Setup, cli, freePort, setup, waitForExit } from './helpers.js';
 
 interface StateFile {

@@ -6,9 +6,9 @@ import { createHash } from 'node:crypto';
 
 import { SNAPSHOT_PAYLOAD_TYPE, canonicalBytes, generateSigningKey, signEnvelope, signRoot } from '@resultity/snapshot';
 import { tempDir } from '@resultity/testkit';
+import { devSnapshot } from '@resultity/testkit/devnet';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
-import { devSnapshot } from '../src/devnet-kit.js';
 import { type Setup, cli, setup } from './helpers.js';
 
 let bump = 0;
@@ -296,7 +296,7 @@ describe('plan', () => {
     const work = await tempDir('agent-plan-');
     const s = await setup(work.path, 'dev');
     try {
-      const files = await import('../src/devnet-kit.js');
+      const files = await import('@resultity/testkit/devnet');
       const server = await files.startFileServer(work.path);
       try {
         const model = await files.makeModel(work.path, server, 'planned', '1.0.0', new Uint8Array(2048).fill(7));

@@ -8,7 +8,7 @@ import { tempDir } from '@resultity/testkit';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 
 import { loadConfig } from '../src/config.js';
-import { devSnapshot } from '../src/devnet-kit.js';
+import { devSnapshot } from '@resultity/testkit/devnet';
 import { type RunningAgent, startAgent } from '../src/main.js';
 import { silentLogger } from '../src/ports.js';
 import { CLI, type Setup, cli, freePort, setup, waitForExit } from './helpers.js';

@@ -6,9 +6,9 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 
 import { startOriginServer } from '@resultity/snapshot/origin';
+import { type DevNetwork, createDevNetwork, writeAgentConfig } from '@resultity/testkit/devnet';
 
 import type { ConfigInput } from '../src/config.js';
-import { type DevNetwork, createDevNetwork, writeAgentConfig } from '../src/devnet-kit.js';
 
 const run = promisify(execFile);
 export const CLI = join(dirname(fileURLToPath(import.meta.url)), '..', 'dist', 'cli.js');
@@ -129,7 +129,7 @@ export async function setup(work: string, kind: 'dev' | 'nginx', overrides: Part
     downloads: { allow_private_addresses: true },
     retry_budget: 3,
     ...overrides,
-  });
+  } satisfies ConfigInput);
   return { net, origin, config, stateDir, close: () => origin.close() };
 }
 

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { tempDir } from '@resultity/testkit';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
-import { devSnapshot } from '../src/devnet-kit.js';
+import { devSnapshot } from '@resultity/testkit/devnet';
 import { CLI, type Setup, cli, freePort, setup, waitForExit } from './helpers.js';
 
 interface StateFile {

@@ -3,11 +3,11 @@ import { join } from 'node:path';
 
 import { type RuntimeBridge, connect } from '@resultity/runtime-bridge';
 import { tempDir } from '@resultity/testkit';
+import { devSnapshot } from '@resultity/testkit/devnet';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { readAuditEntries } from '../src/audit.js';
 import { loadConfig } from '../src/config.js';
-import { devSnapshot } from '../src/devnet-kit.js';
 import { type RunningAgent, startAgent } from '../src/main.js';
 import { silentLogger } from '../src/ports.js';
 import { type Setup, freePort, setup } from './helpers.js';

@@ -1,5 +1,3 @@
-import { isIP } from 'node:net';
-
 import {
   type AgentMessage,
   BRIDGE_SUBPROTOCOL,
@@ -14,6 +12,7 @@ import {
   readTokenFile,
   validateJob as validateJobAgainst,
 } from '@resultity/bridge-protocol';
+import { isLoopbackHost } from '@resultity/node-kit';
 import WebSocket from 'ws';
 
 import { type BackoffOptions, backoffDelay, backoffOptions } from './backoff.js';
@@ -107,7 +106,7 @@ export function resolveAgentUrl(url: string): string {
     throw new BridgeError('URL_INVALID', `expected a ws: or ws+unix: URL, found ${parsed.protocol}`);
   }
   const host = parsed.hostname.replace(/^\[|\]$/g, '');
-  const loopback = host === 'localhost' || host === '::1' || (isIP(host) === 4 && host.startsWith('127.'));
+  const loopback = isLoopbackHost(host);
   if (!loopback) throw new BridgeError('NOT_LOOPBACK', `expected the Agent on a loopback address, found ${host}`);
   return url;
 }

@@ -1,8 +1,7 @@
 import { readFile, rm } from 'node:fs/promises';
-import { isIP } from 'node:net';
 
 import type { RuntimeEnvironment } from '@resultity/bridge-protocol';
-import { writeFileAtomic } from '@resultity/snapshot/origin';
+import { isLoopbackHost, writeFileAtomic } from '@resultity/node-kit';
 
 import { type ConnectOptions, type RuntimeBridge, connect } from './bridge.js';
 import { BridgeError } from './errors.js';
@@ -29,7 +28,7 @@ function checkPostUrl(url: string): void {
     throw new BridgeError('SIDECAR_CONFIG', `expected an http:// admin URL, found ${url}`, { cause: error });
   }
   const host = parsed.hostname.replace(/^\[|\]$/g, '');
-  const loopback = host === 'localhost' || host === '::1' || (isIP(host) === 4 && host.startsWith('127.'));
+  const loopback = isLoopbackHost(host);
   if (parsed.protocol !== 'http:' || !loopback) {
     throw new BridgeError('SIDECAR_CONFIG', `expected an http:// admin URL on a loopback address, found ${parsed.protocol}//${host}`);
   }

@@ -1,9 +1,10 @@
 import { mkdir, readFile } from 'node:fs/promises';
 import { dirname } from 'node:path';
 
+import { writeFileAtomic } from '@resultity/node-kit';
+
 import { fail } from './errors.js';
 import type { Clock, FlagsStore } from './ports.js';
-import { writeFileAtomic } from '@resultity/snapshot/origin';
 import type { ParticipationFlags } from './types.js';
 
 function isFlags(value: unknown): value is ParticipationFlags {

@@ -1,3 +1,5 @@
+import type { Clock } from '@resultity/node-kit';
+
 import type { ContainerDefinition, ParticipationFlags } from './types.js';
 
 /** A container as the engine lists it. */
@@ -100,11 +102,8 @@ export interface FlagsStore {
   write(flags: ParticipationFlags | null): Promise<void>;
 }
 
-/** Time as data: the executor's waits and timeouts go through this. */
-export interface Clock {
-  now(): number;
-  sleep(ms: number, signal?: AbortSignal): Promise<void>;
-}
+/** Time as data: the executor's waits and timeouts go through this (from @resultity/node-kit). */
+export type { Clock };
 
 /** Everything `execute` touches, injected. */
 export interface ApplierPorts {

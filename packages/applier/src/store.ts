@@ -2,7 +2,7 @@ import { createReadStream } from 'node:fs';
 import { mkdir, open, readdir, readFile, rename, rm, stat, statfs } from 'node:fs/promises';
 import { join } from 'node:path';
 
-import { writeFileAtomic } from '@resultity/snapshot/origin';
+import { writeFileAtomic } from '@resultity/node-kit';
 
 import { fail } from './errors.js';
 import type { ModelIndexEntry, ModelStore, PartWriter } from './ports.js';

@@ -1,9 +1,9 @@
-import { createHash, randomUUID, timingSafeEqual } from 'node:crypto';
+import { randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { lstat, chmod, unlink } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { type IncomingMessage, type Server, createServer } from 'node:http';
-import { connect as connectSocket, isIP } from 'node:net';
+import { connect as connectSocket } from 'node:net';
 import type { Duplex } from 'node:stream';
 
 import {
@@ -19,6 +19,7 @@ import {
   parseRuntimeEnvironment,
   parseRuntimeMessage,
 } from '@resultity/bridge-protocol';
+import { bearerMatches, isLoopbackHost, tokenDigest as sha256 } from '@resultity/node-kit';
 import { type WebSocket, WebSocketServer } from 'ws';
 
 import { EndpointError } from './errors.js';
@@ -125,25 +126,8 @@ interface Peer {
   inflight: Map<string, Promise<BridgeAck>>;
 }
 
-const LOOPBACK_NAMES = new Set(['localhost', '::1']);
-
-/** True for addresses no other host can reach: 127.0.0.0/8, ::1 and `localhost`. */
-export function isLoopbackHost(host: string): boolean {
-  if (LOOPBACK_NAMES.has(host)) return true;
-  return isIP(host) === 4 && host.startsWith('127.');
-}
-
-function sha256(text: string): Buffer {
-  return createHash('sha256').update(text, 'utf8').digest();
-}
-
-/** Compares the presented Authorization header with the token in constant time. */
-export function bearerMatches(header: string | undefined, expectedDigest: Buffer): boolean {
-  const match = /^Bearer ([\x21-\x7e]{1,1024})$/.exec(header ?? '');
-  // Hashing first gives buffers of equal length whatever was presented, so length leaks nothing.
-  const presented = sha256(match?.[1] ?? '');
-  return timingSafeEqual(presented, expectedDigest) && match !== null;
-}
+// isLoopbackHost and bearerMatches live in @resultity/node-kit; re-exported for this package's users.
+export { bearerMatches, isLoopbackHost };
 
 function rejectUpgrade(socket: Duplex, status: number, reason: string, body: string): void {
   // Destroy only once the answer is flushed, so the client learns why it was refused.

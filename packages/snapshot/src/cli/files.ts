@@ -1,6 +1,7 @@
+import { FileError, describeFsError, readFileBounded as readBounded } from '@resultity/node-kit';
+
 import { fromKeyFile, isSigningKey, type PublicKey, type SigningKey } from '../ed25519.js';
 import { refuse } from '../errors.js';
-import { describeFsError, readFileBounded } from '../origin/fs.js';
 
 /** Key files and snapshots a publisher edits are small; 1 MiB is far above any real one. */
 const SMALL_FILE_LIMIT = 1024 * 1024;
@@ -24,4 +25,14 @@ export async function readSigningKey(path: string): Promise<SigningKey> {
   return key;
 }
 
-export { describeFsError, readFileBounded };
+/** The CLI's bounded read: the same codes (IO, TOO_LARGE) and message, as a SnapshotError. */
+export async function readFileBounded(path: string, maxBytes: number): Promise<Uint8Array> {
+  try {
+    return await readBounded(path, maxBytes);
+  } catch (error) {
+    if (error instanceof FileError) return refuse(error.code, error.message, error.cause);
+    throw error;
+  }
+}
+
+export { describeFsError };

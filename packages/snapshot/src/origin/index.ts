@@ -1,4 +1,3 @@
 export * from './layout.js';
 export * from './publish.js';
 export * from './server.js';
-export * from './fs.js';

@@ -1,6 +1,8 @@
 import { readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 
+import { writeFileAtomic } from '@resultity/node-kit';
+
 import { configDigest, parseCanonical } from '../canonical.js';
 import { envelopePayload, expectPayloadType } from '../dsse.js';
 import { parseEnvelope } from '../envelope.js';
@@ -8,7 +10,6 @@ import { refuse } from '../errors.js';
 import { type TrustedRoot, walkRootChain } from '../root.js';
 import { type Envelope, SNAPSHOT_PAYLOAD_TYPE, type Snapshot } from '../schema.js';
 import { parseSnapshotValue, verifySnapshotEnvelope } from '../verify.js';
-import { writeFileAtomic } from './fs.js';
 import { type LatestHint, originPaths, parseLatestHint } from './layout.js';
 
 export interface PublishInput {

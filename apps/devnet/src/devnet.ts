@@ -3,18 +3,13 @@ import { randomBytes } from 'node:crypto';
 import { mkdir, rm } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 
+import { type ConfigInput, type StatusReport, errorMessage, loadConfig, renderStatus, startAgent, terminalProgress } from '@resultity/agent';
 import { DockerEngine } from '@resultity/applier';
 import { startExampleRuntime } from '@resultity/runtime-bridge';
 import { startOriginServer } from '@resultity/snapshot/origin';
+import { type RegistryImage, buildBusyboxImage, createDevNetwork, devSnapshot, makeModel, startFileServer, writeAgentConfig } from '@resultity/testkit/devnet';
 import { Command } from 'commander';
 import { destination, pino } from 'pino';
-
-import { loadConfig } from './config.js';
-import { type RegistryImage, buildBusyboxImage, createDevNetwork, devSnapshot, makeModel, startFileServer, writeAgentConfig } from './devnet-kit.js';
-import { errorMessage } from './errors.js';
-import { startAgent } from './main.js';
-import { terminalProgress } from './progress.js';
-import { type StatusReport, renderStatus } from './status.js';
 
 const REGISTRY = process.env.RESULTITY_TEST_REGISTRY ?? '127.0.0.1:5000';
 
@@ -125,7 +120,7 @@ async function main(): Promise<number> {
     timers: { poll_interval_s: 2, heartbeat_interval_s: 5, retry_initial_ms: 500, retry_max_ms: 5000 },
     // The dev network's model files are served on 127.0.0.1.
     downloads: { allow_private_addresses: true },
-  });
+  } satisfies ConfigInput);
   const config = await loadConfig(configFile);
   const logger = pino({ level: 'info', base: { node_id: config.node_id } }, destination({ dest: join(dir, 'agent.log'), sync: true, mkdir: true }));
   const progress = terminalProgress(process.stdout);

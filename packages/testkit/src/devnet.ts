@@ -4,6 +4,7 @@ import { type Server, createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 
+import { writeFileAtomic } from '@resultity/node-kit';
 import {
   type Model,
   type SigningKey,
@@ -16,9 +17,7 @@ import {
   signSnapshot,
   toKeyFile,
 } from '@resultity/snapshot';
-import { publishSnapshot, writeFileAtomic } from '@resultity/snapshot/origin';
-
-import type { ConfigInput } from './config.js';
+import { publishSnapshot } from '@resultity/snapshot/origin';
 
 /** A local network for development and tests: a signing key, a root, and a published origin tree. */
 export interface DevNetwork {
@@ -176,8 +175,11 @@ export async function makeModel(dir: string, server: { url: string }, name: stri
   return { name, version, sha256: createHash('sha256').update(content).digest('hex'), size: content.byteLength, urls: [`${server.url}/${file}`] };
 }
 
-/** An Agent configuration for a dev network, written next to its state. */
-export async function writeAgentConfig(file: string, input: ConfigInput): Promise<string> {
+/**
+ * An Agent configuration for a dev network, written next to its state. Typed by the caller
+ * (`satisfies ConfigInput` of @resultity/agent): the testkit cannot depend on the Agent.
+ */
+export async function writeAgentConfig(file: string, input: object): Promise<string> {
   await writeFileAtomic(file, `${JSON.stringify(input, null, 2)}\n`);
   return file;
 }

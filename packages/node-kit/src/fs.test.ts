@@ -1,15 +1,17 @@
-import { writeFile } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
-import { tempDir } from '@resultity/testkit';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { readFileBounded } from './fs.js';
 
+// Not the testkit's tempDir: the testkit stands on the snapshot package, which stands on this one.
 let dir: { path: string; cleanup: () => Promise<void> };
 
 beforeAll(async () => {
-  dir = await tempDir('resultity-fs-');
+  const path = await mkdtemp(join(tmpdir(), 'resultity-fs-'));
+  dir = { path, cleanup: () => rm(path, { recursive: true, force: true }) };
   await writeFile(join(dir.path, 'exact'), Buffer.alloc(200_000, 7));
 });
 

@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdir, open, rename, rm } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 
-import { SnapshotError, refuse } from '../errors.js';
+import { CodedError } from './errors.js';
 
 /**
  * Replaces a file so that a reader, or a restart after a crash, sees the old content or the
@@ -31,6 +31,7 @@ export async function writeFileAtomic(path: string, data: Uint8Array | string, m
   await fsyncDirectory(dir);
 }
 
+/** Makes a rename or unlink in `dir` durable: without it a crash can forget the entry. */
 export async function fsyncDirectory(dir: string): Promise<void> {
   const handle = await open(dir, 'r');
   try {
@@ -38,6 +39,18 @@ export async function fsyncDirectory(dir: string): Promise<void> {
   } finally {
     await handle.close();
   }
+}
+
+/** Why `readFileBounded` failed: the file is over the limit, or it could not be read. */
+export type FileErrorCode = 'IO' | 'TOO_LARGE';
+
+/** A file read that failed; the codes match the snapshot package's, which rethrows them as its own. */
+export class FileError extends CodedError<FileErrorCode> {
+  override readonly name = 'FileError';
+}
+
+function refuse(code: FileErrorCode, message: string, cause?: unknown): never {
+  throw new FileError(code, message, cause === undefined ? undefined : { cause });
 }
 
 /**
@@ -66,7 +79,7 @@ export async function readFileBounded(path: string, maxBytes: number): Promise<U
     const bytes = Buffer.concat(chunks, filled);
     return new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   } catch (cause) {
-    if (cause instanceof SnapshotError) throw cause;
+    if (cause instanceof FileError) throw cause;
     return refuse('IO', `cannot read ${path}: ${describeFsError(cause)}`, cause);
   } finally {
     await handle.close();

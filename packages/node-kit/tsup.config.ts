@@ -1,0 +1,3 @@
+import { packageConfig } from '@resultity/tooling/tsup';
+
+export default packageConfig();

@@ -1,0 +1,3 @@
+import { testConfig } from '@resultity/tooling/vitest';
+
+export default testConfig();
