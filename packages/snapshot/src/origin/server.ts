@@ -43,7 +43,7 @@ export interface OriginServer {
   close(): Promise<void>;
 }
 
-const STATIC = /^\/v1\/([^/]+)\/(latest\.json|snapshots\/[0-9a-f]{64}\.json|root\/[1-9][0-9]{0,9}\.json)$/;
+const STATIC = /^\/v1\/([^/]+)\/(latest\.json|(?:snapshots|chunks)\/[0-9a-f]{64}\.json|root\/[1-9][0-9]{0,9}\.json)$/;
 const HEARTBEAT = /^\/v1\/([^/]+)\/nodes\/([^/]+)\/heartbeat$/;
 const NODES = /^\/v1\/([^/]+)\/nodes$/;
 const NODE_ID = /^[A-Za-z0-9._:-]{1,128}$/;
