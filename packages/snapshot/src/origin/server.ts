@@ -114,6 +114,8 @@ export async function startOriginServer(
     res.setHeader(LONG_POLL_HEADER, '1');
     const file = await readStatic(relative);
     if (file === null || !matchesEtag(req, file.etag)) return serveStatic(req, res, relative, false);
+    // A client gone during the read would never free its place: its 'close' has already fired.
+    if (req.socket.destroyed) return;
     if (heldRequests() >= maxHeld) {
       res.setHeader('Retry-After', String(HELD_FULL_RETRY_AFTER_S));
       return send(res, 503, { error: `the origin holds ${maxHeld} long-poll requests already; retry after ${HELD_FULL_RETRY_AFTER_S} s` });
