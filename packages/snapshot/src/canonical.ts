@@ -30,7 +30,8 @@ export function parseCanonical(payload: Uint8Array, what = 'payload'): unknown {
     refuse('MALFORMED', `${what} is not JSON: ${(cause as Error).message}`, cause);
   }
   if (isCanonicalFast(value, text)) {
-    if (LONE_SURROGATE_ESCAPE.test(text)) refuse('MALFORMED', `${what} holds a lone UTF-16 surrogate`);
+    // includes() is a native scan; the regular expression only runs on text with escapes.
+    if (text.includes('\\u') && LONE_SURROGATE_ESCAPE.test(text)) refuse('MALFORMED', `${what} holds a lone UTF-16 surrogate`);
     return value;
   }
 

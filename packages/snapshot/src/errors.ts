@@ -65,7 +65,7 @@ export const REFUSALS = {
 export type RefusalCode = keyof typeof REFUSALS;
 
 /** The refusal codes, in the order of the table. */
-export const REFUSAL_CODES = Object.keys(REFUSALS) as RefusalCode[];
+export const REFUSAL_CODES: readonly RefusalCode[] = Object.keys(REFUSALS) as RefusalCode[];
 
 /** Errors of the publisher's tooling that are not refusals of a received envelope. */
 export const TOOL_ERRORS = {

@@ -1,7 +1,10 @@
 import { sampleSnapshot } from '@resultity/testkit';
+import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 
-import { type SnapshotInput, SnapshotSchema } from './schema.js';
+import { codeOf } from './code-of.test-support.js';
+import { type SnapshotInput, SnapshotSchema, isModelListValid } from './schema.js';
+import { parseSnapshotValue } from './verify.js';
 
 const HEX = 'ab'.repeat(32);
 type Container = SnapshotInput['runtime']['containers'][number];
@@ -116,5 +119,60 @@ describe('SnapshotSchema', () => {
     it('accepts February 29 of a leap year', () => {
       expect(issuesOf({ ...sampleSnapshot(), issued_at: '2028-02-29T12:00:00Z' })).toEqual([]);
     });
+  });
+});
+
+describe('isModelListValid, the hand-written twin of the models schema', () => {
+  const ModelListSchema = SnapshotSchema.shape.models;
+  const hex = fc.constantFrom(HEX, 'AB'.repeat(32), 'ab'.repeat(31), `${HEX}0`, '');
+  const field = <T>(good: fc.Arbitrary<T>, bad: fc.Arbitrary<unknown>) => fc.oneof({ weight: 4, arbitrary: good }, { weight: 1, arbitrary: bad });
+  const junk = fc.oneof(fc.constant(null), fc.constant(undefined), fc.boolean(), fc.constant([]), fc.constant({}), fc.double(), fc.string({ maxLength: 3 }));
+  const model = fc.record(
+    {
+      name: field(fc.constantFrom('a', 'llama-3.1', 'x'.repeat(63), 'm0', 'm1'), fc.constantFrom('', 'A', '-a', 'x'.repeat(64), 'a b')),
+      version: field(fc.string({ minLength: 1, maxLength: 5 }), fc.oneof(fc.constantFrom('', 'v'.repeat(129)), junk)),
+      sha256: field(fc.constant(HEX), fc.oneof(hex, junk)),
+      size: field(fc.constantFrom(0, 1, Number.MAX_SAFE_INTEGER), fc.oneof(fc.constantFrom(-1, 1.5, 2 ** 53, Number.NaN, Number.POSITIVE_INFINITY, -0), junk)),
+      urls: field(
+        fc.array(fc.constantFrom('http://a', 'https://cdn.example/m.gguf', 'https://h/p?q#f'), { minLength: 1, maxLength: 3 }),
+        fc.oneof(
+          fc.constant([]),
+          fc.constant(Array(17).fill('http://a')),
+          fc.array(fc.constantFrom('ftp://a', 'http://', 'http://a b', `http://${'a'.repeat(4090)}`, `http://a/${'a'.repeat(4090)}`), { minLength: 1, maxLength: 2 }),
+          junk,
+        ),
+      ),
+      chunks: field(
+        fc.record({ size: fc.constantFrom(2 ** 20, 2 ** 30), sha256: fc.constant(HEX) }),
+        fc.oneof(fc.record({ size: fc.constantFrom(2 ** 19, 2 ** 31, 3 * 2 ** 20, 2 ** 20 + 0.5), sha256: hex }), junk),
+      ),
+      extra: fc.jsonValue({ maxDepth: 1 }),
+    },
+    { requiredKeys: [] },
+  );
+  const list = fc.oneof({ weight: 5, arbitrary: fc.array(model, { maxLength: 4 }) }, { weight: 1, arbitrary: junk });
+
+  it('accepts exactly the lists the schema accepts', () => {
+    fc.assert(
+      fc.property(list, (models) => {
+        expect(isModelListValid(models)).toBe(ModelListSchema.safeParse(models).success);
+      }),
+      { numRuns: 5000 },
+    );
+  });
+
+  it('gives the same snapshot through parseSnapshotValue as the full schema', () => {
+    const value = JSON.parse(JSON.stringify(withModel({ chunks: { size: 2 ** 20, sha256: HEX }, extra: [1] })));
+    expect(isModelListValid(value.models)).toBe(true);
+    expect(parseSnapshotValue(value)).toEqual(SnapshotSchema.parse(value));
+  });
+
+  it('leaves a snapshot with bad models to the full schema, which names the field', () => {
+    expect(codeOf(() => parseSnapshotValue(withModel({ size: -1 })))).toBe('SCHEMA_INVALID');
+    expect(() => parseSnapshotValue(withModel({ size: -1 }))).toThrow(/models\.0\.size/);
+  });
+
+  it('still checks everything but the models when the models pass', () => {
+    expect(() => parseSnapshotValue(withTtl({ cache_ttl_s: 0 }))).toThrow(/ttl\.cache_ttl_s/);
   });
 });

@@ -4,7 +4,15 @@ import { cryptoReady } from './ed25519.js';
 import { DEFAULT_MAX_ENVELOPE_BYTES, parseEnvelope } from './envelope.js';
 import { refuse } from './errors.js';
 import type { TrustedRoot } from './root.js';
-import { SNAPSHOT_PAYLOAD_TYPE, SNAPSHOT_SCHEMA_MAJOR, type Snapshot, SnapshotSchema, describeIssues } from './schema.js';
+import {
+  SNAPSHOT_PAYLOAD_TYPE,
+  SNAPSHOT_SCHEMA_MAJOR,
+  type Snapshot,
+  SnapshotSchema,
+  SnapshotSchemaModelsChecked,
+  describeIssues,
+  isModelListValid,
+} from './schema.js';
 
 /** What the node has applied; verification refuses anything that would go back from it. */
 export interface AppliedState {
@@ -89,6 +97,14 @@ export function parseSnapshotValue(value: unknown): Snapshot {
   const major = (value as { schema?: unknown } | null)?.schema;
   if (typeof major === 'number' && Number.isInteger(major) && major > SNAPSHOT_SCHEMA_MAJOR) {
     refuse('UNSUPPORTED_SCHEMA', `snapshot schema ${major} is newer than ${SNAPSHOT_SCHEMA_MAJOR}, the newest this Agent knows`);
+  }
+  // Models are most of a large snapshot; when the hand-written check accepts them all, zod
+  // checks the rest and leaves the models as they are. Anything else takes the full schema,
+  // which also names what is wrong.
+  const models = (value as { models?: unknown } | null)?.models;
+  if (isModelListValid(models)) {
+    const rest = SnapshotSchemaModelsChecked.safeParse(value);
+    if (rest.success) return rest.data as Snapshot;
   }
   const parsed = SnapshotSchema.safeParse(value);
   if (!parsed.success) refuse('SCHEMA_INVALID', `snapshot: ${describeIssues(parsed.error)}`);

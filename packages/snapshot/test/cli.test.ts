@@ -199,4 +199,26 @@ describe('resultity-snapshot publish and serve', () => {
     server.kill('SIGTERM');
     expect(await exited).toBe(0);
   });
+
+  it('holds long-poll requests up to --max-held and answers one more with 503', async () => {
+    const held = spawn(process.execPath, [BIN, 'serve', '--origin', join(dir, 'origin'), '--port', '0', '--max-held', '1'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    server = held;
+    const url = await new Promise<string>((resolve, reject) => {
+      held.stdout?.on('data', (chunk: Buffer) => {
+        const match = /at (http:\/\/\S+)/.exec(chunk.toString());
+        if (match?.[1]) resolve(match[1]);
+      });
+      held.once('exit', (code) => reject(new Error(`serve exited ${code}`)));
+    });
+    const latest = `${url}/v1/testnet/latest.json`;
+    const etag = (await fetch(latest)).headers.get('etag') ?? '';
+    // Whichever of two requests is held first, the bound leaves no room for the other.
+    const answers = await Promise.all([1, 2].map(() => fetch(`${latest}?wait=3`, { headers: { 'If-None-Match': etag } })));
+    expect(answers.map((res) => res.status).sort()).toEqual([304, 503]);
+    expect(answers.map((res) => res.headers.get('resultity-long-poll'))).toEqual(['1', '1']);
+
+    const exited = new Promise<number | null>((resolve) => held.once('exit', resolve));
+    held.kill('SIGTERM');
+    expect(await exited).toBe(0);
+  });
 });

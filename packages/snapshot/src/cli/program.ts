@@ -240,9 +240,11 @@ function buildProgram(io: CliIo): Command {
     .requiredOption('--origin <dir>', 'origin directory')
     .option('--host <host>', 'address to listen on', '127.0.0.1')
     .option('--port <port>', 'port to listen on (0: any free port)', '8780')
-    .action(async (opts: { origin: string; host: string; port: string }) => {
+    .option('--max-held <n>', 'long-poll requests held at once; more are answered 503 with Retry-After', '1024')
+    .action(async (opts: { origin: string; host: string; port: string; maxHeld: string }) => {
       const port = parseCount(opts.port, '--port', 0);
-      const server = await startOriginServer({ dir: opts.origin }, { host: opts.host, port }).catch((cause: unknown) =>
+      const maxHeldRequests = parseCount(opts.maxHeld, '--max-held', 1);
+      const server = await startOriginServer({ dir: opts.origin, maxHeldRequests }, { host: opts.host, port }).catch((cause: unknown) =>
         refuse('IO', `cannot serve ${opts.origin} on ${opts.host}:${port}: ${describeFsError(cause)}`, cause),
       );
       io.stdout(`serving ${opts.origin} at ${server.url}\n`);

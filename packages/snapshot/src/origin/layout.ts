@@ -3,6 +3,7 @@ export const originPaths = {
   latest: (network: string) => `v1/${network}/latest.json`,
   snapshot: (network: string, hex: string) => `v1/${network}/snapshots/${hex}.json`,
   root: (network: string, version: number) => `v1/${network}/root/${version}.json`,
+  chunks: (network: string, hex: string) => `v1/${network}/chunks/${hex}.json`,
   heartbeat: (network: string, nodeId: string) => `v1/${network}/nodes/${encodeURIComponent(nodeId)}/heartbeat`,
   nodes: (network: string) => `v1/${network}/nodes`,
 } as const;

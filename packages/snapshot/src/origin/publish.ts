@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { writeFileAtomic } from '@resultity/node-kit';
 
 import { configDigest, parseCanonical } from '../canonical.js';
+import { buildChunkList } from '../chunks.js';
 import { envelopePayload, expectPayloadType } from '../dsse.js';
 import { parseEnvelope } from '../envelope.js';
 import { refuse } from '../errors.js';
@@ -101,4 +102,22 @@ async function readLatest(path: string): Promise<LatestHint | null> {
   } catch {
     return null;
   }
+}
+
+/**
+ * Writes a model's chunk list (SPEC §3, §5) under chunks/{hex}.json and returns the value for
+ * the model's `chunks` field. Written before the snapshot that names it is published, so no
+ * Agent is pointed at a list that is not there yet; the file is immutable like a snapshot.
+ */
+export async function publishChunkList(input: {
+  readonly dir: string;
+  readonly network: string;
+  /** The lowercase hex SHA-256 of every chunk, in file order. */
+  readonly chunkDigests: readonly string[];
+  readonly chunkSize: number;
+}): Promise<{ readonly size: number; readonly sha256: string; readonly path: string }> {
+  const list = buildChunkList(input.chunkDigests);
+  const path = originPaths.chunks(input.network, list.sha256);
+  await writeFileAtomic(join(input.dir, path), list.bytes);
+  return { size: input.chunkSize, sha256: list.sha256, path };
 }

@@ -2,9 +2,10 @@ import { createHash } from 'node:crypto';
 import { mkdir, readFile, realpath } from 'node:fs/promises';
 import { type IncomingMessage, type Server, type ServerResponse, createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { join, sep } from 'node:path';
+import { dirname, join, sep } from 'node:path';
 
 import { NAME_PATTERN } from '../schema.js';
+import { LONG_POLL_HEADER, type LatestFile, LatestWatch, type WatchDirectory, parseWait, watchDirectory } from './long-poll.js';
 
 /** One node's last heartbeat, as the dev origin keeps it in memory. */
 export interface HeartbeatRecord {
@@ -21,6 +22,15 @@ export interface OriginServerOptions {
   /** Bound on heartbeat bodies and on how many nodes are remembered. */
   readonly maxHeartbeatBytes?: number;
   readonly maxNodes?: number;
+  /**
+   * Bound on long-poll requests held at once (SPEC §5), over all networks; one more is
+   * answered 503 with Retry-After at once. Each held request keeps a socket open.
+   */
+  readonly maxHeldRequests?: number;
+  /** How often a held latest.json is stat'ed in case fs.watch misses a change. */
+  readonly longPollStatIntervalMs?: number;
+  /** The directory watch behind long-poll; fs.watch unless a test replaces it. */
+  readonly watch?: WatchDirectory;
 }
 
 /** A running dev origin. */
@@ -28,18 +38,24 @@ export interface OriginServer {
   readonly url: string;
   readonly server: Server;
   heartbeats(network: string): HeartbeatRecord[];
+  /** How many long-poll requests are held now. */
+  heldRequests(): number;
   close(): Promise<void>;
 }
 
-const STATIC = /^\/v1\/([^/]+)\/(latest\.json|snapshots\/[0-9a-f]{64}\.json|root\/[1-9][0-9]{0,9}\.json)$/;
+const STATIC = /^\/v1\/([^/]+)\/(latest\.json|(?:snapshots|chunks)\/[0-9a-f]{64}\.json|root\/[1-9][0-9]{0,9}\.json)$/;
 const HEARTBEAT = /^\/v1\/([^/]+)\/nodes\/([^/]+)\/heartbeat$/;
 const NODES = /^\/v1\/([^/]+)\/nodes$/;
 const NODE_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 
+/** What a full origin tells a long-poll client: come back after this many seconds. */
+const HELD_FULL_RETRY_AFTER_S = 5;
+
 /**
- * The dev origin of SPEC §5: the published static tree with ETag and If-None-Match → 304, and
- * heartbeats kept in memory, listed at GET /v1/{network}/nodes. Only the published layout is
- * served; any other path is 404, so nothing outside it can leak.
+ * The dev origin of SPEC §5: the published static tree with ETag and If-None-Match → 304,
+ * long-poll on latest.json (`?wait=S`), and heartbeats kept in memory, listed at
+ * GET /v1/{network}/nodes. Only the published layout is served; any other path is 404, so
+ * nothing outside it can leak.
  */
 export async function startOriginServer(
   options: OriginServerOptions,
@@ -53,26 +69,74 @@ export async function startOriginServer(
   await mkdir(options.dir, { recursive: true });
   const root = await realpath(options.dir);
 
-  async function serveStatic(req: IncomingMessage, res: ServerResponse, relative: string, immutable: boolean) {
+  const maxHeld = options.maxHeldRequests ?? 1024;
+  const statIntervalMs = options.longPollStatIntervalMs ?? 1000;
+  const watchDir = options.watch ?? watchDirectory;
+  const watches = new Map<string, LatestWatch>();
+
+  async function readStatic(relative: string): Promise<LatestFile | null> {
     const path = join(root, relative);
-    let body: Buffer;
     try {
       const real = await realpath(path);
-      if (!real.startsWith(root + sep)) return send(res, 404, { error: 'not found' });
-      body = await readFile(real);
+      if (!real.startsWith(root + sep)) return null;
+      const body = await readFile(real);
+      return { body, etag: `"${createHash('sha256').update(body).digest('hex').slice(0, 32)}"` };
     } catch {
-      return send(res, 404, { error: 'not found' });
+      return null;
     }
-    const etag = `"${createHash('sha256').update(body).digest('hex').slice(0, 32)}"`;
-    res.setHeader('ETag', etag);
+  }
+
+  async function serveStatic(req: IncomingMessage, res: ServerResponse, relative: string, immutable: boolean) {
+    const file = await readStatic(relative);
+    if (file === null) return send(res, 404, { error: 'not found' });
+    res.setHeader('ETag', file.etag);
     res.setHeader('Cache-Control', immutable ? 'public, max-age=31536000, immutable' : 'no-cache');
-    const inm = req.headers['if-none-match'];
-    if (inm?.split(',').some((tag) => tag.trim() === etag || tag.trim() === '*')) {
+    if (matchesEtag(req, file.etag)) {
       res.writeHead(304).end();
       return;
     }
-    res.writeHead(200, { 'Content-Type': 'application/json', 'Content-Length': body.byteLength });
-    res.end(req.method === 'HEAD' ? undefined : body);
+    res.writeHead(200, { 'Content-Type': 'application/json', 'Content-Length': file.body.byteLength });
+    res.end(req.method === 'HEAD' ? undefined : file.body);
+  }
+
+  function heldRequests(): number {
+    let held = 0;
+    for (const watch of watches.values()) held += watch.size;
+    return held;
+  }
+
+  /**
+   * SPEC §5 long-poll: a request whose If-None-Match still matches latest.json is held until
+   * the file changes or `wait` seconds pass; anything else is answered at once, as without
+   * `wait`. Every answer carries the long-poll header, so the client knows it was heard.
+   */
+  async function serveLatest(req: IncomingMessage, res: ServerResponse, network: string, relative: string, wait: number) {
+    res.setHeader(LONG_POLL_HEADER, '1');
+    const file = await readStatic(relative);
+    if (file === null || !matchesEtag(req, file.etag)) return serveStatic(req, res, relative, false);
+    // A client gone during the read would never free its place: its 'close' has already fired.
+    if (req.socket.destroyed) return;
+    if (heldRequests() >= maxHeld) {
+      res.setHeader('Retry-After', String(HELD_FULL_RETRY_AFTER_S));
+      return send(res, 503, { error: `the origin holds ${maxHeld} long-poll requests already; retry after ${HELD_FULL_RETRY_AFTER_S} s` });
+    }
+    let watch = watches.get(network);
+    if (watch === undefined) {
+      const created: LatestWatch = new LatestWatch({
+        file: join(root, relative),
+        dir: dirname(join(root, relative)),
+        read: () => readStatic(relative),
+        watch: watchDir,
+        statIntervalMs,
+        onIdle: () => {
+          if (watches.get(network) === created) watches.delete(network);
+        },
+      });
+      watch = created;
+      watches.set(network, watch);
+    }
+    // What the client holds, not '*': the request is answered when the file differs from it.
+    watch.hold(res, file.etag, wait, req.method === 'HEAD');
   }
 
   async function receiveHeartbeat(req: IncomingMessage, res: ServerResponse, network: string, nodeId: string) {
@@ -108,8 +172,16 @@ export async function startOriginServer(
     const handle = async () => {
       let match = STATIC.exec(path);
       if (match && (req.method === 'GET' || req.method === 'HEAD')) {
-        if (!NAME_PATTERN.test(match[1] ?? '')) return send(res, 404, { error: 'not found' });
-        return serveStatic(req, res, path.slice(1), !path.endsWith('/latest.json'));
+        const network = match[1] ?? '';
+        if (!NAME_PATTERN.test(network)) return send(res, 404, { error: 'not found' });
+        const isLatest = path.endsWith('/latest.json');
+        const wait = isLatest ? parseWait(url.searchParams) : null;
+        if (wait === 'invalid') {
+          res.setHeader(LONG_POLL_HEADER, '1');
+          return send(res, 400, { error: 'wait must be a whole number of seconds from 1 to 60' });
+        }
+        if (wait !== null) return serveLatest(req, res, network, path.slice(1), wait);
+        return serveStatic(req, res, path.slice(1), !isLatest);
       }
       match = HEARTBEAT.exec(path);
       if (match && req.method === 'POST') {
@@ -138,12 +210,20 @@ export async function startOriginServer(
     url: `http://${host}:${address.port}`,
     server,
     heartbeats: listNodes,
+    heldRequests,
     close: () =>
       new Promise<void>((resolve) => {
+        for (const watch of [...watches.values()]) watch.close();
         server.close(() => resolve());
         server.closeAllConnections();
       }),
   };
+}
+
+/** If-None-Match, with its list form and `*`. */
+function matchesEtag(req: IncomingMessage, etag: string): boolean {
+  const inm = req.headers['if-none-match'];
+  return inm?.split(',').some((tag) => tag.trim() === etag || tag.trim() === '*') ?? false;
 }
 
 function send(res: ServerResponse, status: number, body?: unknown, close = false): void {
