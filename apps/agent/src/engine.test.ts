@@ -159,11 +159,15 @@ describe('syncOnce', () => {
       expect(await engine().syncOnce()).toMatchObject({ result: 'refused', code: 'NETWORK_MISMATCH' });
     });
 
-    it('refuses bytes whose digest is not the one asked for with DIGEST_MISMATCH', async () => {
+    it('fails bytes whose digest is not the one asked for with DIGEST_MISMATCH, without spending the budget', async () => {
       const a = signer.sign(sampleSnapshot({ sequence: 1 }));
       const b = signer.sign(sampleSnapshot({ sequence: 2 }));
       origin.publish(a.digest, 1, b.bytes);
-      expect(await engine().syncOnce()).toMatchObject({ result: 'refused', code: 'DIGEST_MISMATCH' });
+      const e = engine({ retryBudget: 1 });
+      expect(await e.syncOnce()).toMatchObject({ result: 'failed', code: 'DIGEST_MISMATCH' });
+      expect(await e.syncOnce()).toMatchObject({ result: 'failed', code: 'DIGEST_MISMATCH' });
+      origin.publish(a.digest, 1, a.bytes);
+      expect(await e.syncOnce()).toEqual({ result: 'applied', digest: a.digest, sequence: 1 });
     });
   });
 
@@ -408,15 +412,16 @@ describe('transport failures (HTTP 404/408/429/5xx, on the snapshot or the root 
     }
   });
 
-  it('still counts a status that waiting will not change (403) against the digest', async () => {
+  it('spends no budget on a 403 either: a status says nothing about verified bytes', async () => {
     const served = await scriptedOrigin();
     try {
       const http = createHttpOrigin({ baseUrl: served.url, network: 'testnet', nodeId: 'node-1', timeoutMs: 5000, maxBytes: 1 << 20 });
       const e = engine({ retryBudget: 1, origin: http });
       const digest = publish(1);
       served.failNext.set(digest.slice('sha256:'.length), [403]);
-      expect(await e.syncOnce()).toMatchObject({ result: 'refused', code: 'HTTP_STATUS' });
-      expect((await store.read()).failures[digest]).toMatchObject({ failed: true });
+      expect(await e.syncOnce()).toMatchObject({ result: 'failed', code: 'HTTP_STATUS' });
+      expect((await store.read()).failures[digest]).toBeUndefined();
+      expect(await e.syncOnce()).toEqual({ result: 'applied', digest, sequence: 1 });
     } finally {
       await served.close();
     }

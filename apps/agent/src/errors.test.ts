@@ -12,10 +12,10 @@ describe('isRetryable', () => {
     expect(isRetryable(Object.assign(new Error('x'), { code: 'ROLLBACK', retryable: true }))).toBe(true);
   });
 
-  it('treats 404, 408, 429 and 5xx as transport failures, other statuses not', () => {
-    for (const status of [404, 408, 429, 500, 502, 503, 504]) expect(isRetryable(new OriginError('HTTP_STATUS', 'x', { status }))).toBe(true);
-    for (const status of [400, 401, 403, 410]) expect(isRetryable(new OriginError('HTTP_STATUS', 'x', { status }))).toBe(false);
-    expect(isRetryable(new OriginError('TOO_LARGE', 'x'))).toBe(false);
+  it('treats every HTTP status and an oversized body as transport failures: neither is a refusal of verified bytes', () => {
+    for (const status of [400, 401, 403, 404, 408, 410, 429, 500, 502, 503, 504]) expect(isRetryable(new OriginError('HTTP_STATUS', 'x', { status }))).toBe(true);
+    expect(isRetryable(new OriginError('TOO_LARGE', 'x'))).toBe(true);
+    expect(isRetryable(new OriginError('LATEST_INVALID', 'x'))).toBe(true);
   });
 
   it('keeps the transport codes retryable for errors that do not carry the field yet, and nothing else', () => {

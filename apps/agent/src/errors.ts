@@ -6,27 +6,45 @@
  * (PULL_FAILED, ...); the Agent records whichever code it was given.
  */
 export const AGENT_ERROR_RETRYABLE = {
+  // The configuration file is wrong; only an operator's edit changes that.
   CONFIG_INVALID: false,
+  // The origin could not be reached or cut the connection.
   FETCH_FAILED: true,
+  // The origin answered a status other than the one expected (404, 429, 5xx, ...).
   HTTP_STATUS: true,
+  // The origin did not answer within the request timeout.
   TIMEOUT: true,
-  TOO_LARGE: false,
+  // The origin sent more bytes than the limit: they are not the digest's content, whatever they are.
+  TOO_LARGE: true,
+  // latest.json did not parse: an unsigned hint, so nothing is known about any snapshot.
   LATEST_INVALID: true,
+  // The runtime refused the verified snapshot's environment: it counts against that digest.
   RUNTIME_NACK: false,
+  // The digest already spent its budget.
   RETRY_BUDGET_EXHAUSTED: false,
+  // The state directory does not parse; the Agent rebuilds it, retrying does not help.
   STATE_CORRUPT: false,
+  // An operator named a digest the Agent does not keep.
   NOT_IN_HISTORY: false,
+  // Applying the verified snapshot failed.
   APPLY_FAILED: false,
+  // Every restart died inside the same apply: the snapshot is the likely cause.
   APPLY_INTERRUPTED: false,
+  // Cancelled by shutdown or a newer snapshot: nothing was learned.
   ABORTED: true,
+  // The audit log fails its hash chain; an operator must look.
   AUDIT_BROKEN: false,
+  // The container engine cannot be reached: an environment condition.
   ENGINE_UNAVAILABLE: true,
+  // Another Agent holds the state directory.
   LOCKED: false,
+  // The daemon holding the state directory did not answer the CLI.
   DAEMON_UNREACHABLE: true,
   // The runtime bridge endpoint could not listen; the Agent does not run without it.
   BRIDGE_BIND_FAILED: false,
   // The status and control endpoint could not listen; the Agent does not run without it.
   STATUS_BIND_FAILED: false,
+  // A command was called wrongly.
   USAGE: false,
 } as const satisfies Record<string, boolean>;
 

@@ -20,7 +20,7 @@ export { StateStore, statePaths, emptyState, readRegularFile } from './state.js'
 export { acquireLock, procfs } from './lock.js';
 export type { HeldLock, LockHolder, ProcessPort } from './lock.js';
 export type { AgentState, Journal, SnapshotRef } from './state.js';
-export { createHttpOrigin, readBounded, OriginError, httpStatusRetryable, ORIGIN_ERROR_RETRYABLE } from './origin-client.js';
+export { createHttpOrigin, readBounded, OriginError, ORIGIN_ERROR_RETRYABLE } from './origin-client.js';
 export type { Origin, LatestResult, HttpOriginOptions } from './origin-client.js';
 export * from './ports.js';
 export { timersFrom, pollDelay, backoffDelay, isHealthy } from './schedule.js';

@@ -7,22 +7,18 @@ export const ORIGIN_ERROR_RETRYABLE = {
   FETCH_FAILED: true,
   TIMEOUT: true,
   ABORTED: true,
-  /** Decided by the status: see httpStatusRetryable. */
+  /**
+   * Any status other than the one expected: 404 (a CDN not caught up), 429, 5xx, but also 403 or
+   * 410. None of them is a refusal of verified bytes, so none spends a snapshot's retry budget
+   * (SPEC §5); the Agent backs off and asks again.
+   */
   HTTP_STATUS: true,
-  TOO_LARGE: false,
+  /** More bytes than the limit are not the content of the digest asked for: the origin is at fault. */
+  TOO_LARGE: true,
   LATEST_INVALID: true,
 } as const;
 
 export type OriginErrorCode = keyof typeof ORIGIN_ERROR_RETRYABLE;
-
-/**
- * A status that a mirror, a cache or an overloaded origin gives while the content is fine:
- * not found yet (404, a CDN that has not caught up), timeouts (408), rate limits (429) and
- * server errors (5xx). Other statuses (400, 403, ...) are not going to change by waiting.
- */
-export function httpStatusRetryable(status: number): boolean {
-  return status === 404 || status === 408 || status === 429 || (status >= 500 && status <= 599);
-}
 
 /** A failure to talk to the origin; `status` is set for HTTP_STATUS. */
 export class OriginError extends AgentError {
@@ -30,8 +26,7 @@ export class OriginError extends AgentError {
   readonly status: number | null;
 
   constructor(code: OriginErrorCode, message: string, options: { cause?: unknown; status?: number } = {}) {
-    const retryable = code === 'HTTP_STATUS' && options.status !== undefined ? httpStatusRetryable(options.status) : ORIGIN_ERROR_RETRYABLE[code];
-    super(code, message, { ...(options.cause === undefined ? {} : { cause: options.cause }), retryable });
+    super(code, message, { ...(options.cause === undefined ? {} : { cause: options.cause }), retryable: ORIGIN_ERROR_RETRYABLE[code] });
     this.status = options.status ?? null;
   }
 }
