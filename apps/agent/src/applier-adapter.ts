@@ -16,6 +16,7 @@ export function applyFailureFrom(error: unknown, applyError: ApplierModule['Appl
     retryable: isRetryable(error),
     rolledBack: error instanceof applyError ? error.rolledBack : false,
     cancelled: signal?.aborted === true,
+    ...(error instanceof applyError && error.mirrors !== undefined ? { mirrors: error.mirrors } : {}),
   };
 }
 

@@ -68,7 +68,14 @@ export class ApplyTransaction {
         await state.anchor();
         return { result: 'cancelled', digest: ref.digest };
       }
-      await audit.append('apply-failed', { digest: ref.digest, sequence: ref.sequence, code: failure.code, message: failure.message, rolled_back: failure.rolledBack });
+      await audit.append('apply-failed', {
+        digest: ref.digest,
+        sequence: ref.sequence,
+        code: failure.code,
+        message: failure.message,
+        rolled_back: failure.rolledBack,
+        ...(failure.mirrors ? { mirrors: failure.mirrors } : {}),
+      });
       if (!failure.rolledBack) await this.restore(lastKnownGood, 'apply-failed');
       else if (lastKnownGood) await audit.append('rollback', { to: lastKnownGood.digest, from: ref.digest, reason: 'apply-failed', by: 'applier' });
       await store.clearJournal();

@@ -27,6 +27,11 @@ export interface ApplyFailure {
   readonly retryable: boolean;
   readonly rolledBack: boolean;
   readonly cancelled: boolean;
+  /**
+   * What each mirror of a failed model download did wrong (host, status, sizes). For the local
+   * audit log only: it never reaches last_error, the heartbeat or /status.
+   */
+  readonly mirrors?: readonly { readonly index: number; readonly code: string; readonly detail: string }[];
 }
 
 /** The outcome of planning: the plan, or why there is none. */

@@ -403,3 +403,41 @@ describe('trust root rotation', () => {
     }
   });
 });
+
+describe('a model whose every mirror fails', () => {
+  it('fails with DOWNLOAD_FAILED naming only codes, keeps the mirrors in the local audit log, and spends no budget', async () => {
+    const work = await tempDir('agent-e2e-mirrors-');
+    const s = await setup(work.path, 'dev', { retry_budget: 1 });
+    try {
+      const model = {
+        name: 'absent',
+        version: '1.0.0',
+        sha256: 'a'.repeat(64),
+        size: 16,
+        // A 404 from the origin's own server, then a port nothing listens on.
+        urls: [`${s.origin.url}/no-such-model.bin`, 'http://127.0.0.1:1/absent.bin'],
+      };
+      const { digest } = await s.net.publish(devSnapshot({ network: 'testnet', sequence: 1, models: [model] }));
+      for (let attempt = 0; attempt < 2; attempt++) {
+        const result = await cli(['sync', '--once', '--config', s.config]);
+        expect(result.code).toBe(1);
+        expect(result.stderr).toMatch(/^DOWNLOAD_FAILED: /);
+        expect(result.stderr).not.toMatch(/127\.0\.0\.1|404/);
+      }
+      const shown = await status(s.config);
+      expect(shown.last_error?.code).toBe('DOWNLOAD_FAILED');
+      expect(JSON.stringify(shown.last_error)).not.toMatch(/127\.0\.0\.1|404/);
+      const state = JSON.parse(await readFile(join(s.stateDir, 'state.json'), 'utf8'));
+      expect(state.failures[digest]).toBeUndefined();
+      const entries = (await readFile(join(s.stateDir, 'audit.jsonl'), 'utf8'))
+        .trim()
+        .split('\n')
+        .map((l) => JSON.parse(l) as { type: string; mirrors?: { index: number; code: string }[] });
+      const failed = entries.filter((e) => e.type === 'apply-failed').at(-1);
+      expect(failed?.mirrors?.map((m) => m.code)).toEqual(['MIRROR_HTTP_STATUS', 'MIRROR_UNREACHABLE']);
+    } finally {
+      await s.close();
+      await work.cleanup();
+    }
+  });
+});
