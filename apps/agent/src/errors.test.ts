@@ -1,3 +1,4 @@
+import { CodedError } from '@resultity/node-kit';
 import { ApplyError } from '@resultity/applier';
 import { SnapshotError } from '@resultity/snapshot';
 import { describe, expect, it } from 'vitest';
@@ -9,7 +10,10 @@ describe('isRetryable', () => {
   it("takes the error's own classification", () => {
     expect(isRetryable(new AgentError('FETCH_FAILED', 'down'))).toBe(true);
     expect(isRetryable(new AgentError('STATE_CORRUPT', 'bad'))).toBe(false);
-    expect(isRetryable(Object.assign(new Error('x'), { code: 'ROLLBACK', retryable: true }))).toBe(true);
+    // One failure type across packages: a CodedError (from any bundled copy of node-kit) is
+    // believed; an error that only looks like one is not.
+    expect(isRetryable(new CodedError('ROLLBACK', 'x', { retryable: true }))).toBe(true);
+    expect(isRetryable(Object.assign(new Error('x'), { code: 'ROLLBACK', retryable: true }))).toBe(false);
   });
 
   it('treats every HTTP status and an oversized body as transport failures: neither is a refusal of verified bytes', () => {

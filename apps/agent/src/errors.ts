@@ -1,3 +1,5 @@
+import { CodedError, isCodedError } from '@resultity/node-kit';
+
 /**
  * Codes of the Agent's own failures, each with whether it is retryable: a retryable failure
  * says nothing about a snapshot's bytes (the network, a timeout, a cancellation), so it backs
@@ -51,16 +53,12 @@ export const AGENT_ERROR_RETRYABLE = {
 export type AgentErrorCode = keyof typeof AGENT_ERROR_RETRYABLE;
 
 /** The one error type the Agent throws on purpose; anything else is a bug. */
-export class AgentError extends Error {
+export class AgentError extends CodedError<AgentErrorCode> {
   override readonly name: string = 'AgentError';
-  readonly code: AgentErrorCode;
-  /** True when trying again later may succeed and the failure says nothing about a snapshot's bytes. */
-  readonly retryable: boolean;
 
+  /** `retryable` defaults to the code's row above; the origin client may decide per failure. */
   constructor(code: AgentErrorCode, message: string, options?: { cause?: unknown; retryable?: boolean }) {
-    super(message, options?.cause === undefined ? undefined : { cause: options.cause });
-    this.code = code;
-    this.retryable = options?.retryable ?? AGENT_ERROR_RETRYABLE[code];
+    super(code, message, { cause: options?.cause, retryable: options?.retryable ?? AGENT_ERROR_RETRYABLE[code] });
   }
 }
 
@@ -76,9 +74,7 @@ const TRANSPORT_CODES_WITHOUT_FIELD: ReadonlySet<string> = new Set(['FETCH_FAILE
  * codes above.
  */
 export function isRetryable(error: unknown): boolean {
-  if (error !== null && typeof error === 'object' && 'retryable' in error && typeof (error as { retryable: unknown }).retryable === 'boolean') {
-    return (error as { retryable: boolean }).retryable;
-  }
+  if (isCodedError(error)) return error.retryable;
   return TRANSPORT_CODES_WITHOUT_FIELD.has(errorCode(error));
 }
 

@@ -1,3 +1,5 @@
+import { CodedError } from '@resultity/node-kit';
+
 export { JobRejectedError, isJobRejectedError, TokenError } from '@resultity/bridge-protocol';
 export type { JobRejectionCode } from '@resultity/bridge-protocol';
 
@@ -25,13 +27,11 @@ export type BridgeErrorCode =
   | 'RUNTIME_CONFIG';
 
 /** The one error type this package throws on purpose (besides job rejections). */
-export class BridgeError extends Error {
+export class BridgeError extends CodedError<BridgeErrorCode> {
   override readonly name = 'BridgeError';
-  readonly code: BridgeErrorCode;
 
   constructor(code: BridgeErrorCode, message: string, options?: { cause?: unknown }) {
-    super(message, options);
-    this.code = code;
+    super(code, message, options);
   }
 }
 

@@ -1,3 +1,5 @@
+import { CodedError } from '@resultity/node-kit';
+
 import type { Step } from './types.js';
 
 /**
@@ -79,11 +81,8 @@ export interface MirrorFailure {
 }
 
 /** The one error type this package throws on purpose; anything else is a bug. */
-export class ApplyError extends Error {
+export class ApplyError extends CodedError<ApplyErrorCode> {
   override readonly name = 'ApplyError';
-  readonly code: ApplyErrorCode;
-  /** Read from the code table, so it cannot drift from the code. */
-  readonly retryable: boolean;
   /** The step that failed, when the failure belongs to one. */
   readonly step: Step | undefined;
   /** True when the executor put the previous containers, model index and flags back. */
@@ -98,9 +97,8 @@ export class ApplyError extends Error {
     message: string,
     options: { cause?: unknown; step?: Step; rolledBack?: boolean; rollbackError?: unknown; mirrors?: readonly MirrorFailure[] } = {},
   ) {
-    super(message, options.cause === undefined ? undefined : { cause: options.cause });
-    this.code = code;
-    this.retryable = isRetryableCode(code);
+    // `retryable` is read from the code table, so it cannot drift from the code.
+    super(code, message, { cause: options.cause, retryable: isRetryableCode(code) });
     this.step = options.step;
     this.rolledBack = options.rolledBack ?? false;
     this.rollbackError = options.rollbackError;

@@ -1,3 +1,5 @@
+import { CodedError } from '@resultity/node-kit';
+
 /** Why the endpoint would not start or would not take an environment. */
 export type EndpointErrorCode =
   /** The listen address is not loopback; the endpoint never listens where another host could reach it. */
@@ -16,13 +18,12 @@ export type EndpointErrorCode =
   | 'CLOSED';
 
 /** The one error type this package throws on purpose. */
-export class EndpointError extends Error {
+export class EndpointError extends CodedError<EndpointErrorCode> {
   override readonly name = 'EndpointError';
-  readonly code: EndpointErrorCode;
 
+  // None of these is retryable: each is a setup mistake or a closed endpoint.
   constructor(code: EndpointErrorCode, message: string, options?: { cause?: unknown }) {
-    super(message, options);
-    this.code = code;
+    super(code, message, options);
   }
 }
 

@@ -1,3 +1,5 @@
+import { CodedError } from '@resultity/node-kit';
+
 /** What a caller may do about one kind of refusal or tool error. */
 export interface CodeInfo {
   /**
@@ -91,16 +93,12 @@ export function isRetryableCode(code: SnapshotErrorCode): boolean {
 }
 
 /** The one error type this package throws on purpose; anything else is a bug. */
-export class SnapshotError extends Error {
+export class SnapshotError extends CodedError<SnapshotErrorCode> {
   override readonly name = 'SnapshotError';
-  readonly code: SnapshotErrorCode;
-  /** From the code's row in REFUSALS or TOOL_ERRORS: may the same request succeed later? */
-  readonly retryable: boolean;
 
+  /** `retryable` comes from the code's row in REFUSALS or TOOL_ERRORS, so it cannot drift. */
   constructor(code: SnapshotErrorCode, message: string, options?: { cause?: unknown }) {
-    super(message, options);
-    this.code = code;
-    this.retryable = isRetryableCode(code);
+    super(code, message, { ...options, retryable: isRetryableCode(code) });
   }
 }
 
