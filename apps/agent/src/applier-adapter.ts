@@ -35,7 +35,7 @@ export interface ApplierAdapterOptions {
   /** How long a container must keep running to count as up. */
   readonly stableMs?: number;
   /** The configuration's `containers`: limits of every container and the GPUs the node offers. */
-  readonly containers?: { readonly pids_limit: number; readonly memory_mb?: number | undefined; readonly gpus: number };
+  readonly containers?: { readonly pids_limit: number; readonly memory_mb?: number | undefined; readonly gpus: number; readonly allow_host_network?: boolean };
 }
 
 /**
@@ -86,6 +86,7 @@ export function createApplierPort(options: ApplierAdapterOptions & { onEngineUna
       : {
           pidsLimit: options.containers.pids_limit,
           gpusOffered: options.containers.gpus,
+          allowHostNetwork: options.containers.allow_host_network === true,
           ...(options.containers.memory_mb === undefined ? {} : { memoryMb: options.containers.memory_mb }),
         }),
   };

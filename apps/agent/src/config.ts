@@ -58,8 +58,10 @@ export const ConfigSchema = z.strictObject({
       pids_limit: z.number().int().min(1).default(4096),
       memory_mb: z.number().int().min(6).optional(),
       gpus: z.number().int().min(0).default(0),
+      // Containers declaring ports may run on the host network (a bridge-less engine publishes nothing).
+      allow_host_network: z.boolean().default(false),
     })
-    .default({ pids_limit: 4096, gpus: 0 }),
+    .default({ pids_limit: 4096, gpus: 0, allow_host_network: false }),
   docker: z
     .strictObject({ socket_path: path.default('/var/run/docker.sock') })
     .default({ socket_path: '/var/run/docker.sock' }),
