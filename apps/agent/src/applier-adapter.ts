@@ -38,6 +38,11 @@ export interface ApplierAdapterOptions {
   readonly containers?: { readonly pids_limit: number; readonly memory_mb?: number | undefined; readonly gpus: number; readonly allow_host_network?: boolean };
 }
 
+/** The Agent's directories the engine mounts into runtime containers (SPEC §6), as host paths. */
+export function hostMountedDirs(stateDir: string): { bridge: string; models: string } {
+  return { bridge: join(stateDir, 'run'), models: join(stateDir, 'models') };
+}
+
 /**
  * A node without a reachable Docker engine still applies snapshots that run no containers:
  * listing finds none, and any step that needs the engine fails with the engine's own error.
@@ -79,8 +84,8 @@ export function createApplierPort(options: ApplierAdapterOptions & { onEngineUna
   const policy: ApplierPolicy = {
     allowedRegistries: [...options.allowedRegistries],
     // A container with `bridge: true` gets <state_dir>/run (bridge socket and token), one with `models: true` the store.
-    bridgeDir: join(options.stateDir, 'run'),
-    modelsDir: options.ports?.models.root ?? join(options.stateDir, 'models'),
+    bridgeDir: hostMountedDirs(options.stateDir).bridge,
+    modelsDir: options.ports?.models.root ?? hostMountedDirs(options.stateDir).models,
     ...(options.containers === undefined
       ? {}
       : {

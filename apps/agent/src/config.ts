@@ -60,8 +60,10 @@ export const ConfigSchema = z.strictObject({
       gpus: z.number().int().min(0).default(0),
       // Containers declaring ports may run on the host network (a bridge-less engine publishes nothing).
       allow_host_network: z.boolean().default(false),
+      // An Agent in a container apart from the engine must see its data directory at the host's path: 'auto' checks it.
+      check_shared_paths: z.enum(['auto', 'never']).default('auto'),
     })
-    .default({ pids_limit: 4096, gpus: 0, allow_host_network: false }),
+    .default({ pids_limit: 4096, gpus: 0, allow_host_network: false, check_shared_paths: 'auto' }),
   docker: z
     .strictObject({ socket_path: path.default('/var/run/docker.sock') })
     .default({ socket_path: '/var/run/docker.sock' }),
