@@ -22,6 +22,8 @@ export function applyFailureFrom(error: unknown, applyError: ApplierModule['Appl
 /** What the applier adapter needs from the configuration: where models live, the engine, the policy and profile. */
 export interface ApplierAdapterOptions {
   readonly stateDir: string;
+  /** The directory holding bridge.sock and bridge.token (`bridgeMountDir`); null refuses `bridge: true`. */
+  readonly bridgeDir: string | null;
   readonly dockerSocketPath: string;
   readonly allowedRegistries: readonly string[];
   readonly profile: NodeProfile;
@@ -38,9 +40,9 @@ export interface ApplierAdapterOptions {
   readonly containers?: { readonly pids_limit: number; readonly memory_mb?: number | undefined; readonly gpus: number; readonly allow_host_network?: boolean };
 }
 
-/** The Agent's directories the engine mounts into runtime containers (SPEC §6), as host paths. */
-export function hostMountedDirs(stateDir: string): { bridge: string; models: string } {
-  return { bridge: join(stateDir, 'run'), models: join(stateDir, 'models') };
+/** The model store the engine mounts into runtime containers with `models: true` (SPEC §6). */
+export function modelStoreDir(stateDir: string): string {
+  return join(stateDir, 'models');
 }
 
 /**
@@ -83,9 +85,9 @@ export function optionalEngine(engine: ContainerEngine, onUnavailable?: (error: 
 export function createApplierPort(options: ApplierAdapterOptions & { onEngineUnavailable?: (error: unknown) => void }): ApplierPort {
   const policy: ApplierPolicy = {
     allowedRegistries: [...options.allowedRegistries],
-    // A container with `bridge: true` gets <state_dir>/run (bridge socket and token), one with `models: true` the store.
-    bridgeDir: hostMountedDirs(options.stateDir).bridge,
-    modelsDir: options.ports?.models.root ?? hostMountedDirs(options.stateDir).models,
+    // A container with `bridge: true` gets the bridge's directory (by default <state_dir>/run), one with `models: true` the store.
+    ...(options.bridgeDir === null ? {} : { bridgeDir: options.bridgeDir }),
+    modelsDir: options.ports?.models.root ?? modelStoreDir(options.stateDir),
     ...(options.containers === undefined
       ? {}
       : {

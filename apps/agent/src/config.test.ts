@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 
-import { parseConfig } from './config.js';
+import { bridgeMountDir, parseConfig } from './config.js';
 
 const minimal = { network: 'testnet', origin: 'http://127.0.0.1:8080', node_id: 'node-1', trust_root: ['root/1.json'], state_dir: 'state' };
 
@@ -50,5 +50,21 @@ describe('parseConfig', () => {
 
   it('refuses a bridge that would listen beyond loopback', () => {
     expect(() => parseConfig({ ...minimal, bridge: { listen: '0.0.0.0:7420' } }, '/')).toThrow(/bridge\.listen/);
+  });
+});
+
+describe('bridgeMountDir', () => {
+  const at = (bridge: object) => bridgeMountDir(parseConfig({ ...minimal, bridge }, '/etc/resultity'));
+
+  it('is the default run directory, which holds bridge.sock and bridge.token', () => {
+    expect(at({})).toBe('/etc/resultity/state/run');
+    expect(at({ listen: '/srv/bridge/bridge.sock', token_file: '/srv/bridge/bridge.token' })).toBe('/srv/bridge');
+  });
+
+  it('is null when no mount could show a container the bridge at /run/resultity/bridge.sock and bridge.token', () => {
+    expect(at({ enabled: false })).toBeNull();
+    expect(at({ listen: '127.0.0.1:7420' })).toBeNull();
+    expect(at({ listen: '/srv/bridge/agent.sock', token_file: '/srv/bridge/bridge.token' })).toBeNull();
+    expect(at({ listen: '/srv/bridge/bridge.sock' })).toBeNull();
   });
 });

@@ -1,4 +1,4 @@
-import { dirname, isAbsolute, relative, resolve } from 'node:path';
+import { basename, dirname, isAbsolute, relative, resolve } from 'node:path';
 
 import { type ListenAddress, parseListen, readFileBounded } from '@resultity/node-kit';
 import { DEFAULT_MAX_ENVELOPE_BYTES, NAME_PATTERN } from '@resultity/snapshot';
@@ -116,6 +116,23 @@ export const OPERATOR_TOKEN_NAME = 'operator.token';
 
 // Moved to @resultity/node-kit; re-exported so the Agent's modules keep importing them from here.
 export { type ListenAddress, parseListen };
+
+/**
+ * The host directory runtime containers get at /run/resultity/ (SPEC §6): the one holding the
+ * bridge's unix socket as bridge.sock and its token as bridge.token, the names a container is
+ * told. Null when the bridge is off, on TCP, or named otherwise: no mount could show it to a
+ * container, so a snapshot container with `bridge: true` is refused (POLICY_DENIED) at plan
+ * time instead of being started with a directory that holds no bridge.
+ */
+export function bridgeMountDir(config: Pick<AgentConfig, 'bridge'>): string | null {
+  if (!config.bridge.enabled) return null;
+  const listen = parseListen(config.bridge.listen);
+  if (listen === null || !('socketPath' in listen)) return null;
+  const dir = dirname(listen.socketPath);
+  const socketNamed = basename(listen.socketPath) === BRIDGE_SOCKET_NAME;
+  const tokenBeside = dirname(config.bridge.token_file) === dir && basename(config.bridge.token_file) === BRIDGE_TOKEN_NAME;
+  return socketNamed && tokenBeside ? dir : null;
+}
 
 /** Renders zod issues naming the field: "limits.request_timeout_ms: Too small ...". */
 function describe(error: z.ZodError): string {

@@ -5,9 +5,9 @@ import { type BridgeAck, ensureTokenFile } from '@resultity/bridge-endpoint';
 
 import { startBridgeNotifier } from './bridge-adapter.js';
 import { buildAgent, createLogger } from './agent.js';
-import { createApplierPort, hostMountedDirs } from './applier-adapter.js';
+import { createApplierPort, modelStoreDir } from './applier-adapter.js';
 import { assertPathsShared } from './host-paths.js';
-import { type AgentConfig, BRIDGE_RUN_DIR, parseListen } from './config.js';
+import { type AgentConfig, BRIDGE_RUN_DIR, bridgeMountDir, parseListen } from './config.js';
 import { Daemon } from './loop.js';
 import { type ApplierPort, type Logger, type ProgressInfo, type RuntimeNotifier, noRuntimeNotifier } from './ports.js';
 import { collectStatus } from './status.js';
@@ -29,6 +29,7 @@ export function applierFor(config: AgentConfig, logger: Logger): ApplierPort {
   let warned = false;
   return createApplierPort({
     stateDir: config.state_dir,
+    bridgeDir: bridgeMountDir(config),
     dockerSocketPath: config.docker.socket_path,
     allowedRegistries: config.allowed_registries,
     profile: config.profile,
@@ -53,8 +54,8 @@ export function applierFor(config: AgentConfig, logger: Logger): ApplierPort {
  * same path: every runtime container would get other directories than the Agent writes.
  */
 export async function assertHostPaths(config: AgentConfig): Promise<void> {
-  const dirs = hostMountedDirs(config.state_dir);
-  await assertPathsShared(config.state_dir, [dirs.bridge, dirs.models], config.containers.check_shared_paths);
+  const bridge = bridgeMountDir(config);
+  await assertPathsShared(config.state_dir, [...(bridge === null ? [] : [bridge]), modelStoreDir(config.state_dir)], config.containers.check_shared_paths);
 }
 
 /**
