@@ -37,7 +37,14 @@ export interface ApplierAdapterOptions {
   /** How long a container must keep running to count as up. */
   readonly stableMs?: number;
   /** The configuration's `containers`: limits of every container and the GPUs the node offers. */
-  readonly containers?: { readonly pids_limit: number; readonly memory_mb?: number | undefined; readonly gpus: number; readonly allow_host_network?: boolean };
+  readonly containers?: {
+    readonly pids_limit: number;
+    readonly memory_mb?: number | undefined;
+    readonly gpus: number;
+    readonly allow_host_network?: boolean;
+    readonly label_prefix?: string;
+    readonly name_prefix?: string;
+  };
 }
 
 /** The model store the engine mounts into runtime containers with `models: true` (SPEC §6). */
@@ -94,6 +101,8 @@ export function createApplierPort(options: ApplierAdapterOptions & { onEngineUna
           pidsLimit: options.containers.pids_limit,
           gpusOffered: options.containers.gpus,
           allowHostNetwork: options.containers.allow_host_network === true,
+          ...(options.containers.label_prefix === undefined ? {} : { labelPrefix: options.containers.label_prefix }),
+          ...(options.containers.name_prefix === undefined ? {} : { containerNamePrefix: options.containers.name_prefix }),
           ...(options.containers.memory_mb === undefined ? {} : { memoryMb: options.containers.memory_mb }),
         }),
   };

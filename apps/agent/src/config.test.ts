@@ -68,3 +68,18 @@ describe('bridgeMountDir', () => {
     expect(at({ listen: '/srv/bridge/bridge.sock' })).toBeNull();
   });
 });
+
+describe('containers', () => {
+  it('marks containers io.resultity.* and names them resultity-* unless told otherwise', () => {
+    expect(parseConfig(minimal, '/').containers).toMatchObject({ label_prefix: 'io.resultity', name_prefix: 'resultity', allow_host_network: false, check_shared_paths: 'auto' });
+    expect(parseConfig({ ...minimal, containers: { label_prefix: 'io.resultity.node-b', name_prefix: 'node-b' } }, '/').containers).toMatchObject({
+      label_prefix: 'io.resultity.node-b',
+      name_prefix: 'node-b',
+    });
+  });
+
+  it('refuses prefixes the engine would not take as label keys or names', () => {
+    expect(() => parseConfig({ ...minimal, containers: { label_prefix: 'IO Resultity' } }, '/')).toThrow(/containers\.label_prefix/);
+    expect(() => parseConfig({ ...minimal, containers: { name_prefix: '-x/y' } }, '/')).toThrow(/containers\.name_prefix/);
+  });
+});

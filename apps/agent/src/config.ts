@@ -62,8 +62,13 @@ export const ConfigSchema = z.strictObject({
       allow_host_network: z.boolean().default(false),
       // An Agent in a container apart from the engine must see its data directory at the host's path: 'auto' checks it.
       check_shared_paths: z.enum(['auto', 'never']).default('auto'),
+      // The labels and names that mark this Agent's containers. An Agent treats every container
+      // under its label prefix as its own (and removes those its snapshot does not name), so two
+      // Agents on one engine need different prefixes.
+      label_prefix: z.string().regex(/^[a-z0-9]+(?:[.-][a-z0-9]+)*$/, 'must be lowercase dot-separated words, like io.resultity').default('io.resultity'),
+      name_prefix: z.string().regex(/^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,39}$/, 'must be 1-40 characters of a-z A-Z 0-9 _ . - starting with a letter or digit').default('resultity'),
     })
-    .default({ pids_limit: 4096, gpus: 0, allow_host_network: false, check_shared_paths: 'auto' }),
+    .default({ pids_limit: 4096, gpus: 0, allow_host_network: false, check_shared_paths: 'auto', label_prefix: 'io.resultity', name_prefix: 'resultity' }),
   docker: z
     .strictObject({ socket_path: path.default('/var/run/docker.sock') })
     .default({ socket_path: '/var/run/docker.sock' }),
