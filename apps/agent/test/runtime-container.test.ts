@@ -20,9 +20,12 @@ const run = promisify(execFile);
 const docker = async (...args: string[]) => (await run('docker', args, { maxBuffer: 16 * 1024 * 1024, timeout: 120_000 })).stdout.trim();
 const REGISTRY = process.env.RESULTITY_TEST_REGISTRY ?? '127.0.0.1:5000';
 const runId = `${process.pid}x${Date.now().toString(36)}`;
+// The engine is shared with other test runs, each with Agents of its own: this file's Agent
+// marks its containers with labels of its own, so no other Agent takes them for its stale ones.
+const LABELS = `io.resultity.test-${runId.toLowerCase()}`;
 // Inside its container (network none) the runtime has a loopback of its own: a fixed port is fine.
 const API = 'http://127.0.0.1:8080';
-// 20 ms a token: a 400-token job lasts seconds, long enough to be in flight across a reload.
+// 20 ms a token: a 900-token job lasts about 18 s, long enough to be in flight across a reload.
 const RUNTIME_COMMAND = ['--port', '8080', '--token-delay-ms', '20', '--runtime-id', 'inference-1'];
 const SERVE = ['/bin/busybox', 'sh', '-c', 'trap "exit 0" TERM; while true; do /bin/busybox sleep 1; done'];
 
@@ -77,14 +80,14 @@ describe('the runtime as a container of the Agent (SPEC §6)', () => {
 
   /** This file's containers (they carry its marker in their environment), by snapshot name. */
   async function containers(): Promise<Observed[]> {
-    const ids = (await docker('ps', '-aq', '--filter', 'label=io.resultity.managed-by=resultity-applier')).split('\n').filter(Boolean);
+    const ids = (await docker('ps', '-aq', '--filter', `label=${LABELS}.managed-by=resultity-applier`)).split('\n').filter(Boolean);
     const found: Observed[] = [];
     for (const id of ids) {
       const info = JSON.parse(await docker('inspect', id).catch(() => '[]'))[0];
       if (!info || !(info.Config.Env as string[]).includes(marker())) continue;
       found.push({
         id: info.Id,
-        name: info.Config.Labels['io.resultity.name'],
+        name: info.Config.Labels[`${LABELS}.name`],
         startedAt: info.State.StartedAt,
         restarts: info.RestartCount,
         running: info.State.Running,
@@ -156,7 +159,7 @@ describe('the runtime as a container of the Agent (SPEC §6)', () => {
     s = await setup(work.path, 'dev', {
       bridge: { enabled: true, ack_timeout_ms: 30_000 },
       status: { listen: `127.0.0.1:${statusPort}` },
-      containers: { pids_limit: 256, gpus: 0 },
+      containers: { pids_limit: 256, gpus: 0, label_prefix: LABELS, name_prefix: `rt-${runId}` },
       timers: { poll_interval_s: 1, heartbeat_interval_s: 5, retry_initial_ms: 100, retry_max_ms: 1000 },
       // One attempt per digest: a NACKed snapshot is not tried again (a retry would download the
       // rotted blob afresh, since the rollback removed it, and land).
@@ -227,8 +230,8 @@ describe('the runtime as a container of the Agent (SPEC §6)', () => {
   it('hot-reloads a new job limit and model version with no container recreated; the job in flight ends under the old ones', async () => {
     const since = Math.floor(Date.now() / 1000) - 1;
     const id = runtimeBefore.id;
-    // 400 tokens at 20 ms: admitted under snapshot 1 (max_tokens 1000), still running when 2 lands.
-    const inFlight = job(id, { model: 'tiny', max_tokens: 400 });
+    // 900 tokens at 20 ms: admitted under snapshot 1 (max_tokens 1000), still running when 2 lands.
+    const inFlight = job(id, { model: 'tiny', max_tokens: 900 });
     await until('the long job to be running', async () => (await getJson(id, '/v1/stats')).running === 1);
 
     const tiny2 = await makeModel(join(work.path, 'files'), files, 'tiny', '2', Buffer.from('the weights of tiny, version 2, longer'));
@@ -246,9 +249,9 @@ describe('the runtime as a container of the Agent (SPEC §6)', () => {
     const environment = await getJson(id, '/v1/environment');
     expect(environment).toMatchObject({ digest: second.digest, job: { max_tokens: 50 }, models: [{ name: 'tiny', version: '2', sha256: tiny2.sha256 }] });
     expect(await sha256Inside(id, environment.models[0].path)).toBe(tiny2.sha256);
-    expect(await job(id, { model: 'tiny', max_tokens: 400 })).toMatchObject({ status: 400, body: { code: 'MAX_TOKENS_EXCEEDED' } });
+    expect(await job(id, { model: 'tiny', max_tokens: 900 })).toMatchObject({ status: 400, body: { code: 'MAX_TOKENS_EXCEEDED' } });
     expect(await job(id, { model: 'tiny', max_tokens: 5 })).toMatchObject({ status: 200, body: { tokens: 5, digest: second.digest, limits: { max_tokens: 50 } } });
-    expect(await inFlight).toMatchObject({ status: 200, body: { tokens: 400, digest: first.digest, limits: { max_tokens: 1000 } } });
+    expect(await inFlight).toMatchObject({ status: 200, body: { tokens: 900, digest: first.digest, limits: { max_tokens: 1000 } } });
 
     const after = await only('inference');
     expect(after).toMatchObject({ id, startedAt: runtimeBefore.startedAt, restarts: 0, running: true });
