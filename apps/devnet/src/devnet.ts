@@ -18,8 +18,11 @@ const REGISTRY = process.env.RESULTITY_TEST_REGISTRY ?? '127.0.0.1:5000';
 const run = promisify(execFile);
 // images/build.mjs from apps/devnet/dist/devnet.js: the same build `pnpm images` runs.
 const BUILD_IMAGES = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', '..', 'images', 'build.mjs');
-/** The label the applier gives the dev network's runtime container (its snapshot name). */
+/** The snapshot name of the dev network's runtime container. */
 const RUNTIME_NAME = 'dev-runtime';
+// The dev Agent's containers carry labels of their own: an Agent removes every container under
+// its label prefix that its snapshot does not name, and a real or test Agent may share the engine.
+const LABELS = 'io.resultity.devnet';
 
 function say(line: string): void {
   process.stdout.write(`${line}\n`);
@@ -71,7 +74,7 @@ async function runtimeImage(): Promise<RegistryImage | null> {
 /** The dev network's containers go when it stops (a real node's keep running across Agent restarts). */
 async function removeDevContainers(): Promise<void> {
   try {
-    const { stdout } = await run('docker', ['ps', '-aq', '--filter', `label=io.resultity.name=${RUNTIME_NAME}`]);
+    const { stdout } = await run('docker', ['ps', '-aq', '--filter', `label=${LABELS}.name=${RUNTIME_NAME}`]);
     const ids = stdout.trim().split('\n').filter(Boolean);
     if (ids.length > 0) await run('docker', ['rm', '-f', ...ids]);
   } catch (error) {
@@ -81,7 +84,7 @@ async function removeDevContainers(): Promise<void> {
 
 /** The id and start time of the runtime container, to show a reload did not recreate it. */
 async function runtimeContainer(): Promise<{ id: string; startedAt: string } | null> {
-  const { stdout } = await run('docker', ['ps', '-q', '--no-trunc', '--filter', `label=io.resultity.name=${RUNTIME_NAME}`]);
+  const { stdout } = await run('docker', ['ps', '-q', '--no-trunc', '--filter', `label=${LABELS}.name=${RUNTIME_NAME}`]);
   const id = stdout.trim().split('\n').filter(Boolean)[0];
   if (id === undefined) return null;
   return { id, startedAt: (await run('docker', ['inspect', '--format', '{{.State.StartedAt}}', id])).stdout.trim() };
@@ -159,7 +162,7 @@ async function main(): Promise<number> {
     // The dev network's model files are served on 127.0.0.1.
     downloads: { allow_private_addresses: true },
     // The runtime container declares its job port: it may run on the host network.
-    containers: { allow_host_network: true },
+    containers: { allow_host_network: true, label_prefix: LABELS, name_prefix: 'resultity-devnet' },
   } satisfies ConfigInput);
   const config = await loadConfig(configFile);
   const logger = pino({ level: 'info', base: { node_id: config.node_id } }, destination({ dest: join(dir, 'agent.log'), sync: true, mkdir: true }));
