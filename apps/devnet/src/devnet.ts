@@ -71,14 +71,18 @@ async function runtimeImage(): Promise<RegistryImage | null> {
   }
 }
 
-/** The dev network's containers go when it stops (a real node's keep running across Agent restarts). */
-async function removeDevContainers(): Promise<void> {
+/**
+ * The dev network's containers and its image go when it stops (a real node's keep running
+ * across Agent restarts): every start builds the image afresh, so nothing piles up.
+ */
+async function removeDevContainers(image: RegistryImage): Promise<void> {
   try {
     const { stdout } = await run('docker', ['ps', '-aq', '--filter', `label=${LABELS}.name=${RUNTIME_NAME}`]);
     const ids = stdout.trim().split('\n').filter(Boolean);
     if (ids.length > 0) await run('docker', ['rm', '-f', ...ids]);
+    await run('docker', ['image', 'rm', `${image.image}:${image.tag}`, `${image.image}@${image.digest}`]);
   } catch (error) {
-    say(`could not remove the dev containers: ${errorMessage(error)}`);
+    say(`could not remove the dev containers and image: ${errorMessage(error)}`);
   }
 }
 
@@ -222,7 +226,7 @@ async function main(): Promise<number> {
     await agent.stop();
     await origin.close();
     await files.close();
-    if (image) await removeDevContainers();
+    if (image) await removeDevContainers(image);
     say('dev network stopped.');
   }
   return code;
