@@ -23,6 +23,8 @@ export function applyFailureFrom(error: unknown, applyError: ApplierModule['Appl
 /** What the applier adapter needs from the configuration: where models live, the engine, the policy and profile. */
 export interface ApplierAdapterOptions {
   readonly stateDir: string;
+  /** The directory holding bridge.sock and bridge.token (`bridgeMountDir`); null refuses `bridge: true`. */
+  readonly bridgeDir: string | null;
   readonly dockerSocketPath: string;
   readonly allowedRegistries: readonly string[];
   readonly profile: NodeProfile;
@@ -36,7 +38,19 @@ export interface ApplierAdapterOptions {
   /** How long a container must keep running to count as up. */
   readonly stableMs?: number;
   /** The configuration's `containers`: limits of every container and the GPUs the node offers. */
-  readonly containers?: { readonly pids_limit: number; readonly memory_mb?: number | undefined; readonly gpus: number };
+  readonly containers?: {
+    readonly pids_limit: number;
+    readonly memory_mb?: number | undefined;
+    readonly gpus: number;
+    readonly allow_host_network?: boolean;
+    readonly label_prefix?: string;
+    readonly name_prefix?: string;
+  };
+}
+
+/** The model store the engine mounts into runtime containers with `models: true` (SPEC §6). */
+export function modelStoreDir(stateDir: string): string {
+  return join(stateDir, 'models');
 }
 
 /**
@@ -79,14 +93,17 @@ export function optionalEngine(engine: ContainerEngine, onUnavailable?: (error: 
 export function createApplierPort(options: ApplierAdapterOptions & { onEngineUnavailable?: (error: unknown) => void }): ApplierPort {
   const policy: ApplierPolicy = {
     allowedRegistries: [...options.allowedRegistries],
-    // A container with `bridge: true` gets <state_dir>/run (bridge socket and token), one with `models: true` the store.
-    bridgeDir: join(options.stateDir, 'run'),
-    modelsDir: options.ports?.models.root ?? join(options.stateDir, 'models'),
+    // A container with `bridge: true` gets the bridge's directory (by default <state_dir>/run), one with `models: true` the store.
+    ...(options.bridgeDir === null ? {} : { bridgeDir: options.bridgeDir }),
+    modelsDir: options.ports?.models.root ?? modelStoreDir(options.stateDir),
     ...(options.containers === undefined
       ? {}
       : {
           pidsLimit: options.containers.pids_limit,
           gpusOffered: options.containers.gpus,
+          allowHostNetwork: options.containers.allow_host_network === true,
+          ...(options.containers.label_prefix === undefined ? {} : { labelPrefix: options.containers.label_prefix }),
+          ...(options.containers.name_prefix === undefined ? {} : { containerNamePrefix: options.containers.name_prefix }),
           ...(options.containers.memory_mb === undefined ? {} : { memoryMb: options.containers.memory_mb }),
         }),
   };

@@ -12,7 +12,7 @@ import { type AgentConfig, loadConfig, parseListen } from './config.js';
 import { checkConfigDigest } from './digest.js';
 import { type SyncOutcome, type UnpinOutcome, outcomeCode } from './engine.js';
 import { AgentError, errorCode, errorMessage, escapeControl } from './errors.js';
-import { applierFor, startAgent } from './main.js';
+import { applierFor, assertHostPaths, startAgent } from './main.js';
 import { noRuntimeNotifier } from './ports.js';
 import { terminalProgress } from './progress.js';
 import { acquireLock } from './lock.js';
@@ -150,6 +150,7 @@ export function buildProgram(): Command {
     .option('--once', 'one cycle (the only mode of this command)', true)
     .action(async (opts: { config: string }) => {
       const config = await loadConfig(opts.config);
+      await assertHostPaths(config);
       const lock = await acquireLock(config.state_dir);
       try {
         const { parts } = await oneShot(config);
@@ -321,7 +322,7 @@ async function main(argv: string[]): Promise<number> {
     }
     const code = errorCode(error);
     process.stderr.write(`${code}: ${errorMessage(error)}\n`);
-    return code === 'CONFIG_INVALID' || code === 'USAGE' || code === 'LOCKED' ? 2 : 1;
+    return code === 'CONFIG_INVALID' || code === 'USAGE' || code === 'LOCKED' || code === 'PATHS_NOT_SHARED' ? 2 : 1;
   }
 }
 

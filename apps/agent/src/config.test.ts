@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 
-import { parseConfig } from './config.js';
+import { bridgeMountDir, parseConfig } from './config.js';
 
 const minimal = { network: 'testnet', origin: 'http://127.0.0.1:8080', node_id: 'node-1', trust_root: ['root/1.json'], state_dir: 'state' };
 
@@ -50,5 +50,36 @@ describe('parseConfig', () => {
 
   it('refuses a bridge that would listen beyond loopback', () => {
     expect(() => parseConfig({ ...minimal, bridge: { listen: '0.0.0.0:7420' } }, '/')).toThrow(/bridge\.listen/);
+  });
+});
+
+describe('bridgeMountDir', () => {
+  const at = (bridge: object) => bridgeMountDir(parseConfig({ ...minimal, bridge }, '/etc/resultity'));
+
+  it('is the default run directory, which holds bridge.sock and bridge.token', () => {
+    expect(at({})).toBe('/etc/resultity/state/run');
+    expect(at({ listen: '/srv/bridge/bridge.sock', token_file: '/srv/bridge/bridge.token' })).toBe('/srv/bridge');
+  });
+
+  it('is null when no mount could show a container the bridge at /run/resultity/bridge.sock and bridge.token', () => {
+    expect(at({ enabled: false })).toBeNull();
+    expect(at({ listen: '127.0.0.1:7420' })).toBeNull();
+    expect(at({ listen: '/srv/bridge/agent.sock', token_file: '/srv/bridge/bridge.token' })).toBeNull();
+    expect(at({ listen: '/srv/bridge/bridge.sock' })).toBeNull();
+  });
+});
+
+describe('containers', () => {
+  it('marks containers io.resultity.* and names them resultity-* unless told otherwise', () => {
+    expect(parseConfig(minimal, '/').containers).toMatchObject({ label_prefix: 'io.resultity', name_prefix: 'resultity', allow_host_network: false, check_shared_paths: 'auto' });
+    expect(parseConfig({ ...minimal, containers: { label_prefix: 'io.resultity.node-b', name_prefix: 'node-b' } }, '/').containers).toMatchObject({
+      label_prefix: 'io.resultity.node-b',
+      name_prefix: 'node-b',
+    });
+  });
+
+  it('refuses prefixes the engine would not take as label keys or names', () => {
+    expect(() => parseConfig({ ...minimal, containers: { label_prefix: 'IO Resultity' } }, '/')).toThrow(/containers\.label_prefix/);
+    expect(() => parseConfig({ ...minimal, containers: { name_prefix: '-x/y' } }, '/')).toThrow(/containers\.name_prefix/);
   });
 });

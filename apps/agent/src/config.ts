@@ -1,4 +1,4 @@
-import { dirname, isAbsolute, relative, resolve } from 'node:path';
+import { basename, dirname, isAbsolute, relative, resolve } from 'node:path';
 
 import { type ListenAddress, parseListen, readFileBounded } from '@resultity/node-kit';
 import { DEFAULT_MAX_ENVELOPE_BYTES, NAME_PATTERN } from '@resultity/snapshot';
@@ -58,8 +58,17 @@ export const ConfigSchema = z.strictObject({
       pids_limit: z.number().int().min(1).default(4096),
       memory_mb: z.number().int().min(6).optional(),
       gpus: z.number().int().min(0).default(0),
+      // Containers declaring ports may run on the host network (a bridge-less engine publishes nothing).
+      allow_host_network: z.boolean().default(false),
+      // An Agent in a container apart from the engine must see its data directory at the host's path: 'auto' checks it.
+      check_shared_paths: z.enum(['auto', 'never']).default('auto'),
+      // The labels and names that mark this Agent's containers. An Agent treats every container
+      // under its label prefix as its own (and removes those its snapshot does not name), so two
+      // Agents on one engine need different prefixes.
+      label_prefix: z.string().regex(/^[a-z0-9]+(?:[.-][a-z0-9]+)*$/, 'must be lowercase dot-separated words, like io.resultity').default('io.resultity'),
+      name_prefix: z.string().regex(/^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,39}$/, 'must be 1-40 characters of a-z A-Z 0-9 _ . - starting with a letter or digit').default('resultity'),
     })
-    .default({ pids_limit: 4096, gpus: 0 }),
+    .default({ pids_limit: 4096, gpus: 0, allow_host_network: false, check_shared_paths: 'auto', label_prefix: 'io.resultity', name_prefix: 'resultity' }),
   docker: z
     .strictObject({ socket_path: path.default('/var/run/docker.sock') })
     .default({ socket_path: '/var/run/docker.sock' }),
@@ -112,6 +121,23 @@ export const OPERATOR_TOKEN_NAME = 'operator.token';
 
 // Moved to @resultity/node-kit; re-exported so the Agent's modules keep importing them from here.
 export { type ListenAddress, parseListen };
+
+/**
+ * The host directory runtime containers get at /run/resultity/ (SPEC §6): the one holding the
+ * bridge's unix socket as bridge.sock and its token as bridge.token, the names a container is
+ * told. Null when the bridge is off, on TCP, or named otherwise: no mount could show it to a
+ * container, so a snapshot container with `bridge: true` is refused (POLICY_DENIED) at plan
+ * time instead of being started with a directory that holds no bridge.
+ */
+export function bridgeMountDir(config: Pick<AgentConfig, 'bridge'>): string | null {
+  if (!config.bridge.enabled) return null;
+  const listen = parseListen(config.bridge.listen);
+  if (listen === null || !('socketPath' in listen)) return null;
+  const dir = dirname(listen.socketPath);
+  const socketNamed = basename(listen.socketPath) === BRIDGE_SOCKET_NAME;
+  const tokenBeside = dirname(config.bridge.token_file) === dir && basename(config.bridge.token_file) === BRIDGE_TOKEN_NAME;
+  return socketNamed && tokenBeside ? dir : null;
+}
 
 /** Renders zod issues naming the field: "limits.request_timeout_ms: Too small ...". */
 function describe(error: z.ZodError): string {

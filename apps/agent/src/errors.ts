@@ -46,6 +46,8 @@ export const AGENT_ERROR_RETRYABLE = {
   BRIDGE_BIND_FAILED: false,
   // The status and control endpoint could not listen; the Agent does not run without it.
   STATUS_BIND_FAILED: false,
+  // The Agent runs in a container and the directories it mounts into runtime containers are not the host's same paths.
+  PATHS_NOT_SHARED: false,
   // A command was called wrongly.
   USAGE: false,
 } as const satisfies Record<string, boolean>;

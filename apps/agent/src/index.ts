@@ -1,5 +1,5 @@
 export * from './errors.js';
-export { ConfigSchema, loadConfig, parseConfig, parseListen } from './config.js';
+export { ConfigSchema, bridgeMountDir, loadConfig, parseConfig, parseListen } from './config.js';
 export type { AgentConfig, ConfigInput, ListenAddress } from './config.js';
 export { SyncEngine, outcomeCode } from './engine.js';
 export type { SyncOutcome, Candidate, CheckResult, EngineDeps, UnpinOutcome, ApplyOptions } from './engine.js';
@@ -34,7 +34,9 @@ export { createApplierPort, optionalEngine, applyFailureFrom } from './applier-a
 export type { ApplierAdapterOptions } from './applier-adapter.js';
 export { startBridgeNotifier } from './bridge-adapter.js';
 export type { BridgeNotifier } from './bridge-adapter.js';
-export { startAgent, applierFor } from './main.js';
+export { startAgent, applierFor, assertHostPaths } from './main.js';
+export { assertPathsShared, parseMountinfo, sharedPathProblem } from './host-paths.js';
+export type { HostPathPorts, MountEntry } from './host-paths.js';
 export type { RunningAgent } from './main.js';
 export { collectStatus, renderStatus } from './status.js';
 export type { StatusReport } from './status.js';

@@ -5,8 +5,9 @@ import { type BridgeAck, ensureTokenFile } from '@resultity/bridge-endpoint';
 
 import { startBridgeNotifier } from './bridge-adapter.js';
 import { buildAgent, createLogger } from './agent.js';
-import { createApplierPort } from './applier-adapter.js';
-import { type AgentConfig, BRIDGE_RUN_DIR, parseListen } from './config.js';
+import { createApplierPort, modelStoreDir } from './applier-adapter.js';
+import { assertPathsShared } from './host-paths.js';
+import { type AgentConfig, BRIDGE_RUN_DIR, bridgeMountDir, parseListen } from './config.js';
 import { Daemon } from './loop.js';
 import { type ApplierPort, type Logger, type ProgressInfo, type RuntimeNotifier, noRuntimeNotifier } from './ports.js';
 import { collectStatus } from './status.js';
@@ -28,6 +29,7 @@ export function applierFor(config: AgentConfig, logger: Logger): ApplierPort {
   let warned = false;
   return createApplierPort({
     stateDir: config.state_dir,
+    bridgeDir: bridgeMountDir(config),
     dockerSocketPath: config.docker.socket_path,
     allowedRegistries: config.allowed_registries,
     profile: config.profile,
@@ -48,10 +50,20 @@ export function applierFor(config: AgentConfig, logger: Logger): ApplierPort {
 }
 
 /**
+ * Refuses (PATHS_NOT_SHARED) to run in a container whose data directory is not the host's
+ * same path: every runtime container would get other directories than the Agent writes.
+ */
+export async function assertHostPaths(config: AgentConfig): Promise<void> {
+  const bridge = bridgeMountDir(config);
+  await assertPathsShared(config.state_dir, [...(bridge === null ? [] : [bridge]), modelStoreDir(config.state_dir)], config.containers.check_shared_paths);
+}
+
+/**
  * Wires the daemon: lock, bridge endpoint, applier, engine, loop, status server. Everything
  * decided lives elsewhere; this only connects the parts.
  */
 export async function startAgent(config: AgentConfig, options: { logger?: Logger; onProgress?: (e: ProgressInfo) => void } = {}): Promise<RunningAgent> {
+  await assertHostPaths(config);
   const lock = await acquireLock(config.state_dir);
   const logger = options.logger ?? createLogger(config);
   let notifier: RuntimeNotifier = noRuntimeNotifier('the runtime bridge is disabled in the configuration');

@@ -1,17 +1,28 @@
 #!/usr/bin/env node
+import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdir, rm } from 'node:fs/promises';
-import { join, resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
 
 import { type ConfigInput, type StatusReport, errorMessage, loadConfig, renderStatus, startAgent, terminalProgress } from '@resultity/agent';
 import { DockerEngine } from '@resultity/applier';
 import { startExampleRuntime } from '@resultity/runtime-bridge';
 import { startOriginServer } from '@resultity/snapshot/origin';
-import { type RegistryImage, buildBusyboxImage, createDevNetwork, devSnapshot, makeModel, startFileServer, writeAgentConfig } from '@resultity/testkit/devnet';
+import { type RegistryImage, createDevNetwork, devSnapshot, makeModel, startFileServer, writeAgentConfig } from '@resultity/testkit/devnet';
 import { Command } from 'commander';
 import { destination, pino } from 'pino';
 
 const REGISTRY = process.env.RESULTITY_TEST_REGISTRY ?? '127.0.0.1:5000';
+const run = promisify(execFile);
+// images/build.mjs from apps/devnet/dist/devnet.js: the same build `pnpm images` runs.
+const BUILD_IMAGES = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', '..', 'images', 'build.mjs');
+/** The snapshot name of the dev network's runtime container. */
+const RUNTIME_NAME = 'dev-runtime';
+// The dev Agent's containers carry labels of their own: an Agent removes every container under
+// its label prefix that its snapshot does not name, and a real or test Agent may share the engine.
+const LABELS = 'io.resultity.devnet';
 
 function say(line: string): void {
   process.stdout.write(`${line}\n`);
@@ -27,7 +38,7 @@ async function freePort(): Promise<number> {
 }
 
 /** Docker and the local registry when both are there; otherwise null, and the reason is said. */
-async function containerImage(workDir: string): Promise<RegistryImage | null> {
+async function runtimeImage(): Promise<RegistryImage | null> {
   try {
     await new DockerEngine({ socketPath: process.env.DOCKER_SOCKET ?? '/var/run/docker.sock' }).ping();
   } catch (error) {
@@ -41,28 +52,46 @@ async function containerImage(workDir: string): Promise<RegistryImage | null> {
     say(`No container registry at ${REGISTRY} (${errorMessage(error)}): the dev network runs without containers.`);
     return null;
   }
+  // The runtime runs as root with every capability dropped: it can read the Agent's 0600
+  // bridge token only when the Agent (this process) is root too.
+  if (process.getuid?.() !== 0) {
+    say('Not running as root, so a runtime container could not read the bridge token: the dev network runs without containers.');
+    return null;
+  }
   try {
-    const image = await buildBusyboxImage({ registry: REGISTRY, repository: 'resultity-dev/busybox', tag: 'devnet', workDir });
-    say(`Docker is here: containers run ${image.image}:${image.tag} (built FROM scratch, pushed to ${REGISTRY}).`);
-    return image;
+    say(`building the example runtime image (offline, this machine's node) and pushing it to ${REGISTRY}…`);
+    const { stdout } = await run(process.execPath, [BUILD_IMAGES, '--registry', REGISTRY, '--tag', 'devnet', '--json'], { timeout: 300_000 });
+    const built = JSON.parse(stdout.trim().split('\n').pop() ?? '') as RegistryImage;
+    say(`Docker is here: containers run ${built.image}@${built.digest} (the example runtime, pushed to ${REGISTRY}).`);
+    return built;
   } catch (error) {
-    say(`Could not build the busybox image (${errorMessage(error)}): the dev network runs without containers.`);
+    const stderr = (error as { stderr?: string }).stderr?.trim();
+    say(`Could not build the runtime image (${stderr || errorMessage(error)}): the dev network runs without containers.`);
     return null;
   }
 }
 
-/** The dev network's containers go when it stops (a real node's keep running across Agent restarts). */
-async function removeDevContainers(): Promise<void> {
-  const { execFile } = await import('node:child_process');
-  const { promisify } = await import('node:util');
-  const run = promisify(execFile);
+/**
+ * The dev network's containers and its image go when it stops (a real node's keep running
+ * across Agent restarts): every start builds the image afresh, so nothing piles up.
+ */
+async function removeDevContainers(image: RegistryImage): Promise<void> {
   try {
-    const { stdout } = await run('docker', ['ps', '-aq', '--filter', 'label=io.resultity.name=dev-worker']);
+    const { stdout } = await run('docker', ['ps', '-aq', '--filter', `label=${LABELS}.name=${RUNTIME_NAME}`]);
     const ids = stdout.trim().split('\n').filter(Boolean);
     if (ids.length > 0) await run('docker', ['rm', '-f', ...ids]);
+    await run('docker', ['image', 'rm', `${image.image}:${image.tag}`, `${image.image}@${image.digest}`]);
   } catch (error) {
-    say(`could not remove the dev containers: ${errorMessage(error)}`);
+    say(`could not remove the dev containers and image: ${errorMessage(error)}`);
   }
+}
+
+/** The id and start time of the runtime container, to show a reload did not recreate it. */
+async function runtimeContainer(): Promise<{ id: string; startedAt: string } | null> {
+  const { stdout } = await run('docker', ['ps', '-q', '--no-trunc', '--filter', `label=${LABELS}.name=${RUNTIME_NAME}`]);
+  const id = stdout.trim().split('\n').filter(Boolean)[0];
+  if (id === undefined) return null;
+  return { id, startedAt: (await run('docker', ['inspect', '--format', '{{.State.StartedAt}}', id])).stdout.trim() };
 }
 
 async function waitFor<T>(what: string, probe: () => Promise<T | null | undefined | false>, ms: number): Promise<T> {
@@ -93,15 +122,31 @@ async function main(): Promise<number> {
   const net = await createDevNetwork(join(dir, 'net'), 'devnet');
   say(`dev key ${net.key.keyid.slice(0, 16)}…, root ${net.rootFile}`);
   if (!opts.docker) say('--no-docker: the dev network runs without containers.');
-  const image = opts.docker ? await containerImage(dir) : null;
-  const containers = (env: string) =>
+  const image = opts.docker ? await runtimeImage() : null;
+  // With Docker the example runtime is the snapshot's container: on the host network (the
+  // engine has no bridge network), so its job API on 127.0.0.1 is reachable from here.
+  const jobPort = await freePort();
+  const containers = () =>
     image
-      ? [{ name: 'dev-worker', image: image.image, tag: image.tag, digest: image.digest, env: { DEVNET: env }, command: ['/bin/busybox', 'sh', '-c', 'trap "exit 0" TERM; while true; do /bin/busybox sleep 1; done'], ports: [], restart: 'always' as const }]
+      ? [
+          {
+            name: RUNTIME_NAME,
+            image: image.image,
+            tag: image.tag,
+            digest: image.digest,
+            env: {},
+            command: ['--port', String(jobPort), '--runtime-id', 'example-runtime'],
+            ports: [{ container: jobPort, host: jobPort, protocol: 'tcp' as const }],
+            restart: 'always' as const,
+            bridge: true,
+            models: true,
+          },
+        ]
       : [];
 
   const files = await startFileServer(join(dir, 'files'));
   const model1 = await makeModel(join(dir, 'files'), files, 'tiny-llm', '1.0.0', randomBytes(256 * 1024));
-  const first = await net.publish(devSnapshot({ network: 'devnet', sequence: 1, models: [model1], containers: containers('one'), maxTokens: 1024 }));
+  const first = await net.publish(devSnapshot({ network: 'devnet', sequence: 1, models: [model1], containers: containers(), maxTokens: 1024 }));
   say(`published snapshot 1: ${first.digest}`);
 
   const origin = await startOriginServer({ dir: net.originDir });
@@ -120,6 +165,8 @@ async function main(): Promise<number> {
     timers: { poll_interval_s: 2, heartbeat_interval_s: 5, retry_initial_ms: 500, retry_max_ms: 5000 },
     // The dev network's model files are served on 127.0.0.1.
     downloads: { allow_private_addresses: true },
+    // The runtime container declares its job port: it may run on the host network.
+    containers: { allow_host_network: true, label_prefix: LABELS, name_prefix: 'resultity-devnet' },
   } satisfies ConfigInput);
   const config = await loadConfig(configFile);
   const logger = pino({ level: 'info', base: { node_id: config.node_id } }, destination({ dest: join(dir, 'agent.log'), sync: true, mkdir: true }));
@@ -127,27 +174,45 @@ async function main(): Promise<number> {
   const agent = await startAgent(config, { logger, ...(progress ? { onProgress: progress } : {}) });
   say(`Agent running (logs: ${join(dir, 'agent.log')}); status at ${agent.statusUrl}/status, bridge at ${agent.bridgeAddress}`);
 
-  const runtime = await startExampleRuntime({ bridgeUrl: agent.bridgeAddress ?? '', tokenFile: config.bridge.token_file, runtimeId: 'example-runtime', http: { host: '127.0.0.1', port: 0 } });
-  say(`example runtime at ${runtime.url}, connected to the Agent's bridge`);
+  // Without Docker the example runtime is a process of this one, on the Agent's socket.
+  const hostRuntime = image
+    ? null
+    : await startExampleRuntime({ bridgeUrl: agent.bridgeAddress ?? '', tokenFile: config.bridge.token_file, runtimeId: 'example-runtime', http: { host: '127.0.0.1', port: 0 } });
+  const runtimeUrl = hostRuntime?.url ?? `http://127.0.0.1:${jobPort}`;
+  if (hostRuntime) say(`example runtime at ${runtimeUrl} (a host process), connected to the Agent's bridge`);
+  const runtimeDigest = async () => ((await (await fetch(`${runtimeUrl}/v1/environment`)).json()) as { digest?: string }).digest;
+  const curl = `curl -s -X POST ${runtimeUrl}/v1/jobs -d '{"model":"tiny-llm","max_tokens":8}'`;
+  const sendJob = async () => JSON.stringify(await (await fetch(`${runtimeUrl}/v1/jobs`, { method: 'POST', body: '{"model":"tiny-llm","max_tokens":8}' })).json());
 
   const status = async (): Promise<StatusReport> => (await (await fetch(`${agent.statusUrl}/status`)).json()) as StatusReport;
   let code = 0;
   try {
-    await waitFor('snapshot 1 to be applied', async () => (await status()).applied?.digest === first.digest, 60_000);
-    await waitFor('the runtime to take snapshot 1', async () => runtime.stats().digest === first.digest, 30_000);
+    await waitFor('snapshot 1 to be applied', async () => (await status()).applied?.digest === first.digest, 120_000);
+    await waitFor('the runtime to take snapshot 1', async () => (await runtimeDigest()) === first.digest, 60_000);
     say('\n— snapshot 1 applied —');
     say(renderStatus(await status()));
+    const before = image ? await runtimeContainer() : null;
+    if (before) {
+      say(`\nthe runtime runs in container ${before.id.slice(0, 12)}: the Agent's bridge socket at /run/resultity/bridge.sock, its models read-only at ${join(config.state_dir, 'models')}`);
+    }
+    say(`send a job and see the limits in force:\n  ${curl}\n  ${await sendJob()}`);
 
     const model2 = await makeModel(join(dir, 'files'), files, 'tiny-llm', '1.1.0', randomBytes(256 * 1024));
-    const second = await net.publish(devSnapshot({ network: 'devnet', sequence: 2, models: [model2], containers: containers('two'), maxTokens: 2048 }));
+    const second = await net.publish(devSnapshot({ network: 'devnet', sequence: 2, models: [model2], containers: containers(), maxTokens: 2048 }));
     say(`\npublished snapshot 2: ${second.digest} (max_tokens 1024 → 2048, model tiny-llm 1.0.0 → 1.1.0)`);
-    await waitFor('snapshot 2 to be applied', async () => (await status()).applied?.digest === second.digest, 60_000);
-    await waitFor('the runtime to take snapshot 2', async () => runtime.stats().digest === second.digest, 30_000);
+    await waitFor('snapshot 2 to be applied', async () => (await status()).applied?.digest === second.digest, 120_000);
+    await waitFor('the runtime to take snapshot 2', async () => (await runtimeDigest()) === second.digest, 60_000);
     say('\n— snapshot 2 landed; the runtime acknowledged it —');
     say(renderStatus(await status()));
+    if (before) {
+      const after = await runtimeContainer();
+      const kept = after?.id === before.id && after.startedAt === before.startedAt;
+      say(kept ? `the runtime container ${before.id.slice(0, 12)} took the new model and limits over the bridge: not recreated, not restarted` : `the runtime container was replaced (${before.id.slice(0, 12)} → ${after?.id.slice(0, 12) ?? 'none'})`);
+    }
+    say(`the same job now: ${await sendJob()}`);
 
     if (!opts.demo) {
-      say('\nThe dev network keeps running. Publish more with the snapshot CLI into the origin folder; Ctrl-C stops it.');
+      say(`\nThe dev network keeps running. Send a job:\n  ${curl}\nPublish more with the snapshot CLI into the origin folder; Ctrl-C stops it.`);
       await new Promise<void>((resolveStop) => {
         process.once('SIGINT', () => resolveStop());
         process.once('SIGTERM', () => resolveStop());
@@ -157,11 +222,11 @@ async function main(): Promise<number> {
     process.stderr.write(`devnet: ${errorMessage(error)}\n`);
     code = 1;
   } finally {
-    await runtime.close().catch(() => undefined);
+    await hostRuntime?.close().catch(() => undefined);
     await agent.stop();
     await origin.close();
     await files.close();
-    if (image) await removeDevContainers();
+    if (image) await removeDevContainers(image);
     say('dev network stopped.');
   }
   return code;
