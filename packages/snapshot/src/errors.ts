@@ -17,6 +17,8 @@ export const REFUSAL_CODES = [
   'DIGEST_MISMATCH',
   'ROOT_ROTATION_INVALID',
   'ROOT_EXPIRED',
+  'CHUNK_LIST_INVALID',
+  'CHUNK_COUNT_MISMATCH',
 ] as const;
 
 export type RefusalCode = (typeof REFUSAL_CODES)[number];

@@ -21,3 +21,6 @@ export { verifySnapshot, verifySnapshotEnvelope, parseSnapshotValue, checkNotBeh
 export type { VerifyInput, VerifiedSnapshot, AppliedState } from './verify.js';
 export { signSnapshot } from './sign.js';
 export { rolloutBucket, isRolloutEligible } from './rollout.js';
+export { isRfc3339Utc, isLeapYear } from './timestamp.js';
+export { verifyChunkList, buildChunkList, chunkCount, chunkListByteLength } from './chunks.js';
+export type { ChunkList, ChunkSpec } from './chunks.js';

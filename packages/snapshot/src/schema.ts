@@ -1,5 +1,7 @@
 import { z } from 'zod';
 
+import { isRfc3339Utc } from './timestamp.js';
+
 /** The snapshot major this code understands (SPEC §3). A greater one is refused. */
 export const SNAPSHOT_SCHEMA_MAJOR = 1;
 /** The trust root major this code understands (SPEC §4). */
@@ -11,15 +13,16 @@ export const ROOT_PAYLOAD_TYPE = 'application/vnd.resultity.root+json';
 export const NAME_PATTERN = /^[a-z0-9][a-z0-9._-]{0,62}$/;
 const HEX64 = /^[0-9a-f]{64}$/;
 const IMAGE_DIGEST = /^sha256:[0-9a-f]{64}$/;
-const RFC3339_UTC = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?Z$/;
 
 const name = z.string().regex(NAME_PATTERN, 'must match ^[a-z0-9][a-z0-9._-]{0,62}$');
 const safeInt = z.number().int().min(0).max(Number.MAX_SAFE_INTEGER);
 const positiveInt = safeInt.min(1);
 const timestamp = z
   .string()
-  .regex(RFC3339_UTC, 'must be an RFC 3339 UTC timestamp ending in Z')
-  .refine((s) => !Number.isNaN(Date.parse(s)), 'is not a real date');
+  .refine(isRfc3339Utc, 'must be an RFC 3339 UTC timestamp ending in Z, every field in range');
+/** SPEC §3 bounds: a day, in seconds or in milliseconds. */
+const seconds = z.number().int().min(1).max(86_400);
+const milliseconds = z.number().int().min(1).max(86_400_000);
 // A shape check only (scheme, a host, no whitespace): the downloader parses each URL when it
 // uses it, and a mirror that does not parse is skipped like one that does not answer.
 const httpUrl = z.string().max(4096).regex(/^https?:\/\/[^\s/?#]+(?:[/?#]\S*)?$/, 'must be an http(s) URL');
@@ -45,6 +48,17 @@ export const ModelSchema = z.looseObject({
   sha256: z.string().regex(HEX64, 'must be 64 lowercase hex digits'),
   size: safeInt,
   urls: z.array(httpUrl).min(1).max(16),
+  chunks: z
+    .looseObject({
+      size: z
+        .number()
+        .int()
+        .min(2 ** 20)
+        .max(2 ** 30)
+        .refine((n) => (n & (n - 1)) === 0, 'must be a power of two'),
+      sha256: z.string().regex(HEX64, 'must be 64 lowercase hex digits'),
+    })
+    .optional(),
 });
 
 export const PortSchema = z.looseObject({
@@ -66,6 +80,11 @@ export const ContainerSchema = z.looseObject({
   command: z.array(z.string()).default([]),
   ports: z.array(PortSchema).default([]),
   restart: z.enum(RESTART_POLICIES).default('always'),
+  // SPEC §3/§6: what the runtime container gets of the node; nothing unless asked for.
+  bridge: z.boolean().default(false),
+  models: z.boolean().default(false),
+  gpus: z.union([z.literal('all'), positiveInt]).optional(),
+  shm_size_mb: positiveInt.optional(),
 });
 
 export const VALIDATION_OPS = ['eq', 'ne', 'lt', 'lte', 'gt', 'gte', 'in', 'not_in', 'max_length'] as const;
@@ -114,11 +133,11 @@ export const ParticipationSchema = z.looseObject({
 
 export const TtlSchema = z
   .looseObject({
-    poll_interval_s: positiveInt,
-    heartbeat_interval_s: positiveInt,
-    retry_initial_ms: positiveInt,
-    retry_max_ms: positiveInt,
-    cache_ttl_s: safeInt,
+    poll_interval_s: seconds,
+    heartbeat_interval_s: seconds,
+    retry_initial_ms: milliseconds,
+    retry_max_ms: milliseconds,
+    cache_ttl_s: seconds,
   })
   .refine((t) => t.retry_max_ms >= t.retry_initial_ms, {
     message: 'retry_max_ms must not be below retry_initial_ms',
@@ -185,6 +204,7 @@ export type Snapshot = z.output<typeof SnapshotSchema>;
 /** A snapshot as an author writes it, before defaults are filled in. */
 export type SnapshotInput = z.input<typeof SnapshotSchema>;
 export type Model = z.output<typeof ModelSchema>;
+export type ModelChunks = NonNullable<Model['chunks']>;
 export type ContainerSpec = z.output<typeof ContainerSchema>;
 export type PortMapping = z.output<typeof PortSchema>;
 export type RestartPolicy = (typeof RESTART_POLICIES)[number];

@@ -17,13 +17,17 @@ const hex64 = fc.stringMatching(/^[0-9a-f]{64}$/);
 const text = fc.string({ maxLength: 20 });
 const count = fc.integer({ min: 0, max: Number.MAX_SAFE_INTEGER });
 
-const model = fc.record({
-  name,
-  version: fc.string({ minLength: 1, maxLength: 12 }),
-  sha256: hex64,
-  size: count,
-  urls: fc.array(fc.webUrl(), { minLength: 1, maxLength: 3 }),
-});
+const model = fc.record(
+  {
+    name,
+    version: fc.string({ minLength: 1, maxLength: 12 }),
+    sha256: hex64,
+    size: count,
+    urls: fc.array(fc.webUrl(), { minLength: 1, maxLength: 3 }),
+    chunks: fc.record({ size: fc.integer({ min: 20, max: 30 }).map((e) => 2 ** e), sha256: hex64 }),
+  },
+  { requiredKeys: ['name', 'version', 'sha256', 'size', 'urls'] },
+);
 
 const container = fc.record({
   name,
@@ -37,7 +41,11 @@ const container = fc.record({
     { maxLength: 3 },
   ),
   restart: fc.constantFrom('no', 'on-failure', 'always', 'unless-stopped'),
-});
+  bridge: fc.boolean(),
+  models: fc.boolean(),
+  gpus: fc.oneof(fc.constant('all'), fc.integer({ min: 1, max: 16 })),
+  shm_size_mb: fc.integer({ min: 1, max: 1_000_000 }),
+}, { requiredKeys: ['name', 'image', 'tag', 'digest', 'env', 'command', 'ports', 'restart'] });
 
 const snapshot = fc.record(
   {
@@ -68,7 +76,7 @@ const snapshot = fc.record(
       heartbeat_interval_s: fc.integer({ min: 1, max: 86400 }),
       retry_initial_ms: fc.constant(1000),
       retry_max_ms: fc.integer({ min: 1000, max: 10_000_000 }),
-      cache_ttl_s: fc.integer({ min: 0, max: 86400 }),
+      cache_ttl_s: fc.integer({ min: 1, max: 86400 }),
     }),
     rollout: fc.record({ percent: fc.integer({ min: 0, max: 100 }) }),
     unknown_field: fc.jsonValue({ maxDepth: 2 }),
