@@ -44,10 +44,10 @@ export class HttpStatusError extends ApplyError {
   }
 }
 
-function parseContentRange(header: string | undefined): { start: number; total: number | null } | null {
+function parseContentRange(header: string | undefined): { start: number; end: number; total: number | null } | null {
   const m = /^bytes (\d+)-(\d+)\/(\d+|\*)$/.exec(header ?? '');
   if (!m) return null;
-  return { start: Number(m[1]), total: m[3] === '*' ? null : Number(m[3]) };
+  return { start: Number(m[1]), end: Number(m[2]), total: m[3] === '*' ? null : Number(m[3]) };
 }
 
 /** The host of a URL without its port or path: what a per-mirror detail may name. */
@@ -135,7 +135,7 @@ export class HttpDownloader implements Downloader {
     this.allowPrivateAddresses = options.allowPrivateAddresses ?? false;
   }
 
-  async open(url: string, options: { offset: number; signal?: AbortSignal }): Promise<DownloadResponse> {
+  async open(url: string, options: { offset: number; end?: number; signal?: AbortSignal }): Promise<DownloadResponse> {
     let target: URL;
     try {
       target = new URL(url);
@@ -148,7 +148,7 @@ export class HttpDownloader implements Downloader {
     return this.request(target, options, 0);
   }
 
-  private request(target: URL, options: { offset: number; signal?: AbortSignal }, redirects: number): Promise<DownloadResponse> {
+  private request(target: URL, options: { offset: number; end?: number; signal?: AbortSignal }, redirects: number): Promise<DownloadResponse> {
     const host = hostOf(target);
     const literal = host.startsWith('[') ? host.slice(1, -1) : host;
     // http.request skips the resolver for an IP literal, so a literal is checked here.
@@ -158,7 +158,8 @@ export class HttpDownloader implements Downloader {
     }
     const client = target.protocol === 'https:' ? https : http;
     const headers: Record<string, string> = { 'accept-encoding': 'identity' };
-    if (options.offset > 0) headers.range = `bytes=${options.offset}-`;
+    if (options.end !== undefined) headers.range = `bytes=${options.offset}-${options.end - 1}`;
+    else if (options.offset > 0) headers.range = `bytes=${options.offset}-`;
     return new Promise<DownloadResponse>((resolve, reject) => {
       const requestOptions: http.RequestOptions = {
         headers,
@@ -182,7 +183,7 @@ export class HttpDownloader implements Downloader {
   }
 
   /** Turns a response into a body, a followed redirect or a typed refusal. */
-  private async answer(res: http.IncomingMessage, target: URL, options: { offset: number; signal?: AbortSignal }, redirects: number): Promise<DownloadResponse> {
+  private async answer(res: http.IncomingMessage, target: URL, options: { offset: number; end?: number; signal?: AbortSignal }, redirects: number): Promise<DownloadResponse> {
     const host = hostOf(target);
     const status = res.statusCode ?? 0;
     if (status >= 300 && status < 400 && res.headers.location !== undefined) {
@@ -192,13 +193,21 @@ export class HttpDownloader implements Downloader {
     const length = res.headers['content-length'] === undefined ? null : Number(res.headers['content-length']);
     const limits = { idleMs: this.idleTimeoutMs, minBytesPerSecond: this.minBytesPerSecond, windowMs: this.rateWindowMs };
     if (status === 200) {
+      // A bounded request answered with the whole file is only usable when the range was the whole file.
+      if (options.end !== undefined && !(options.offset === 0 && length === options.end)) {
+        res.destroy();
+        throw new ApplyError('MIRROR_NO_RANGES', `${host} answered a request for bytes ${options.offset}-${options.end - 1} with the whole file`);
+      }
       return { offset: 0, totalBytes: length !== null && Number.isSafeInteger(length) ? length : null, body: watchedBody(res, host, limits) };
     }
     if (status === 206) {
       const range = parseContentRange(res.headers['content-range']);
-      if (range === null || range.start !== options.offset) {
+      // A bounded request must get exactly its range: a shorter one would look like a cut connection.
+      const endOk = options.end === undefined || range?.end === options.end - 1;
+      if (range === null || range.start !== options.offset || !endOk) {
         res.destroy();
-        throw new ApplyError('MIRROR_HTTP_STATUS', `${host}: asked for bytes from ${options.offset}, got Content-Range ${res.headers['content-range'] ?? '(none)'}`);
+        const asked = options.end === undefined ? `from ${options.offset}` : `${options.offset}-${options.end - 1}`;
+        throw new ApplyError('MIRROR_HTTP_STATUS', `${host}: asked for bytes ${asked}, got Content-Range ${res.headers['content-range'] ?? '(none)'}`);
       }
       return { offset: range.start, totalBytes: range.total, body: watchedBody(res, host, limits) };
     }

@@ -1,0 +1,252 @@
+import { existsSync } from 'node:fs';
+import { mkdir, open, readdir, readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+
+import { tempDir } from '@resultity/testkit';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+
+import { FsModelStore, HttpDownloader, fetchChunked, fetchModel, systemClock, type DownloadDetail } from '../src/index.js';
+import { chunkPorts, chunkedModel, chunkListOf, chunkListPath, MiB } from './support/chunked-model.js';
+import { failure } from './support/failure.js';
+import { generatedBytes, sha256 } from './support/model-server.js';
+import { type Nginx, startNginx } from './support/nginx.js';
+import { type RangeMirror, startRangeMirror } from './support/range-mirror.js';
+
+// 6.5 chunks of 1 MiB (the smallest chunk the SPEC allows): the last chunk is shorter.
+const bytes = generatedBytes(6 * MiB + 512 * 1024, 71);
+const CHUNK = MiB;
+const COUNT = 7;
+
+let origin: RangeMirror;
+let dir: { path: string; cleanup: () => Promise<void> };
+const extra: { close(): Promise<void> }[] = [];
+
+beforeAll(async () => {
+  origin = await startRangeMirror();
+});
+afterAll(async () => {
+  await origin.close();
+});
+beforeEach(async () => {
+  dir = await tempDir('resultity-applier-chunked-');
+});
+afterEach(async () => {
+  for (const server of extra.splice(0)) await server.close();
+  await dir.cleanup();
+});
+
+async function mirrors(...faults: Parameters<typeof startRangeMirror>[0][]): Promise<RangeMirror[]> {
+  const started = await Promise.all(faults.map((f) => startRangeMirror(f)));
+  for (const m of started) {
+    m.serve('/model.bin', bytes);
+    extra.push(m);
+  }
+  return started;
+}
+
+function ports(options: { connections?: number; idleTimeoutMs?: number; store?: FsModelStore } = {}) {
+  const downloader = new HttpDownloader({ idleTimeoutMs: options.idleTimeoutMs ?? 5000, allowPrivateAddresses: true });
+  const models = options.store ?? new FsModelStore(join(dir.path, 'store'));
+  return { models, downloader, clock: systemClock, chunks: chunkPorts(origin, downloader, models, options.connections) };
+}
+
+async function blob(hex: string): Promise<Buffer> {
+  return readFile(join(dir.path, 'store', 'sha256', hex));
+}
+
+async function staged(): Promise<string[]> {
+  return readdir(join(dir.path, 'store', 'staging')).catch(() => []);
+}
+
+describe('fetchChunked', () => {
+  describe('from nginx on three ports', () => {
+    let nginx: Nginx;
+    beforeAll(async () => {
+      const root = join(process.env.TMPDIR ?? '/tmp', `resultity-chunked-nginx-${process.pid}`);
+      await mkdir(root, { recursive: true });
+      await writeFile(join(root, 'model.bin'), bytes);
+      nginx = await startNginx(root, root, { ports: 3 });
+    });
+    afterAll(async () => {
+      await nginx.close();
+    });
+
+    it('fetches every chunk as a range, spread over all mirrors, and stores the verified file', async () => {
+      const model = chunkedModel('spread', bytes, CHUNK, nginx.urls.map((u) => `${u}/model.bin`), origin);
+      const progress: { done: number; detail: DownloadDetail | undefined }[] = [];
+      const report = await fetchChunked(model, ports({ connections: 4 }), { onProgress: (done, _total, detail) => progress.push({ done, detail }) });
+      expect(sha256(await blob(model.sha256))).toBe(sha256(bytes));
+      expect(await staged()).toEqual([]);
+      expect(report.bytesFetched).toBe(bytes.length);
+      expect(report.chunksResumed).toBe(0);
+      expect(report.mirrors.every((m) => m.bytes > 0 && m.failure === null)).toBe(true);
+      expect(report.mirrors.reduce((n, m) => n + m.bytes, 0)).toBe(bytes.length);
+      expect(progress.at(-1)?.done).toBe(bytes.length);
+      expect(progress.map((p) => p.done)).toEqual([...progress.map((p) => p.done)].sort((a, b) => a - b));
+      expect(progress.at(-1)?.detail?.mirrors).toHaveLength(3);
+    });
+  });
+
+  it('takes a wrong chunk from another mirror, names the mirror that served it, and asks it for nothing more', async () => {
+    const [good1, bad, good2] = await mirrors({}, { corruptAt: [0, 2 * CHUNK, 4 * CHUNK, 6 * CHUNK] }, {});
+    const model = chunkedModel('bad-mirror', bytes, CHUNK, [good1!, bad!, good2!].map((m) => m.url('/model.bin')), origin);
+    const report = await fetchChunked(model, ports({ connections: 3 }));
+    expect(sha256(await blob(model.sha256))).toBe(sha256(bytes));
+    const named = report.mirrors[1]!;
+    expect(named.failure?.code).toBe('MIRROR_CHUNK_MISMATCH');
+    expect(named.failure?.index).toBe(1);
+    // One wrong chunk is enough: the mirror got no request after it.
+    const asked = bad!.ranges().map(([start]) => start);
+    expect(asked.filter((start) => start % (2 * CHUNK) === 0)).toEqual([asked.at(-1)]);
+    // It is credited only with the honest chunks it served before; the rest came from the others.
+    expect(named.bytes).toBe((asked.length - 1) * CHUNK);
+    expect(report.mirrors.reduce((n, m) => n + m.bytes, 0)).toBe(bytes.length);
+  });
+
+  it('works around a mirror that keeps failing, one that stalls, and one that ignores ranges', async () => {
+    const [failing, stalling, whole, good] = await mirrors({ status: 503 }, { stallAt: [CHUNK, 3 * CHUNK] }, { ignoreRanges: true }, {});
+    const model = chunkedModel('unruly', bytes, CHUNK, [failing!, stalling!, whole!, good!].map((m) => m.url('/model.bin')), origin);
+    const report = await fetchChunked(model, ports({ connections: 4, idleTimeoutMs: 500 }), { maxAttemptsPerUrl: 2, retryDelayMs: 10 });
+    expect(sha256(await blob(model.sha256))).toBe(sha256(bytes));
+    expect(report.mirrors.map((m) => m.failure?.code ?? null)).toEqual(['MIRROR_HTTP_STATUS', 'MIRROR_STALLED', 'MIRROR_NO_RANGES', null]);
+    // Hosts stay in the per-mirror detail (the local audit log).
+    expect(report.mirrors[0]!.failure?.detail).toContain('127.0.0.1');
+  });
+
+  it('fails with DOWNLOAD_FAILED naming every mirror when none can deliver, and keeps the verified chunks', async () => {
+    const [a, b] = await mirrors({ corruptAt: [CHUNK, 3 * CHUNK, 5 * CHUNK] }, { status: 404 });
+    const model = chunkedModel('none', bytes, CHUNK, [a!.url('/model.bin'), b!.url('/model.bin')], origin);
+    const error = await failure(fetchChunked(model, ports({ connections: 1 })));
+    expect(error.code).toBe('DOWNLOAD_FAILED');
+    expect(error.retryable).toBe(true);
+    expect(error.message).toBe('model none@1.0.0: all 2 mirrors failed (MIRROR_CHUNK_MISMATCH, MIRROR_HTTP_STATUS)');
+    expect(error.mirrors?.map((m) => [m.index, m.code])).toEqual([
+      [0, 'MIRROR_CHUNK_MISMATCH'],
+      [1, 'MIRROR_HTTP_STATUS'],
+    ]);
+    expect(existsSync(join(dir.path, 'store', 'sha256', model.sha256))).toBe(false);
+
+    // The next apply, with an honest mirror, fetches only what the journal does not hold.
+    const [honest] = await mirrors({});
+    const report = await fetchChunked({ ...model, urls: [honest!.url('/model.bin')] }, ports());
+    expect(report.chunksResumed).toBe(1);
+    expect(honest!.ranges().map(([start]) => start)).not.toContain(0);
+    expect(report.bytesFetched).toBe(bytes.length - CHUNK);
+    expect(sha256(await blob(model.sha256))).toBe(sha256(bytes));
+  });
+
+  it('refetches a journalled chunk whose bytes changed on disk, found by the whole-file check', async () => {
+    const [a, b] = await mirrors({}, { status: 500 });
+    const model = chunkedModel('rot', bytes, CHUNK, [a!.url('/model.bin')], origin);
+    const store = new FsModelStore(join(dir.path, 'store'));
+    // A first run that ends after every chunk is journalled but before the rename: cut by a mirror that only fails.
+    a!.faults = { stallAt: [6 * CHUNK] };
+    const first = await failure(fetchChunked(model, ports({ store, connections: 2, idleTimeoutMs: 300 }), { maxAttemptsPerUrl: 1 }));
+    expect(first.code).toBe('DOWNLOAD_FAILED');
+    const file = await open(join(dir.path, 'store', 'staging', `${model.sha256}.chunked`), 'r+');
+    await file.write(Buffer.from('rotten'), 0, 6, 2 * CHUNK + 100);
+    await file.close();
+    a!.faults = {};
+    const before = a!.ranges().length;
+    const report = await fetchChunked({ ...model, urls: [a!.url('/model.bin'), b!.url('/model.bin')] }, ports({ store }), { retryDelayMs: 1 });
+    expect(report.chunksResumed).toBe(6);
+    expect(sha256(await blob(model.sha256))).toBe(sha256(bytes));
+    expect(a!.ranges().slice(before).map(([start]) => start).sort((x, y) => x - y)).toEqual([2 * CHUNK, 6 * CHUNK]);
+  });
+
+  describe('the chunk list', () => {
+    it('is refused as CHUNK_LIST_UNAVAILABLE (retryable) when the origin serves other bytes, before any mirror is asked', async () => {
+      const [m] = await mirrors({});
+      const model = chunkedModel('wrong-list', bytes, CHUNK, [m!.url('/model.bin')], origin);
+      origin.serve(chunkListPath(model.chunks.sha256), chunkListOf(generatedBytes(bytes.length, 72), CHUNK).bytes);
+      const error = await failure(fetchChunked(model, ports()));
+      expect(error.code).toBe('CHUNK_LIST_UNAVAILABLE');
+      expect(error.retryable).toBe(true);
+      expect(m!.requests).toEqual([]);
+      expect(await staged()).toEqual([]);
+    });
+
+    it('is refused as CHUNK_LIST_UNAVAILABLE when the origin does not have it', async () => {
+      const [m] = await mirrors({});
+      const model = { ...chunkedModel('no-list', bytes, CHUNK, [m!.url('/model.bin')], origin), chunks: { size: CHUNK, sha256: 'e'.repeat(64) } };
+      const error = await failure(fetchChunked(model, ports()));
+      expect(error.code).toBe('CHUNK_LIST_UNAVAILABLE');
+      expect(error.mirrors?.[0]?.code).toBe('MIRROR_HTTP_STATUS');
+    });
+
+    it('is refused as CHUNK_LIST_INVALID (not retryable) when the signed list has the wrong number of chunks', async () => {
+      const [m] = await mirrors({});
+      // A list made for 2 MiB chunks, signed into a model that says 1 MiB: the snapshot is wrong.
+      const list = chunkListOf(bytes, 2 * CHUNK);
+      origin.serve(chunkListPath(list.sha256), list.bytes);
+      const model = { ...chunkedModel('short-list', bytes, CHUNK, [m!.url('/model.bin')], origin), chunks: { size: CHUNK, sha256: list.sha256 } };
+      const error = await failure(fetchChunked(model, ports()));
+      expect(error.code).toBe('CHUNK_LIST_INVALID');
+      expect(error.retryable).toBe(false);
+      expect(m!.requests).toEqual([]);
+    });
+
+    it('is refused as CHUNK_LIST_INVALID when its chunks all verify but the file is not the signed sha256', async () => {
+      const [m] = await mirrors({});
+      const model = { ...chunkedModel('inconsistent', bytes, CHUNK, [m!.url('/model.bin')], origin), sha256: sha256(generatedBytes(10, 1)) };
+      const error = await failure(fetchChunked(model, ports()));
+      expect(error.code).toBe('CHUNK_LIST_INVALID');
+      expect(error.message).toContain(sha256(bytes));
+      expect(await staged()).toEqual([]);
+      expect(existsSync(join(dir.path, 'store', 'sha256', model.sha256))).toBe(false);
+    });
+  });
+
+  it('is cancelled by the signal with ABORTED and keeps what was verified', async () => {
+    const [slow] = await mirrors({ bytesPerTick: 256 * 1024 });
+    const model = chunkedModel('cancelled', bytes, CHUNK, [slow!.url('/model.bin')], origin);
+    const controller = new AbortController();
+    const error = await failure(
+      fetchChunked(model, ports({ connections: 1 }), {
+        signal: controller.signal,
+        onProgress: (done) => {
+          if (done >= 2 * CHUNK) controller.abort();
+        },
+      }),
+    );
+    expect(error.code).toBe('ABORTED');
+    expect((await staged()).sort()).toEqual([`${model.sha256}.chunked`, `${model.sha256}.chunks`]);
+    const report = await fetchChunked(model, ports());
+    expect(report.chunksResumed).toBeGreaterThanOrEqual(1);
+    expect(sha256(await blob(model.sha256))).toBe(sha256(bytes));
+  });
+});
+
+describe('fetchModel with chunks', () => {
+  it('takes the chunked path when chunk ports are given, and the single stream when they are not', async () => {
+    const [m] = await mirrors({});
+    const model = chunkedModel('both', bytes, CHUNK, [m!.url('/model.bin')], origin);
+    const { chunks: _chunks, ...streamPorts } = ports();
+    await fetchModel(model, streamPorts);
+    expect(m!.requests.map((r) => r.range)).toEqual([undefined]);
+    expect(sha256(await blob(model.sha256))).toBe(sha256(bytes));
+
+    const again = await tempDir('resultity-applier-chunked-');
+    try {
+      const store = new FsModelStore(again.path);
+      const downloader = new HttpDownloader({ allowPrivateAddresses: true });
+      await fetchModel(model, { models: store, downloader, clock: systemClock, chunks: chunkPorts(origin, downloader, store) });
+      expect(m!.ranges()).toHaveLength(COUNT);
+      expect(sha256(await readFile(join(again.path, 'sha256', model.sha256)))).toBe(sha256(bytes));
+    } finally {
+      await again.cleanup();
+    }
+  });
+
+  it('refuses with INSUFFICIENT_SPACE before anything is fetched when the reserve leaves too little room', async () => {
+    const [m] = await mirrors({});
+    const model = chunkedModel('too-big', bytes, CHUNK, [m!.url('/model.bin')], origin);
+    const store = new FsModelStore(join(dir.path, 'store'), { reserveBytes: Number.MAX_SAFE_INTEGER });
+    const error = await failure(fetchModel(model, ports({ store })));
+    expect(error.code).toBe('INSUFFICIENT_SPACE');
+    expect(error.retryable).toBe(true);
+    expect(error.message).toMatch(new RegExp(`needs ${bytes.length} more bytes in .*, 0 are free`));
+    expect(m!.requests).toEqual([]);
+    expect(await staged()).toEqual([]);
+  });
+});
