@@ -53,7 +53,7 @@ export const DEFAULT_CONNECTIONS = 8;
 const WRITE_BATCH = 1 << 20;
 /** Writes in flight per connection: bounds memory at connections × WRITE_BATCH × this. */
 const MAX_IN_FLIGHT = 2;
-const PROGRESS_EVERY = 4 << 20;
+const PROGRESS_EVERY = 1 << 20;
 /**
  * A chunk in flight on a mirror is taken back and given to a faster idle one when it would
  * finish this many times later than the other could fetch it whole (and at least a second

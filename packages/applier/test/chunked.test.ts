@@ -1,6 +1,8 @@
+import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdir, open, readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 
 import { tempDir } from '@resultity/testkit';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
@@ -247,6 +249,53 @@ describe('fetchModel with chunks', () => {
     expect(error.retryable).toBe(true);
     expect(error.message).toMatch(new RegExp(`needs ${bytes.length} more bytes in .*, 0 are free`));
     expect(m!.requests).toEqual([]);
+    expect(await staged()).toEqual([]);
+  });
+});
+
+describe('after kill -9', () => {
+  it('resumes from the journal: journalled chunks are never fetched again, the torn ones are', async () => {
+    const big = generatedBytes(16 * MiB, 73);
+    const [slow] = await mirrors({ bytesPerTick: 64 * 1024 });
+    slow!.serve('/big.bin', big);
+    const model = chunkedModel('killed', big, CHUNK, [slow!.url('/big.bin')], origin);
+    const root = join(dir.path, 'store');
+    const connections = 3;
+    // node itself with tsx as a loader (not the tsx wrapper, which would leave its node child alive after a SIGKILL).
+    const child = spawn(
+      process.execPath,
+      ['--import', 'tsx', fileURLToPath(new URL('./support/chunked-child.ts', import.meta.url)), JSON.stringify({ model, root, origin: origin.url(''), connections })],
+      { stdio: ['ignore', 'pipe', 'inherit'], cwd: fileURLToPath(new URL('..', import.meta.url)) },
+    );
+    let lastDone = 0;
+    const exited = new Promise<NodeJS.Signals | null>((resolve) => child.once('exit', (_code, signal) => resolve(signal)));
+    child.stdout.on('data', (data: Buffer) => {
+      for (const line of data.toString().split('\n')) {
+        const done = Number(line);
+        if (line !== '' && Number.isFinite(done)) lastDone = done;
+      }
+      if (lastDone >= big.length / 2) child.kill('SIGKILL');
+    });
+    expect(await exited).toBe('SIGKILL');
+    expect(existsSync(join(root, 'sha256', model.sha256))).toBe(false);
+
+    // What the journal holds is what survived the kill.
+    const journal = await readFile(join(root, 'staging', `${model.sha256}.chunks`));
+    const bitmap = journal.subarray(56);
+    const survived = Array.from({ length: 16 }, (_, i) => i).filter((i) => (bitmap[i >> 3]! >> (i & 7)) & 1);
+    expect(survived.length).toBeGreaterThan(0);
+    // At most the chunks in flight (and those waiting for their flush) are lost.
+    expect(lastDone - survived.length * CHUNK).toBeLessThanOrEqual(2 * connections * CHUNK);
+
+    const before = slow!.ranges().length;
+    slow!.faults = {};
+    const report = await fetchChunked(model, ports({ connections }));
+    expect(report.chunksResumed).toBe(survived.length);
+    const refetched = slow!.ranges().slice(before).map(([start]) => start / CHUNK);
+    expect(refetched.filter((i) => survived.includes(i))).toEqual([]);
+    expect(refetched.length).toBe(16 - survived.length);
+    expect(report.bytesFetched).toBe((16 - survived.length) * CHUNK);
+    expect(sha256(await readFile(join(root, 'sha256', model.sha256)))).toBe(sha256(big));
     expect(await staged()).toEqual([]);
   });
 });
