@@ -174,8 +174,15 @@ const executors: { [K in StepKind]: (step: Extract<Step, { kind: K }>, ctx: Cont
     ctx.mutating++;
     await fetchModel(step.model, ctx.ports, {
       ...(ctx.options.signal ? { signal: ctx.options.signal } : {}),
-      onProgress: (done, total) =>
-        ctx.options.onProgress?.({ kind: 'model', name: `${step.model.name}@${step.model.version}`, bytesDone: done, bytesTotal: total }),
+      onProgress: (done, total, detail) =>
+        ctx.options.onProgress?.({
+          kind: 'model',
+          name: `${step.model.name}@${step.model.version}`,
+          bytesDone: done,
+          bytesTotal: total,
+          ...(detail === undefined ? {} : { bytesPerSecond: detail.bytesPerSecond }),
+          ...(detail?.mirrors === undefined ? {} : { mirrors: detail.mirrors }),
+        }),
     });
   },
   'pull-image': pullImage,
