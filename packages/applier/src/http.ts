@@ -26,9 +26,40 @@ export interface HttpDownloaderOptions {
    * development and tests: a node in production must never fetch from its own networks. Default false.
    */
   allowPrivateAddresses?: boolean;
+  /** Bandwidth of everything this downloader fetches, shared by all its connections (bytes/s); unlimited when absent or 0. */
+  maxBytesPerSecond?: number;
 }
 
 export const DEFAULT_MIN_BYTES_PER_SECOND = 64 * 1024;
+
+/**
+ * A token bucket shared by every request of one downloader: the bandwidth limit of model
+ * downloads, however many connections they use. Takers may run it into debt; each then waits
+ * for its own share to be paid back, so the aggregate holds the rate and no connection starves.
+ */
+export class TokenBucket {
+  private tokens: number;
+  private last: number;
+
+  constructor(
+    private readonly bytesPerSecond: number,
+    /** What may pass at once after a quiet spell, default a quarter second's worth (at least 64 KiB). */
+    private readonly burst = Math.max(64 * 1024, bytesPerSecond / 4),
+    private readonly now: () => number = () => performance.now(),
+  ) {
+    this.tokens = burst;
+    this.last = now();
+  }
+
+  /** Takes `bytes`; returns how many milliseconds the taker must wait before using them (0: at once). */
+  take(bytes: number): number {
+    const t = this.now();
+    this.tokens = Math.min(this.burst, this.tokens + ((t - this.last) * this.bytesPerSecond) / 1000);
+    this.last = t;
+    this.tokens -= bytes;
+    return this.tokens >= 0 ? 0 : (-this.tokens * 1000) / this.bytesPerSecond;
+  }
+}
 export const DEFAULT_RATE_WINDOW_MS = 30_000;
 
 /** A mirror's HTTP answer other than 200/206; whether it could go away on a retry (the server, not the file, is at fault). */
@@ -85,13 +116,34 @@ function confinedLookup(host: string): LookupFunction {
  * below `minBytesPerSecond` over a whole window with MIRROR_TOO_SLOW. The error reaches whoever
  * reads the body; nothing is thrown from a timer.
  */
-function watchedBody(res: http.IncomingMessage, host: string, limits: { idleMs: number; minBytesPerSecond: number; windowMs: number }): Transform {
+function watchedBody(
+  res: http.IncomingMessage,
+  host: string,
+  limits: { idleMs: number; minBytesPerSecond: number; windowMs: number; bucket: TokenBucket | null },
+): Transform {
   let windowBytes = 0;
+  // Time this body spent held back by our own bandwidth limit in the current window: not the
+  // mirror's slowness. A hold may span two windows, so each gets only its own part of it.
+  let windowStart = performance.now();
+  let throttledMs = 0;
+  let heldSince: number | null = null;
   const body = new Transform({
     transform(chunk: Buffer, _encoding, done) {
       windowBytes += chunk.length;
       idle.refresh();
-      done(null, chunk);
+      const wait = limits.bucket?.take(chunk.length) ?? 0;
+      if (wait <= 0) {
+        done(null, chunk);
+        return;
+      }
+      // Holding the chunk back stops reading the socket, so the mirror is slowed by TCP itself.
+      heldSince = performance.now();
+      setTimeout(() => {
+        throttledMs += performance.now() - Math.max(heldSince ?? windowStart, windowStart);
+        heldSince = null;
+        idle.refresh();
+        done(null, chunk);
+      }, wait);
     },
   });
   const idle = setTimeout(() => body.destroy(new ApplyError('MIRROR_STALLED', `${host} sent nothing for ${limits.idleMs} ms`)), limits.idleMs);
@@ -99,10 +151,17 @@ function watchedBody(res: http.IncomingMessage, host: string, limits: { idleMs: 
   const rate =
     needed > 0
       ? setInterval(() => {
-          if (windowBytes < needed) {
-            body.destroy(new ApplyError('MIRROR_TOO_SLOW', `${host} sent ${windowBytes} bytes in ${limits.windowMs} ms, expected at least ${needed}`));
+          // Only the time the mirror was free to send counts towards its minimum.
+          const now = performance.now();
+          const held = throttledMs + (heldSince === null ? 0 : now - Math.max(heldSince, windowStart));
+          const free = Math.max(0, Math.round(now - windowStart - held));
+          const expected = Math.floor((limits.minBytesPerSecond * free) / 1000);
+          if (windowBytes < expected) {
+            body.destroy(new ApplyError('MIRROR_TOO_SLOW', `${host} sent ${windowBytes} bytes in ${free} ms, expected at least ${expected}`));
           }
           windowBytes = 0;
+          throttledMs = 0;
+          windowStart = now;
         }, limits.windowMs)
       : null;
   body.once('close', () => {
@@ -126,8 +185,10 @@ export class HttpDownloader implements Downloader {
   private readonly minBytesPerSecond: number;
   private readonly rateWindowMs: number;
   private readonly allowPrivateAddresses: boolean;
+  private readonly bucket: TokenBucket | null;
 
   constructor(options: HttpDownloaderOptions = {}) {
+    this.bucket = options.maxBytesPerSecond ? new TokenBucket(options.maxBytesPerSecond) : null;
     this.idleTimeoutMs = options.idleTimeoutMs ?? 30_000;
     this.maxRedirects = options.maxRedirects ?? 5;
     this.minBytesPerSecond = options.minBytesPerSecond ?? DEFAULT_MIN_BYTES_PER_SECOND;
@@ -191,7 +252,7 @@ export class HttpDownloader implements Downloader {
       return this.request(redirectTarget(target, res.headers.location, redirects, this.maxRedirects), options, redirects + 1);
     }
     const length = res.headers['content-length'] === undefined ? null : Number(res.headers['content-length']);
-    const limits = { idleMs: this.idleTimeoutMs, minBytesPerSecond: this.minBytesPerSecond, windowMs: this.rateWindowMs };
+    const limits = { idleMs: this.idleTimeoutMs, minBytesPerSecond: this.minBytesPerSecond, windowMs: this.rateWindowMs, bucket: this.bucket };
     if (status === 200) {
       // A bounded request answered with the whole file is only usable when the range was the whole file.
       if (options.end !== undefined && !(options.offset === 0 && length === options.end)) {
