@@ -7,7 +7,18 @@ import { fileURLToPath } from 'node:url';
 import { tempDir } from '@resultity/testkit';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 
-import { FsModelStore, HttpDownloader, fetchChunked, fetchModel, systemClock, type DownloadDetail } from '../src/index.js';
+import {
+  DockerEngine,
+  FileFlagsStore,
+  FsModelStore,
+  HttpDownloader,
+  execute,
+  fetchChunked,
+  fetchModel,
+  systemClock,
+  type DownloadDetail,
+  type ProgressEvent,
+} from '../src/index.js';
 import { chunkPorts, chunkedModel, chunkListOf, chunkListPath, MiB } from './support/chunked-model.js';
 import { failure } from './support/failure.js';
 import { generatedBytes, sha256 } from './support/model-server.js';
@@ -297,5 +308,67 @@ describe('after kill -9', () => {
     expect(report.bytesFetched).toBe((16 - survived.length) * CHUNK);
     expect(sha256(await readFile(join(root, 'sha256', model.sha256)))).toBe(sha256(big));
     expect(await staged()).toEqual([]);
+  });
+});
+
+describe('execute with chunked models', () => {
+  const policy = { allowedRegistries: [] };
+
+  function applierPorts(store: FsModelStore) {
+    const { models, downloader, clock, chunks } = ports({ store, connections: 2 });
+    // No step here uses the engine: it is never called.
+    return { engine: new DockerEngine(), models, downloader, clock, chunks, flags: new FileFlagsStore(join(dir.path, 'flags.json')) };
+  }
+
+  it('reports per-mirror progress through onProgress and installs the model', async () => {
+    const [a, b] = await mirrors({}, {});
+    const model = chunkedModel('progress', bytes, CHUNK, [a!.url('/model.bin'), b!.url('/model.bin')], origin);
+    const events: ProgressEvent[] = [];
+    await execute([{ kind: 'fetch-model', model }], applierPorts(new FsModelStore(join(dir.path, 'store'))), { policy, onProgress: (e) => events.push(e) });
+    expect(sha256(await blob(model.sha256))).toBe(sha256(bytes));
+    const last = events.at(-1)!;
+    expect(last).toMatchObject({ kind: 'model', name: 'progress@1.0.0', bytesDone: bytes.length, bytesTotal: bytes.length });
+    expect(last.bytesPerSecond).toBeGreaterThan(0);
+    expect(last.mirrors?.map((m) => m.index)).toEqual([0, 1]);
+    expect(last.mirrors?.reduce((n, m) => n + m.bytes, 0)).toBe(bytes.length);
+  });
+
+  it('refuses with INSUFFICIENT_SPACE naming what every missing model needs, before any download and without spending the retry budget', async () => {
+    const [a] = await mirrors({});
+    const first = chunkedModel('first', bytes, CHUNK, [a!.url('/model.bin')], origin);
+    const second = chunkedModel('second', generatedBytes(3 * MiB, 74), CHUNK, [a!.url('/second.bin')], origin);
+    const store = new FsModelStore(join(dir.path, 'store'), { reserveBytes: Number.MAX_SAFE_INTEGER });
+    const error = await failure(
+      execute(
+        [
+          { kind: 'fetch-model', model: first },
+          { kind: 'fetch-model', model: second },
+        ],
+        applierPorts(store),
+        { policy },
+      ),
+    );
+    expect(error.code).toBe('INSUFFICIENT_SPACE');
+    expect(error.retryable).toBe(true);
+    expect(error.message).toMatch(new RegExp(`models need ${bytes.length + 3 * MiB} more bytes in .*, 0 are free`));
+    expect(a!.requests).toEqual([]);
+    expect(await staged()).toEqual([]);
+  });
+});
+
+describe('a bandwidth limit', () => {
+  it('holds every connection back without the mirrors being blamed for the time it held them', async () => {
+    const small = generatedBytes(3 * MiB, 75);
+    const [a, b] = await mirrors({}, {});
+    a!.serve('/small.bin', small);
+    b!.serve('/small.bin', small);
+    const model = chunkedModel('limited', small, CHUNK, [a!.url('/small.bin'), b!.url('/small.bin')], origin);
+    // 2 MiB/s shared by 4 connections is about 512 KiB/s each, below the 1.5 MiB/s each mirror
+    // must keep: only a rate check that discounts our own throttling lets this download finish.
+    const downloader = new HttpDownloader({ allowPrivateAddresses: true, maxBytesPerSecond: 2 * MiB, minBytesPerSecond: 1.5 * MiB, rateWindowMs: 300 });
+    const models = new FsModelStore(join(dir.path, 'store'));
+    const report = await fetchChunked(model, { models, downloader, clock: systemClock, chunks: chunkPorts(origin, downloader, models, 4) });
+    expect(report.mirrors.map((m) => m.failure)).toEqual([null, null]);
+    expect(sha256(await blob(model.sha256))).toBe(sha256(small));
   });
 });
