@@ -2,6 +2,7 @@ import {
   type ApplierPolicy,
   type ApplierPorts,
   type ContainerEngine,
+  type DefaultPortsOptions,
   type HttpDownloaderOptions,
   type NodeProfile,
   type Step,
@@ -28,6 +29,10 @@ export interface ApplierAdapterOptions {
   readonly requestTimeoutMs: number;
   /** How models are downloaded: private addresses, minimum rate. */
   readonly downloads?: HttpDownloaderOptions;
+  /** Chunked downloads: where chunk lists come from, and how many connections per model. */
+  readonly chunks?: DefaultPortsOptions['chunks'];
+  /** Bytes of the models disk kept free. */
+  readonly reserveBytes?: number;
   /** Other ports (tests); the default adapters otherwise. */
   readonly ports?: ApplierPorts;
   /** Health wait for new containers, passed to the planner. */
@@ -79,6 +84,8 @@ export function createApplierPort(options: ApplierAdapterOptions & { onEngineUna
       policy,
       requestTimeoutMs: options.requestTimeoutMs,
       ...(options.downloads === undefined ? {} : { downloads: options.downloads }),
+      ...(options.chunks === undefined ? {} : { chunks: options.chunks }),
+      ...(options.reserveBytes === undefined ? {} : { reserveBytes: options.reserveBytes }),
     });
   const engine = optionalEngine(base.engine, options.onEngineUnavailable);
   const ports: ApplierPorts = { ...base, engine };
