@@ -86,9 +86,11 @@ interface Flight {
   stolen: boolean;
 }
 
-/** A failure that ends the whole download, whichever lane met it. */
-class Fatal {
-  constructor(readonly error: unknown) {}
+/** A failure that ends the whole download, whichever lane met it (an Error, so it passes through a downloader unchanged). */
+class Fatal extends Error {
+  constructor(readonly error: unknown) {
+    super(messageOf(error));
+  }
 }
 
 function chunkLabel(index: number): string {
@@ -389,6 +391,29 @@ export async function fetchChunked(
         const start = chunk * chunkSize;
         const length = lengthOf(chunk);
         const signal = options.signal ? AbortSignal.any([options.signal, flight.abort.signal]) : flight.abort.signal;
+        if (downloader.readRange !== undefined) {
+          const hash = createHash('sha256');
+          let written = start;
+          await downloader.readRange(mirror.url, { start, end: start + length, size, signal }, async (batch) => {
+            hash.update(batch);
+            flight.received += batch.length;
+            bytesFetched += batch.length;
+            sinceReport += batch.length;
+            report();
+            const at = written;
+            written += batch.length;
+            try {
+              await part.write(at, [batch]);
+            } catch (error) {
+              throw new Fatal(storeFailure(error, label));
+            }
+          });
+          const digest = hash.digest('hex');
+          if (digest !== list[chunk]) {
+            throw new ApplyError('MIRROR_CHUNK_MISMATCH', `${mirror.host}: ${chunkLabel(chunk)} hashes to ${digest}, the chunk list has ${list[chunk]}`);
+          }
+          return;
+        }
         const response = await downloader.open(mirror.url, { offset: start, end: start + length, signal });
         if (response.totalBytes !== null && response.totalBytes !== size) {
           response.body.destroy?.();

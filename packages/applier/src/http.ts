@@ -6,6 +6,7 @@ import { Transform, pipeline } from 'node:stream';
 
 import { refusedAddress } from './address.js';
 import { ApplyError, messageOf } from './errors.js';
+import { type RangeReadRequest, type RangeSink, readRange } from './range-reader.js';
 import type { DownloadResponse, Downloader } from './ports.js';
 
 /** Options of the default HTTP downloader. */
@@ -91,7 +92,7 @@ function hostOf(url: URL): string {
  * to what this returns, so the check holds for the address actually used, whatever the name
  * resolves to next time (no DNS rebinding between a check and the connect).
  */
-function confinedLookup(host: string): LookupFunction {
+export function confinedLookup(host: string): LookupFunction {
   return (hostname, options, callback) => {
     dnsLookup(hostname, { ...options, all: true }, (error, addresses: LookupAddress[]) => {
       if (error) {
@@ -207,6 +208,31 @@ export class HttpDownloader implements Downloader {
       throw new ApplyError('MIRROR_ADDRESS_REFUSED', `expected an http(s) mirror, found ${target.protocol}`);
     }
     return this.request(target, options, 0);
+  }
+
+  /** A chunk over a bare socket into reused buffers (see range-reader.ts), under this downloader's rules. */
+  async readRange(url: string, request: RangeReadRequest, sink: RangeSink): Promise<void> {
+    let target: URL;
+    try {
+      target = new URL(url);
+    } catch {
+      throw new ApplyError('MIRROR_ADDRESS_REFUSED', 'the mirror URL does not parse');
+    }
+    if (target.protocol !== 'http:' && target.protocol !== 'https:') {
+      throw new ApplyError('MIRROR_ADDRESS_REFUSED', `expected an http(s) mirror, found ${target.protocol}`);
+    }
+    const bucket = this.bucket;
+    return readRange(target, request, sink, {
+      idleMs: this.idleTimeoutMs,
+      minBytesPerSecond: this.minBytesPerSecond,
+      windowMs: this.rateWindowMs,
+      maxRedirects: this.maxRedirects,
+      allowPrivateAddresses: this.allowPrivateAddresses,
+      take: bucket === null ? null : (bytes) => bucket.take(bytes),
+      lookup: confinedLookup,
+      redirect: redirectTarget,
+      statusError: (status, host) => new HttpStatusError(status, host),
+    });
   }
 
   private request(target: URL, options: { offset: number; end?: number; signal?: AbortSignal }, redirects: number): Promise<DownloadResponse> {

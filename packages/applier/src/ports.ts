@@ -1,3 +1,4 @@
+import type { RangeReadRequest, RangeSink } from './range-reader.js';
 import type { ContainerDefinition, ParticipationFlags } from './types.js';
 
 /** A container as the engine lists it. */
@@ -96,6 +97,12 @@ export interface Downloader {
    * asked for, and a server that answers another range is refused for it.
    */
   open(url: string, options: { offset: number; end?: number; signal?: AbortSignal }): Promise<DownloadResponse>;
+  /**
+   * Optional fast path for a chunk: reads exactly the bytes [start, end) of a file of `size`
+   * bytes into reused buffers and hands them to `sink` in order, each batch only until the
+   * promise the sink returns settles. Resolves once every byte was handed on and sunk.
+   */
+  readRange?(url: string, request: RangeReadRequest, sink: RangeSink): Promise<void>;
 }
 
 /** Where verified chunk lists come from (SPEC §5 `chunks/{hex}.json`); the Agent provides it from its origin. */

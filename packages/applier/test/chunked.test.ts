@@ -126,6 +126,28 @@ describe('fetchChunked', () => {
     expect(report.mirrors[0]!.failure?.detail).toContain('127.0.0.1');
   });
 
+  it("follows a mirror's redirect for every range, crediting the mirror listed", async () => {
+    const [target] = await mirrors({});
+    const [redirecting] = await mirrors({ redirectTo: target!.url('/model.bin') });
+    const model = chunkedModel('redirected', bytes, CHUNK, [redirecting!.url('/model.bin')], origin);
+    const report = await fetchChunked(model, ports({ connections: 2 }));
+    expect(sha256(await blob(model.sha256))).toBe(sha256(bytes));
+    expect(target!.ranges()).toHaveLength(COUNT);
+    expect(report.mirrors[0]!.bytes).toBe(bytes.length);
+  });
+
+  it('takes the streamed path of a downloader without the bare-socket reader, with the same verification', async () => {
+    const [good, bad] = await mirrors({}, { corruptAt: [0, 2 * CHUNK] });
+    const model = chunkedModel('streamed', bytes, CHUNK, [bad!.url('/model.bin'), good!.url('/model.bin')], origin);
+    const real = new HttpDownloader({ idleTimeoutMs: 5000, allowPrivateAddresses: true });
+    // The same real downloader, seen through the port's required method only.
+    const downloader = { open: real.open.bind(real) };
+    const models = new FsModelStore(join(dir.path, 'store'));
+    const report = await fetchChunked(model, { models, downloader, clock: systemClock, chunks: chunkPorts(origin, downloader, models, 2) });
+    expect(sha256(await blob(model.sha256))).toBe(sha256(bytes));
+    expect(report.mirrors[0]!.failure?.code).toBe('MIRROR_CHUNK_MISMATCH');
+  });
+
   it('fails with DOWNLOAD_FAILED naming every mirror when none can deliver, and keeps the verified chunks', async () => {
     const [a, b] = await mirrors({ corruptAt: [CHUNK, 3 * CHUNK, 5 * CHUNK] }, { status: 404 });
     const model = chunkedModel('none', bytes, CHUNK, [a!.url('/model.bin'), b!.url('/model.bin')], origin);

@@ -15,6 +15,8 @@ export interface RangeMirrorFaults {
   ignoreRanges?: boolean;
   /** Bytes per 20 ms tick: a mirror much slower than the others (0 or absent: full speed). */
   bytesPerTick?: number;
+  /** Every request is redirected (302) to this URL. */
+  redirectTo?: string;
 }
 
 /** One request a range mirror saw. */
@@ -47,6 +49,10 @@ export async function startRangeMirror(faults: RangeMirrorFaults = {}): Promise<
     requests.push({ path, range: req.headers.range });
     if (f.status !== undefined) {
       res.writeHead(f.status).end();
+      return;
+    }
+    if (f.redirectTo !== undefined) {
+      res.writeHead(302, { location: f.redirectTo }).end();
       return;
     }
     if (f.failFirst !== undefined && failed < f.failFirst.times) {
