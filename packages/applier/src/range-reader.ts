@@ -71,11 +71,31 @@ export function readRange(url: URL, request: RangeReadRequest, sink: RangeSink, 
     let received = 0;
     let pending: Promise<void>[] = [];
     let sinkError: Error | null = null;
+    // Reading stops for our own reasons only: no batch free (the disk is behind) or the
+    // bandwidth limit. That time is never the mirror's: the idle timer is off meanwhile, and
+    // the minimum rate only counts the time the mirror was free to send.
     let paused = false;
+    let holding = false;
+    let pausedSince = 0;
+    let pausedMs = 0;
     let windowBytes = 0;
     let windowStart = performance.now();
-    let heldMs = 0;
-    let heldSince: number | null = null;
+    const stopReading = (): false => {
+      if (!paused) {
+        paused = true;
+        pausedSince = performance.now();
+        socket.setTimeout(0);
+      }
+      return false;
+    };
+    const resumeReading = () => {
+      if (!paused || settled || holding) return;
+      if (batch === null && free.length === 0 && pending.length + 1 >= BATCHES) return;
+      paused = false;
+      pausedMs += performance.now() - Math.max(pausedSince, windowStart);
+      socket.setTimeout(rules.idleMs);
+      socket.resume();
+    };
 
     const finish = (error: Error | null) => {
       if (settled) return;
@@ -114,10 +134,7 @@ export function readRange(url: URL, request: RangeReadRequest, sink: RangeSink, 
         () => {
           pending = pending.filter((p) => p !== tracked);
           free.push(full);
-          if (paused && !settled && heldSince === null) {
-            paused = false;
-            socket.resume();
-          }
+          resumeReading();
         },
         (error: unknown) => {
           sinkError ??= error instanceof Error ? error : new Error(String(error));
@@ -211,21 +228,15 @@ export function readRange(url: URL, request: RangeReadRequest, sink: RangeSink, 
         return false;
       }
       if (hold > 0) {
-        // Holding the socket back slows the mirror through TCP itself; the time is not its fault.
-        heldSince = performance.now();
+        // Holding the socket back slows the mirror through TCP itself.
+        holding = true;
         setTimeout(() => {
-          heldMs += performance.now() - Math.max(heldSince ?? windowStart, windowStart);
-          heldSince = null;
-          if (!settled && batch !== null) {
-            paused = false;
-            socket.resume();
-          }
+          holding = false;
+          resumeReading();
         }, hold);
-        paused = true;
-        return false;
+        return stopReading();
       }
-      if (!more) paused = true;
-      return more;
+      return more ? true : stopReading();
     };
 
     // node asks for the next read's buffer right after each read, even one after which the
@@ -288,15 +299,14 @@ export function readRange(url: URL, request: RangeReadRequest, sink: RangeSink, 
       rules.minBytesPerSecond > 0
         ? setInterval(() => {
             const now = performance.now();
-            const held = heldMs + (heldSince === null ? 0 : now - Math.max(heldSince, windowStart));
-            // Waiting for our own writes or our own bandwidth limit is not the mirror's slowness.
-            const free = paused && heldSince === null ? 0 : Math.max(0, Math.round(now - windowStart - held));
-            const expected = Math.floor((rules.minBytesPerSecond * free) / 1000);
+            const held = pausedMs + (paused ? now - Math.max(pausedSince, windowStart) : 0);
+            const sendable = Math.max(0, Math.round(now - windowStart - held));
+            const expected = Math.floor((rules.minBytesPerSecond * sendable) / 1000);
             if (inBody && windowBytes < expected) {
-              finish(new ApplyError('MIRROR_TOO_SLOW', `${host} sent ${windowBytes} bytes in ${free} ms, expected at least ${expected}`));
+              finish(new ApplyError('MIRROR_TOO_SLOW', `${host} sent ${windowBytes} bytes in ${sendable} ms, expected at least ${expected}`));
             }
             windowBytes = 0;
-            heldMs = 0;
+            pausedMs = 0;
             windowStart = now;
           }, rules.windowMs)
         : undefined;

@@ -16,6 +16,7 @@ import {
   fetchChunked,
   fetchModel,
   systemClock,
+  type ChunkStaging,
   type DownloadDetail,
   type ProgressEvent,
 } from '../src/index.js';
@@ -375,6 +376,32 @@ describe('execute with chunked models', () => {
     expect(error.message).toMatch(new RegExp(`models need ${bytes.length + 3 * MiB} more bytes in .*, 0 are free`));
     expect(a!.requests).toEqual([]);
     expect(await staged()).toEqual([]);
+  });
+});
+
+describe('a slow disk', () => {
+  it('is not blamed on the mirror: reading waits for the writes without the idle timer or the minimum rate running', async () => {
+    const [m] = await mirrors({});
+    // 4 MiB chunks: more batches than a connection holds, so reading has to wait for the disk.
+    const model = chunkedModel('slow-disk', bytes, 4 * CHUNK, [m!.url('/model.bin')], origin);
+    const store = new FsModelStore(join(dir.path, 'store'));
+    // The real store, each write held 250 ms: longer than the mirror may stay silent (150 ms).
+    const staging = {
+      openChunked: async (sha: string, layout: Parameters<FsModelStore['openChunked']>[1]) => {
+        const part = await store.openChunked(sha, layout);
+        return { ...part, path: part.path, done: part.done, write: async (at: number, data: Uint8Array[]) => {
+          await new Promise((r) => setTimeout(r, 250));
+          await part.write(at, data);
+        } };
+      },
+      discardChunked: (sha: string) => store.discardChunked(sha),
+      chunkedBytes: (sha: string) => store.chunkedBytes(sha),
+      commitChunked: (sha: string) => store.commitChunked(sha),
+    } satisfies ChunkStaging;
+    const downloader = new HttpDownloader({ allowPrivateAddresses: true, idleTimeoutMs: 150, minBytesPerSecond: 8 * MiB, rateWindowMs: 100 });
+    const report = await fetchChunked(model, { models: store, downloader, clock: systemClock, chunks: chunkPorts(origin, downloader, staging, 2) });
+    expect(report.mirrors[0]!.failure).toBeNull();
+    expect(sha256(await blob(model.sha256))).toBe(sha256(bytes));
   });
 });
 
