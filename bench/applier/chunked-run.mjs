@@ -1,13 +1,13 @@
 // One chunked model download by @resultity/applier in a process of its own, so its peak RSS
 // (VmHWM) is its own and it can be killed with SIGKILL. argv[2]: JSON of { model, root, origin,
-// network, connections, maxBytesPerSecond?, progress? }. Prints `progress <bytes>` lines when
+// network, connections, maxBytesPerSecond?, progress?, fsync? (default true) }. Prints `progress <bytes>` lines when
 // asked, then one JSON line { seconds, peakRssMiB, mirrors }.
 import { readFileSync } from 'node:fs';
 
 import { FsModelStore, HttpDownloader, OriginChunkLists, fetchModel, systemClock } from '../../packages/applier/dist/index.js';
 
 const input = JSON.parse(process.argv[2]);
-const store = new FsModelStore(input.root);
+const store = new FsModelStore(input.root, { fsync: input.fsync !== false });
 const downloader = new HttpDownloader({ allowPrivateAddresses: true, ...(input.maxBytesPerSecond ? { maxBytesPerSecond: input.maxBytesPerSecond } : {}) });
 const chunks = { lists: new OriginChunkLists(input.origin, input.network, downloader), staging: store, connections: input.connections };
 let last;

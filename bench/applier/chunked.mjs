@@ -118,7 +118,7 @@ function modelAt(model, urls) {
 
 /** Ours, in a child process: seconds, peak RSS, the mirrors' report; `killAt` (fraction) sends SIGKILL once progress passes it. */
 async function ours(model, urls, origin, root, options = {}) {
-  const input = { model: modelAt(model, urls), root, origin, network: NETWORK, connections, progress: options.killAt !== undefined, ...(options.maxBytesPerSecond ? { maxBytesPerSecond: options.maxBytesPerSecond } : {}) };
+  const input = { model: modelAt(model, urls), root, origin, network: NETWORK, connections, progress: options.killAt !== undefined, fsync: options.fsync !== false, ...(options.maxBytesPerSecond ? { maxBytesPerSecond: options.maxBytesPerSecond } : {}) };
   const t0 = process.hrtime.bigint();
   const child = spawn(process.execPath, [join(here, 'chunked-run.mjs'), JSON.stringify(input)], { stdio: ['ignore', 'pipe', 'inherit'] });
   let result = null;
@@ -183,7 +183,7 @@ if (scenarios.has('main')) {
   try {
     await curlOne(url, join(work, 'warm.out')); // page cache warm for everyone
     await rm(join(work, 'warm.out'));
-    const t = { curl1: [], curlN: [], aria: [], ours: [], rss: [] };
+    const t = { curl1: [], curlN: [], aria: [], ours: [], oursNoFsync: [], rss: [] };
     for (let i = 0; i < runs; i++) {
       await fresh(out);
       t.curl1.push(await curlOne(url, join(out, 'out')));
@@ -196,12 +196,18 @@ if (scenarios.has('main')) {
       if (r.signal !== 0) throw new Error(`our download failed (${r.signal})`);
       t.ours.push(r.seconds);
       t.rss.push(r.peakRssMiB);
+      // Diagnostic only, not the figure compared: the same download with the store's flushes off.
+      await fresh(out);
+      const d = await ours(model, [url], server.url, join(out, 'store'), { fsync: false });
+      if (d.signal !== 0) throw new Error(`our download failed (${d.signal})`);
+      t.oursNoFsync.push(d.seconds);
     }
     report.scenarios.main = {
       curl1MiBps: mibps(median(t.curl1)),
       curlNMiBps: mibps(median(t.curlN)),
       aria2MiBps: mibps(median(t.aria)),
       oursMiBps: mibps(median(t.ours)),
+      oursNoFsyncMiBps: mibps(median(t.oursNoFsync)),
       oursVsCurl1: +(median(t.curl1) / median(t.ours)).toFixed(2),
       oursVsCurlN: +(median(t.curlN) / median(t.ours)).toFixed(2),
       oursVsAria2: +(median(t.aria) / median(t.ours)).toFixed(2),
