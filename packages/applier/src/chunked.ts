@@ -55,6 +55,12 @@ const WRITE_BATCH = 1 << 20;
 const MAX_IN_FLIGHT = 2;
 const PROGRESS_EVERY = 1 << 20;
 /**
+ * Written bytes after which the staged file is flushed in the background. The kernel starts
+ * writing back on its own only past a share of memory (10 % by default), so without this the
+ * whole download would be flushed when the last chunks complete, after the last byte arrived.
+ */
+const FLUSH_EVERY = 64 << 20;
+/**
  * A chunk in flight on a mirror is taken back and given to a faster idle one when it would
  * finish this many times later than the other could fetch it whole (and at least a second
  * later): the tail of a download is not left to the slowest mirror.
@@ -256,6 +262,24 @@ export async function fetchChunked(
         })();
       };
 
+      let unflushed = 0;
+      let background: Promise<void> | null = null;
+      /** Counts written bytes and starts a background flush every FLUSH_EVERY of them. */
+      const countWritten = (bytes: number) => {
+        unflushed += bytes;
+        if (unflushed < FLUSH_EVERY || background !== null) return;
+        unflushed = 0;
+        background = part
+          .flush()
+          .catch((error: unknown) => {
+            fatal ??= new Fatal(storeFailure(error, label));
+            notify();
+          })
+          .finally(() => {
+            background = null;
+          });
+      };
+
       const report = (force = false) => {
         if (!force && sinceReport < PROGRESS_EVERY) return;
         sinceReport = 0;
@@ -407,6 +431,7 @@ export async function fetchChunked(
             } catch (error) {
               throw new Fatal(storeFailure(error, label));
             }
+            countWritten(batch.length);
           });
           const digest = hash.digest('hex');
           if (digest !== list[chunk]) {
@@ -436,9 +461,12 @@ export async function fetchChunked(
           batch = [];
           batchBytes = 0;
           inFlight.push(
-            part.write(at, chunks).catch((error: unknown) => {
-              writeError ??= error;
-            }),
+            part.write(at, chunks).then(
+              () => countWritten(chunks.reduce((n, c) => n + c.byteLength, 0)),
+              (error: unknown) => {
+                writeError ??= error;
+              },
+            ),
           );
         };
         try {
@@ -475,6 +503,7 @@ export async function fetchChunked(
       };
 
       await Promise.all(Array.from({ length: Math.min(connections, Math.max(1, pending.length)) }, () => lane()));
+      await background;
       while (flushing !== null || toMark.length > 0) {
         kickFlush();
         await flushing;

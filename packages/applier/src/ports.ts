@@ -129,6 +129,11 @@ export interface ChunkedPart {
   write(position: number, chunks: Uint8Array[]): Promise<void>;
   /** Makes chunks durable: the staged data is flushed first, then the journal records them and is flushed. */
   markDone(indices: readonly number[]): Promise<void>;
+  /**
+   * Flushes what was written so far without recording anything, so the disk writes back during
+   * the download rather than all at the end.
+   */
+  flush(): Promise<void>;
   /** Forgets chunks the journal held (found bad when read back). */
   unmark(indices: readonly number[]): Promise<void>;
   close(): Promise<void>;

@@ -243,6 +243,13 @@ export class FsModelStore implements ModelStore, ChunkStaging {
         record(() => {
           for (const i of indices) bitmap[i >> 3]! |= 1 << (i & 7);
         }, true),
+      flush: () => {
+        const next = chain.then(async () => {
+          if (fsync) await data.datasync();
+        });
+        chain = next.catch(() => undefined);
+        return next;
+      },
       unmark: (indices) =>
         record(() => {
           for (const i of indices) bitmap[i >> 3]! &= ~(1 << (i & 7));
