@@ -208,6 +208,10 @@ export async function fetchChunked(
       if (bad.length === 0 || round > 0) {
         await part.close();
         await staging.discardChunked(model.sha256);
+        if (bad.length > 0) {
+          // Verified on arrival twice, different on disk twice: the node's storage, not the snapshot.
+          throw new ApplyError('STORE_FAILED', `model ${label}: chunks ${bad.join(', ')} read back other than they were written and verified`);
+        }
         throw new ApplyError(
           'CHUNK_LIST_INVALID',
           `model ${label}: every chunk matches its chunk list, but the file hashes to ${digest}, expected sha256 ${model.sha256}`,
