@@ -1,4 +1,4 @@
-import { spawn } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdir, open, readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -419,5 +419,41 @@ describe('a bandwidth limit', () => {
     const report = await fetchChunked(model, { models, downloader, clock: systemClock, chunks: chunkPorts(origin, downloader, models, 4) });
     expect(report.mirrors.map((m) => m.failure)).toEqual([null, null]);
     expect(sha256(await blob(model.sha256))).toBe(sha256(small));
+  });
+});
+
+describe('over https', () => {
+  /** Runs the TLS child with the test certificate trusted or not; its one line of JSON. */
+  async function tlsChild(host: string, trusted: boolean): Promise<{ read?: number; same?: boolean; error?: string }> {
+    const applier = fileURLToPath(new URL('..', import.meta.url));
+    const key = join(dir.path, 'key.pem');
+    const cert = join(dir.path, 'cert.pem');
+    if (!existsSync(cert)) {
+      await new Promise<void>((resolve, reject) =>
+        execFile(
+          'openssl',
+          ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', cert, '-days', '1', '-subj', '/CN=localhost', '-addext', 'subjectAltName=IP:127.0.0.1,DNS:localhost'],
+          (error) => (error ? reject(error) : resolve()),
+        ),
+      );
+    }
+    const env = { ...process.env, ...(trusted ? { NODE_EXTRA_CA_CERTS: cert } : {}) };
+    if (!trusted) delete env.NODE_EXTRA_CA_CERTS;
+    const stdout = await new Promise<string>((resolve, reject) =>
+      execFile(process.execPath, ['--import', 'tsx', fileURLToPath(new URL('./support/https-child.ts', import.meta.url)), key, cert, host], { cwd: applier, env }, (error, out) =>
+        error ? reject(error) : resolve(out),
+      ),
+    );
+    return JSON.parse(stdout.trim()) as { read?: number; same?: boolean; error?: string };
+  }
+
+  it('reads a range through TLS (by name with SNI, and by address) with the certificate checked', async () => {
+    expect(await tlsChild('localhost', true)).toEqual({ read: 2 * MiB + 7 - 100, same: true });
+    expect(await tlsChild('127.0.0.1', true)).toEqual({ read: 2 * MiB + 7 - 100, same: true });
+  });
+
+  it('refuses a mirror whose certificate is not trusted', async () => {
+    const outcome = await tlsChild('localhost', false);
+    expect(outcome.error).toMatch(/CERT|SELF_SIGNED|UNABLE_TO_VERIFY/);
   });
 });
