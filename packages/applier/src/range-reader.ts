@@ -204,6 +204,8 @@ export function readRange(url: URL, request: RangeReadRequest, sink: RangeSink, 
         return false;
       }
       inBody = true;
+      windowStart = performance.now();
+      rate = startRateClock();
       batch = nextBatch();
       const rest = header.subarray(at + HEADER_END.length, headerFill);
       if (rest.length > 0) return onBody(rest.length, rest);
@@ -295,7 +297,10 @@ export function readRange(url: URL, request: RangeReadRequest, sink: RangeSink, 
     socket.on('end', () => finish(new Error(`connection closed after ${received} of ${length} bytes`)));
     socket.on('close', () => finish(new Error(`connection closed after ${received} of ${length} bytes`)));
 
-    const rate =
+
+    // The minimum rate is measured from the first body byte: connecting and waiting for the
+    // answer are the idle timeout's business.
+    const startRateClock = () =>
       rules.minBytesPerSecond > 0
         ? setInterval(() => {
             const now = performance.now();
@@ -310,6 +315,7 @@ export function readRange(url: URL, request: RangeReadRequest, sink: RangeSink, 
             windowStart = now;
           }, rules.windowMs)
         : undefined;
+    let rate: NodeJS.Timeout | undefined;
 
     const onAbort = () => finish(request.signal?.reason instanceof Error ? request.signal.reason : new Error('aborted'));
     if (request.signal?.aborted) onAbort();
