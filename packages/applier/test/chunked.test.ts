@@ -1,6 +1,6 @@
-import { execFile, spawn } from 'node:child_process';
+import { execFile, execFileSync, spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdir, open, readdir, readFile, writeFile } from 'node:fs/promises';
+import { mkdir, open, readdir, readFile, rmdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -354,6 +354,30 @@ describe('execute with chunked models', () => {
     expect(last.bytesPerSecond).toBeGreaterThan(0);
     expect(last.mirrors?.map((m) => m.index)).toEqual([0, 1]);
     expect(last.mirrors?.reduce((n, m) => n + m.bytes, 0)).toBe(bytes.length);
+  });
+
+  it('counts what a resumed chunked download already holds, so a nearly full disk does not refuse it', async () => {
+    // 10 MiB of tmpfs (needs root, like models.test.ts's full disk): an 8 MiB model fits once.
+    const mounted = join('/tmp', `resultity-applier-chunked-tmpfs-${process.pid}`);
+    await mkdir(mounted, { recursive: true });
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=10m', 'tmpfs', mounted]);
+    try {
+      const eight = generatedBytes(8 * MiB, 76);
+      const [m] = await mirrors({ stallAt: [6 * CHUNK] });
+      m!.serve('/eight.bin', eight);
+      const model = chunkedModel('eight', eight, CHUNK, [m!.url('/eight.bin')], origin);
+      const store = new FsModelStore(mounted);
+      const first = await failure(fetchChunked(model, ports({ store, connections: 1, idleTimeoutMs: 300 }), { maxAttemptsPerUrl: 1 }));
+      expect(first.code).toBe('DOWNLOAD_FAILED');
+      // 6 MiB are staged; the 4 MiB or so left free are less than the model, more than what it lacks.
+      expect(await store.freeBytes()).toBeLessThan(eight.length);
+      m!.faults = {};
+      await execute([{ kind: 'fetch-model', model }], { ...applierPorts(store), chunks: chunkPorts(origin, new HttpDownloader({ allowPrivateAddresses: true }), store) }, { policy });
+      expect(sha256(await readFile(join(mounted, 'sha256', model.sha256)))).toBe(sha256(eight));
+    } finally {
+      execFileSync('umount', [mounted]);
+      await rmdir(mounted);
+    }
   });
 
   it('refuses with INSUFFICIENT_SPACE naming what every missing model needs, before any download and without spending the retry budget', async () => {
