@@ -127,6 +127,18 @@ describe('fetchChunked', () => {
     expect(report.mirrors[0]!.failure?.detail).toContain('127.0.0.1');
   });
 
+  it('takes a chunk back from a mirror far slower than the others and fetches it from a faster one', async () => {
+    // 4 KiB every 20 ms: a 1 MiB chunk would take that mirror about 5 s.
+    const [fast, slow] = await mirrors({}, { bytesPerTick: 4 * 1024 });
+    const model = chunkedModel('laggard', bytes, CHUNK, [fast!.url('/model.bin'), slow!.url('/model.bin')], origin);
+    const report = await fetchChunked(model, ports({ connections: 2 }));
+    expect(sha256(await blob(model.sha256))).toBe(sha256(bytes));
+    // It was asked, it was not blamed, and what it had started came from the other mirror.
+    expect(slow!.ranges().length).toBeGreaterThan(0);
+    expect(report.mirrors[1]).toMatchObject({ bytes: 0, failure: null });
+    expect(report.mirrors[0]!.bytes).toBe(bytes.length);
+  });
+
   it("follows a mirror's redirect for every range, crediting the mirror listed", async () => {
     const [target] = await mirrors({});
     const [redirecting] = await mirrors({ redirectTo: target!.url('/model.bin') });
