@@ -1,6 +1,6 @@
 import { join } from 'node:path';
 
-import type { ApplierPolicy, ApplierPorts, ContainerEngine, HttpDownloaderOptions, NodeProfile, Step } from '@resultity/applier';
+import type { ApplierPolicy, ApplierPorts, ContainerEngine, DefaultPortsOptions, HttpDownloaderOptions, NodeProfile, Step } from '@resultity/applier';
 import { environmentFromSnapshot } from '@resultity/bridge-protocol';
 
 import { AgentError, errorCode, errorMessage, isRetryable } from './errors.js';
@@ -31,6 +31,10 @@ export interface ApplierAdapterOptions {
   readonly requestTimeoutMs: number;
   /** How models are downloaded: private addresses, minimum rate. */
   readonly downloads?: HttpDownloaderOptions;
+  /** Chunked downloads: where chunk lists come from, and how many connections per model. */
+  readonly chunks?: DefaultPortsOptions['chunks'];
+  /** Bytes of the models disk kept free. */
+  readonly reserveBytes?: number;
   /** Other ports (tests); the default adapters otherwise. */
   readonly ports?: ApplierPorts;
   /** Health wait for new containers, passed to the planner. */
@@ -119,6 +123,8 @@ export function createApplierPort(options: ApplierAdapterOptions & { onEngineUna
           policy,
           requestTimeoutMs: options.requestTimeoutMs,
           ...(options.downloads === undefined ? {} : { downloads: options.downloads }),
+          ...(options.chunks === undefined ? {} : { chunks: options.chunks }),
+          ...(options.reserveBytes === undefined ? {} : { reserveBytes: options.reserveBytes }),
         });
       const engine = optionalEngine(base.engine, options.onEngineUnavailable);
       return { mod, ports: { ...base, engine }, engine };

@@ -14,7 +14,14 @@ describe('parseConfig', () => {
     expect(config.control.token_file).toBe('/etc/resultity/state/operator.token');
     expect(config.limits).toEqual({ max_snapshot_bytes: 4 * 1024 * 1024, request_timeout_ms: 30_000 });
     expect(config.retry_budget).toBe(5);
-    expect(config.downloads).toEqual({ allow_private_addresses: false, min_bytes_per_second: 64 * 1024, rate_window_ms: 30_000 });
+    expect(config.downloads).toEqual({
+      allow_private_addresses: false,
+      min_bytes_per_second: 64 * 1024,
+      rate_window_ms: 30_000,
+      connections: 8,
+      reserve_bytes: 0,
+      max_bytes_per_second: 0,
+    });
     expect(config.allowed_registries).toEqual([]);
     expect(config.profile).toEqual({ vram_gb: 0, regions: [], gpu: [] });
   });

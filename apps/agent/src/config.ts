@@ -86,8 +86,14 @@ export const ConfigSchema = z.strictObject({
       // A mirror slower than this on average over a whole window is abandoned for the next one.
       min_bytes_per_second: z.number().int().min(0).default(64 * 1024),
       rate_window_ms: z.number().int().min(1).default(30_000),
+      // Ranged requests in flight for one chunked model, spread over its mirrors.
+      connections: z.number().int().min(1).max(64).default(8),
+      // Bytes of the models disk never used for downloads: an apply that would eat into them is refused up front.
+      reserve_bytes: z.number().int().min(0).default(0),
+      // Bandwidth for model downloads, shared by every connection (0: unlimited), so a node can keep serving jobs while it fetches.
+      max_bytes_per_second: z.number().int().min(0).default(0),
     })
-    .default({ allow_private_addresses: false, min_bytes_per_second: 64 * 1024, rate_window_ms: 30_000 }),
+    .default({ allow_private_addresses: false, min_bytes_per_second: 64 * 1024, rate_window_ms: 30_000, connections: 8, reserve_bytes: 0, max_bytes_per_second: 0 }),
   retry_budget: z.number().int().min(1).default(5),
   history_size: z.number().int().min(1).max(1000).default(10),
   timers: TimersSchema.default({ poll_interval_s: 60, heartbeat_interval_s: 30, retry_initial_ms: 1000, retry_max_ms: 300_000, jitter: 0.1 }),

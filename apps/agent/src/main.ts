@@ -40,7 +40,11 @@ export function applierFor(config: AgentConfig, logger: Logger): ApplierPort {
       allowPrivateAddresses: config.downloads.allow_private_addresses,
       minBytesPerSecond: config.downloads.min_bytes_per_second,
       rateWindowMs: config.downloads.rate_window_ms,
+      ...(config.downloads.max_bytes_per_second > 0 ? { maxBytesPerSecond: config.downloads.max_bytes_per_second } : {}),
     },
+    // Chunk lists come from the origin the snapshots come from (SPEC §5 chunks/{hex}.json).
+    chunks: { origin: config.origin, network: config.network, connections: config.downloads.connections },
+    reserveBytes: config.downloads.reserve_bytes,
     onEngineUnavailable: (error) => {
       if (warned) return;
       warned = true;

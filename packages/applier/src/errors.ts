@@ -57,6 +57,19 @@ export const APPLY_ERRORS = {
   MIRROR_TOO_SLOW: { retryable: true },
   // The snapshot asks for more GPUs than this node's configuration offers: trying again changes nothing.
   GPUS_UNAVAILABLE: { retryable: false },
+  // One mirror served a chunk whose bytes do not hash to the chunk list's entry: that mirror is
+  // no longer asked for anything in this download, and its chunks come from the others.
+  MIRROR_CHUNK_MISMATCH: { retryable: true },
+  // One mirror answered a ranged request with the whole file (or another range): it cannot take
+  // part in a chunked download, though it may serve a whole-file one.
+  MIRROR_NO_RANGES: { retryable: true },
+  // The origin could not serve a model's chunk list, or served bytes that are not the list the
+  // snapshot names: the origin's trouble, not the snapshot's.
+  CHUNK_LIST_UNAVAILABLE: { retryable: true },
+  // The chunk list the signed snapshot names is not well formed, has the wrong number of
+  // entries, or its verified chunks do not make the file the snapshot's sha256 names: every
+  // origin and mirror would give the same answer, so the snapshot itself is at fault.
+  CHUNK_LIST_INVALID: { retryable: false },
 } as const satisfies Record<string, { readonly retryable: boolean }>;
 
 export type ApplyErrorCode = keyof typeof APPLY_ERRORS;

@@ -170,8 +170,15 @@ const executors: { [K in StepKind]: (step: Extract<Step, { kind: K }>, ctx: Cont
     ctx.mutating++;
     await fetchModel(step.model, ctx.ports, {
       ...(ctx.options.signal ? { signal: ctx.options.signal } : {}),
-      onProgress: (done, total) =>
-        ctx.options.onProgress?.({ kind: 'model', name: `${step.model.name}@${step.model.version}`, bytesDone: done, bytesTotal: total }),
+      onProgress: (done, total, detail) =>
+        ctx.options.onProgress?.({
+          kind: 'model',
+          name: `${step.model.name}@${step.model.version}`,
+          bytesDone: done,
+          bytesTotal: total,
+          ...(detail === undefined ? {} : { bytesPerSecond: detail.bytesPerSecond }),
+          ...(detail?.mirrors === undefined ? {} : { mirrors: detail.mirrors }),
+        }),
     });
   },
   'pull-image': pullImage,
@@ -339,7 +346,12 @@ export async function execute(steps: Step[], ports: ApplierPorts, options: Execu
     let needed = 0;
     for (const f of fetches) {
       if (await ports.models.hasBlob(f.model.sha256)) continue;
-      needed += f.model.size - Math.min(f.model.size, await ports.models.partSize(f.model.sha256));
+      // A chunked download in progress sits in a sparse file: what it holds is already off the free space.
+      const staged =
+        f.model.chunks !== undefined && ports.chunks !== undefined
+          ? await ports.chunks.staging.chunkedBytes(f.model.sha256)
+          : await ports.models.partSize(f.model.sha256);
+      needed += f.model.size - Math.min(f.model.size, staged);
     }
     const free = await ports.models.freeBytes();
     if (free < needed) {

@@ -2,15 +2,18 @@ import { type Hash, createHash } from 'node:crypto';
 
 import type { Model } from '@resultity/snapshot';
 
-import { ApplyError, type MirrorFailure, fail, messageOf } from './errors.js';
+import { type DownloadDetail, fetchChunked } from './chunked.js';
+import { ApplyError, type MirrorFailure, fail } from './errors.js';
 import { HttpStatusError } from './http.js';
-import type { Clock, DownloadResponse, Downloader, ModelStore, PartWriter } from './ports.js';
+import { allMirrorsFailed, hostOf, isNoSpace, mirrorFailure } from './mirror-failures.js';
+import type { ChunkPorts, Clock, DownloadResponse, Downloader, ModelStore, PartWriter } from './ports.js';
 import { assertSha256 } from './store.js';
 
 /** Options of one model download. */
 export interface FetchModelOptions {
   signal?: AbortSignal;
-  onProgress?: (bytesDone: number, bytesTotal: number) => void;
+  /** `detail` carries the rate and, for a chunked download, how each mirror is doing. */
+  onProgress?: (bytesDone: number, bytesTotal: number, detail?: DownloadDetail) => void;
   /** Interrupted transfers resumed per mirror before the next mirror is tried, default 5. */
   maxAttemptsPerUrl?: number;
   /** First pause between attempts; doubles each time, default 200 ms. */
@@ -22,11 +25,6 @@ const PROGRESS_EVERY = 1 << 20;
 const WRITE_BATCH = 4 << 20;
 /** Writes queued behind the socket; bounds memory at about WRITE_BATCH × this. */
 const MAX_IN_FLIGHT = 4;
-
-function isNoSpace(error: unknown): boolean {
-  const code = (error as NodeJS.ErrnoException | null)?.code;
-  return code === 'ENOSPC' || code === 'EDQUOT';
-}
 
 /** A hash already fed with what an interrupted download left staged, and how much that is. */
 async function resumeHash(store: ModelStore, sha256: string, size: number): Promise<{ hash: Hash; done: number }> {
@@ -120,32 +118,6 @@ function nextMove(error: unknown): 'retry' | 'next' | 'discard-and-next' | 'give
   return 'retry';
 }
 
-/** The host of a mirror URL, the most a per-mirror detail names. */
-function hostOf(url: string): string {
-  return URL.canParse(url) ? new URL(url).hostname : '(an unparsable URL)';
-}
-
-function mirrorFailure(index: number, host: string, error: unknown): MirrorFailure {
-  if (error instanceof ApplyError) return { index, code: error.code, detail: error.message };
-  return { index, code: 'MIRROR_UNREACHABLE', detail: `${host}: ${messageOf(error)}` };
-}
-
-/**
- * The one error for a model no mirror could deliver. Its message names only the model and the
- * codes, because it travels (last_error, heartbeat, status); hosts, statuses and sizes stay on
- * `mirrors`, for the local audit log. When every mirror refuted the signed bytes the same way,
- * that code is kept, being more precise than DOWNLOAD_FAILED.
- */
-function allMirrorsFailed(label: string, failures: MirrorFailure[]): ApplyError {
-  if (failures.length === 0) return new ApplyError('DOWNLOAD_FAILED', `model ${label} has no URL`);
-  const codes = failures.map((f) => f.code);
-  const first = codes[0];
-  const same = codes.every((c) => c === first);
-  const code = same && (first === 'HASH_MISMATCH' || first === 'SIZE_MISMATCH') ? first : 'DOWNLOAD_FAILED';
-  const which = failures.length === 1 ? 'its only mirror failed' : `all ${failures.length} mirrors failed`;
-  return new ApplyError(code, `model ${label}: ${which} (${codes.join(', ')})`, { mirrors: failures });
-}
-
 /**
  * Downloads a model into the store: streamed, hashed while written, size-bounded, resumed with
  * a Range request after an interruption, and renamed into `sha256/<hex>` only once verified. A
@@ -153,7 +125,7 @@ function allMirrorsFailed(label: string, failures: MirrorFailure[]): ApplyError 
  */
 export async function fetchModel(
   model: Model,
-  ports: { models: ModelStore; downloader: Downloader; clock: Clock },
+  ports: { models: ModelStore; downloader: Downloader; clock: Clock; chunks?: ChunkPorts },
   options: FetchModelOptions = {},
 ): Promise<void> {
   const { models: store, downloader, clock } = ports;
@@ -161,6 +133,18 @@ export async function fetchModel(
   const size = model.size;
   const label = `${model.name}@${model.version}`;
   if (await store.hasBlob(sha256)) return;
+
+  const chunks = model.chunks;
+  if (chunks !== undefined && ports.chunks !== undefined) {
+    // The chunked file is sparse: what it already holds is already taken from the free space.
+    const free = await store.freeBytes();
+    const needed = size - Math.min(size, await ports.chunks.staging.chunkedBytes(sha256));
+    if (free < needed) {
+      fail('INSUFFICIENT_SPACE', `model ${label} needs ${needed} more bytes in ${store.root}, ${free} are free`);
+    }
+    await fetchChunked({ ...model, chunks }, { ...ports, chunks: ports.chunks }, options);
+    return;
+  }
 
   const staged = await store.partSize(sha256);
   if (staged > size) await store.discardPart(sha256);

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 
-import { redirectTarget } from './http.js';
+import { TokenBucket, redirectTarget } from './http.js';
 
 const refusal = { code: 'MIRROR_REDIRECT_REFUSED' };
 
@@ -23,5 +23,21 @@ describe('redirectTarget', () => {
 
   it('refuses the hop past the limit', () => {
     expect(() => redirectTarget(new URL('http://a.example/m'), '/n', 5, 5)).toThrow(expect.objectContaining(refusal));
+  });
+});
+
+describe('TokenBucket', () => {
+  it('lets a burst through, then makes takers wait for what they take at the rate', () => {
+    let now = 0;
+    const bucket = new TokenBucket(1000, 500, () => now);
+    expect(bucket.take(500)).toBe(0);
+    // 250 bytes of debt at 1000 bytes/s: a quarter second.
+    expect(bucket.take(250)).toBe(250);
+    // Debt is shared: the next taker waits for both.
+    expect(bucket.take(250)).toBe(500);
+    now = 2000;
+    // Refilled, but never beyond the burst.
+    expect(bucket.take(500)).toBe(0);
+    expect(bucket.take(1)).toBe(1);
   });
 });

@@ -6,6 +6,7 @@ import { Transform, pipeline } from 'node:stream';
 
 import { refusedAddress } from './address.js';
 import { ApplyError, messageOf } from './errors.js';
+import { type RangeReadRequest, type RangeSink, readRange } from './range-reader.js';
 import type { DownloadResponse, Downloader } from './ports.js';
 
 /** Options of the default HTTP downloader. */
@@ -26,9 +27,40 @@ export interface HttpDownloaderOptions {
    * development and tests: a node in production must never fetch from its own networks. Default false.
    */
   allowPrivateAddresses?: boolean;
+  /** Bandwidth of everything this downloader fetches, shared by all its connections (bytes/s); unlimited when absent or 0. */
+  maxBytesPerSecond?: number;
 }
 
 export const DEFAULT_MIN_BYTES_PER_SECOND = 64 * 1024;
+
+/**
+ * A token bucket shared by every request of one downloader: the bandwidth limit of model
+ * downloads, however many connections they use. Takers may run it into debt; each then waits
+ * for its own share to be paid back, so the aggregate holds the rate and no connection starves.
+ */
+export class TokenBucket {
+  private tokens: number;
+  private last: number;
+
+  constructor(
+    private readonly bytesPerSecond: number,
+    /** What may pass at once after a quiet spell, default a quarter second's worth (at least 64 KiB). */
+    private readonly burst = Math.max(64 * 1024, bytesPerSecond / 4),
+    private readonly now: () => number = () => performance.now(),
+  ) {
+    this.tokens = burst;
+    this.last = now();
+  }
+
+  /** Takes `bytes`; returns how many milliseconds the taker must wait before using them (0: at once). */
+  take(bytes: number): number {
+    const t = this.now();
+    this.tokens = Math.min(this.burst, this.tokens + ((t - this.last) * this.bytesPerSecond) / 1000);
+    this.last = t;
+    this.tokens -= bytes;
+    return this.tokens >= 0 ? 0 : (-this.tokens * 1000) / this.bytesPerSecond;
+  }
+}
 export const DEFAULT_RATE_WINDOW_MS = 30_000;
 
 /** A mirror's HTTP answer other than 200/206; whether it could go away on a retry (the server, not the file, is at fault). */
@@ -44,10 +76,10 @@ export class HttpStatusError extends ApplyError {
   }
 }
 
-function parseContentRange(header: string | undefined): { start: number; total: number | null } | null {
+function parseContentRange(header: string | undefined): { start: number; end: number; total: number | null } | null {
   const m = /^bytes (\d+)-(\d+)\/(\d+|\*)$/.exec(header ?? '');
   if (!m) return null;
-  return { start: Number(m[1]), total: m[3] === '*' ? null : Number(m[3]) };
+  return { start: Number(m[1]), end: Number(m[2]), total: m[3] === '*' ? null : Number(m[3]) };
 }
 
 /** The host of a URL without its port or path: what a per-mirror detail may name. */
@@ -60,7 +92,7 @@ function hostOf(url: URL): string {
  * to what this returns, so the check holds for the address actually used, whatever the name
  * resolves to next time (no DNS rebinding between a check and the connect).
  */
-function confinedLookup(host: string): LookupFunction {
+export function confinedLookup(host: string): LookupFunction {
   return (hostname, options, callback) => {
     dnsLookup(hostname, { ...options, all: true }, (error, addresses: LookupAddress[]) => {
       if (error) {
@@ -85,13 +117,34 @@ function confinedLookup(host: string): LookupFunction {
  * below `minBytesPerSecond` over a whole window with MIRROR_TOO_SLOW. The error reaches whoever
  * reads the body; nothing is thrown from a timer.
  */
-function watchedBody(res: http.IncomingMessage, host: string, limits: { idleMs: number; minBytesPerSecond: number; windowMs: number }): Transform {
+function watchedBody(
+  res: http.IncomingMessage,
+  host: string,
+  limits: { idleMs: number; minBytesPerSecond: number; windowMs: number; bucket: TokenBucket | null },
+): Transform {
   let windowBytes = 0;
+  // Time this body spent held back by our own bandwidth limit in the current window: not the
+  // mirror's slowness. A hold may span two windows, so each gets only its own part of it.
+  let windowStart = performance.now();
+  let throttledMs = 0;
+  let heldSince: number | null = null;
   const body = new Transform({
     transform(chunk: Buffer, _encoding, done) {
       windowBytes += chunk.length;
       idle.refresh();
-      done(null, chunk);
+      const wait = limits.bucket?.take(chunk.length) ?? 0;
+      if (wait <= 0) {
+        done(null, chunk);
+        return;
+      }
+      // Holding the chunk back stops reading the socket, so the mirror is slowed by TCP itself.
+      heldSince = performance.now();
+      setTimeout(() => {
+        throttledMs += performance.now() - Math.max(heldSince ?? windowStart, windowStart);
+        heldSince = null;
+        idle.refresh();
+        done(null, chunk);
+      }, wait);
     },
   });
   const idle = setTimeout(() => body.destroy(new ApplyError('MIRROR_STALLED', `${host} sent nothing for ${limits.idleMs} ms`)), limits.idleMs);
@@ -99,10 +152,17 @@ function watchedBody(res: http.IncomingMessage, host: string, limits: { idleMs: 
   const rate =
     needed > 0
       ? setInterval(() => {
-          if (windowBytes < needed) {
-            body.destroy(new ApplyError('MIRROR_TOO_SLOW', `${host} sent ${windowBytes} bytes in ${limits.windowMs} ms, expected at least ${needed}`));
+          // Only the time the mirror was free to send counts towards its minimum.
+          const now = performance.now();
+          const held = throttledMs + (heldSince === null ? 0 : now - Math.max(heldSince, windowStart));
+          const free = Math.max(0, Math.round(now - windowStart - held));
+          const expected = Math.floor((limits.minBytesPerSecond * free) / 1000);
+          if (windowBytes < expected) {
+            body.destroy(new ApplyError('MIRROR_TOO_SLOW', `${host} sent ${windowBytes} bytes in ${free} ms, expected at least ${expected}`));
           }
           windowBytes = 0;
+          throttledMs = 0;
+          windowStart = now;
         }, limits.windowMs)
       : null;
   body.once('close', () => {
@@ -126,8 +186,10 @@ export class HttpDownloader implements Downloader {
   private readonly minBytesPerSecond: number;
   private readonly rateWindowMs: number;
   private readonly allowPrivateAddresses: boolean;
+  private readonly bucket: TokenBucket | null;
 
   constructor(options: HttpDownloaderOptions = {}) {
+    this.bucket = options.maxBytesPerSecond ? new TokenBucket(options.maxBytesPerSecond) : null;
     this.idleTimeoutMs = options.idleTimeoutMs ?? 30_000;
     this.maxRedirects = options.maxRedirects ?? 5;
     this.minBytesPerSecond = options.minBytesPerSecond ?? DEFAULT_MIN_BYTES_PER_SECOND;
@@ -135,7 +197,7 @@ export class HttpDownloader implements Downloader {
     this.allowPrivateAddresses = options.allowPrivateAddresses ?? false;
   }
 
-  async open(url: string, options: { offset: number; signal?: AbortSignal }): Promise<DownloadResponse> {
+  async open(url: string, options: { offset: number; end?: number; signal?: AbortSignal }): Promise<DownloadResponse> {
     let target: URL;
     try {
       target = new URL(url);
@@ -148,7 +210,32 @@ export class HttpDownloader implements Downloader {
     return this.request(target, options, 0);
   }
 
-  private request(target: URL, options: { offset: number; signal?: AbortSignal }, redirects: number): Promise<DownloadResponse> {
+  /** A chunk over a bare socket into reused buffers (see range-reader.ts), under this downloader's rules. */
+  async readRange(url: string, request: RangeReadRequest, sink: RangeSink): Promise<void> {
+    let target: URL;
+    try {
+      target = new URL(url);
+    } catch {
+      throw new ApplyError('MIRROR_ADDRESS_REFUSED', 'the mirror URL does not parse');
+    }
+    if (target.protocol !== 'http:' && target.protocol !== 'https:') {
+      throw new ApplyError('MIRROR_ADDRESS_REFUSED', `expected an http(s) mirror, found ${target.protocol}`);
+    }
+    const bucket = this.bucket;
+    return readRange(target, request, sink, {
+      idleMs: this.idleTimeoutMs,
+      minBytesPerSecond: this.minBytesPerSecond,
+      windowMs: this.rateWindowMs,
+      maxRedirects: this.maxRedirects,
+      allowPrivateAddresses: this.allowPrivateAddresses,
+      take: bucket === null ? null : (bytes) => bucket.take(bytes),
+      lookup: confinedLookup,
+      redirect: redirectTarget,
+      statusError: (status, host) => new HttpStatusError(status, host),
+    });
+  }
+
+  private request(target: URL, options: { offset: number; end?: number; signal?: AbortSignal }, redirects: number): Promise<DownloadResponse> {
     const host = hostOf(target);
     const literal = host.startsWith('[') ? host.slice(1, -1) : host;
     // http.request skips the resolver for an IP literal, so a literal is checked here.
@@ -158,7 +245,8 @@ export class HttpDownloader implements Downloader {
     }
     const client = target.protocol === 'https:' ? https : http;
     const headers: Record<string, string> = { 'accept-encoding': 'identity' };
-    if (options.offset > 0) headers.range = `bytes=${options.offset}-`;
+    if (options.end !== undefined) headers.range = `bytes=${options.offset}-${options.end - 1}`;
+    else if (options.offset > 0) headers.range = `bytes=${options.offset}-`;
     return new Promise<DownloadResponse>((resolve, reject) => {
       const requestOptions: http.RequestOptions = {
         headers,
@@ -182,7 +270,7 @@ export class HttpDownloader implements Downloader {
   }
 
   /** Turns a response into a body, a followed redirect or a typed refusal. */
-  private async answer(res: http.IncomingMessage, target: URL, options: { offset: number; signal?: AbortSignal }, redirects: number): Promise<DownloadResponse> {
+  private async answer(res: http.IncomingMessage, target: URL, options: { offset: number; end?: number; signal?: AbortSignal }, redirects: number): Promise<DownloadResponse> {
     const host = hostOf(target);
     const status = res.statusCode ?? 0;
     if (status >= 300 && status < 400 && res.headers.location !== undefined) {
@@ -190,15 +278,23 @@ export class HttpDownloader implements Downloader {
       return this.request(redirectTarget(target, res.headers.location, redirects, this.maxRedirects), options, redirects + 1);
     }
     const length = res.headers['content-length'] === undefined ? null : Number(res.headers['content-length']);
-    const limits = { idleMs: this.idleTimeoutMs, minBytesPerSecond: this.minBytesPerSecond, windowMs: this.rateWindowMs };
+    const limits = { idleMs: this.idleTimeoutMs, minBytesPerSecond: this.minBytesPerSecond, windowMs: this.rateWindowMs, bucket: this.bucket };
     if (status === 200) {
+      // A bounded request answered with the whole file is only usable when the range was the whole file.
+      if (options.end !== undefined && !(options.offset === 0 && length === options.end)) {
+        res.destroy();
+        throw new ApplyError('MIRROR_NO_RANGES', `${host} answered a request for bytes ${options.offset}-${options.end - 1} with the whole file`);
+      }
       return { offset: 0, totalBytes: length !== null && Number.isSafeInteger(length) ? length : null, body: watchedBody(res, host, limits) };
     }
     if (status === 206) {
       const range = parseContentRange(res.headers['content-range']);
-      if (range === null || range.start !== options.offset) {
+      // A bounded request must get exactly its range: a shorter one would look like a cut connection.
+      const endOk = options.end === undefined || range?.end === options.end - 1;
+      if (range === null || range.start !== options.offset || !endOk) {
         res.destroy();
-        throw new ApplyError('MIRROR_HTTP_STATUS', `${host}: asked for bytes from ${options.offset}, got Content-Range ${res.headers['content-range'] ?? '(none)'}`);
+        const asked = options.end === undefined ? `from ${options.offset}` : `${options.offset}-${options.end - 1}`;
+        throw new ApplyError('MIRROR_HTTP_STATUS', `${host}: asked for bytes ${asked}, got Content-Range ${res.headers['content-range'] ?? '(none)'}`);
       }
       return { offset: range.start, totalBytes: range.total, body: watchedBody(res, host, limits) };
     }

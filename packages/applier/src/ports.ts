@@ -1,5 +1,6 @@
 import type { Clock } from '@resultity/node-kit';
 
+import type { RangeReadRequest, RangeSink } from './range-reader.js';
 import type { ContainerDefinition, ParticipationFlags } from './types.js';
 
 /** A container as the engine lists it. */
@@ -93,7 +94,73 @@ export interface DownloadResponse {
 
 /** The HTTP downloader port. */
 export interface Downloader {
-  open(url: string, options: { offset: number; signal?: AbortSignal }): Promise<DownloadResponse>;
+  /**
+   * Opens a GET of `url` from `offset`; with `end` (exclusive) only the bytes [offset, end) are
+   * asked for, and a server that answers another range is refused for it.
+   */
+  open(url: string, options: { offset: number; end?: number; signal?: AbortSignal }): Promise<DownloadResponse>;
+  /**
+   * Optional fast path for a chunk: reads exactly the bytes [start, end) of a file of `size`
+   * bytes into reused buffers and hands them to `sink` in order, each batch only until the
+   * promise the sink returns settles. Resolves once every byte was handed on and sunk.
+   */
+  readRange?(url: string, request: RangeReadRequest, sink: RangeSink): Promise<void>;
+}
+
+/** Where verified chunk lists come from (SPEC §5 `chunks/{hex}.json`); the Agent provides it from its origin. */
+export interface ChunkListSource {
+  /** The bytes served for `hex`, at most `maxBytes` (more is refused); verified by the caller. */
+  fetch(hex: string, maxBytes: number, signal?: AbortSignal): Promise<Uint8Array>;
+}
+
+/** What identifies one chunked download's staged file, so a journal of another layout is never trusted. */
+export interface ChunkLayout {
+  size: number;
+  chunkSize: number;
+  /** The chunk list's sha256 (`chunks.sha256`). */
+  listSha256: string;
+}
+
+/** A staged file written in place, chunk by chunk, with a durable record of the chunks verified. */
+export interface ChunkedPart {
+  /** The staged file, for the whole-file hasher to read back. */
+  readonly path: string;
+  /** Chunks verified and flushed by an earlier run (the journal), never fetched again. */
+  readonly done: ReadonlySet<number>;
+  /** Writes bytes at a position of the staged file (positional, so chunks land in any order). */
+  write(position: number, chunks: Uint8Array[]): Promise<void>;
+  /** Makes chunks durable: the staged data is flushed first, then the journal records them and is flushed. */
+  markDone(indices: readonly number[]): Promise<void>;
+  /**
+   * Flushes what was written so far without recording anything, so the disk writes back during
+   * the download rather than all at the end.
+   */
+  flush(): Promise<void>;
+  /** Forgets chunks the journal held (found bad when read back). */
+  unmark(indices: readonly number[]): Promise<void>;
+  close(): Promise<void>;
+}
+
+/** The model store's staging for chunked downloads: a preallocated file and its journal. */
+export interface ChunkStaging {
+  /** Opens (or resumes, when the journal matches `layout`) the staged file of a blob. */
+  openChunked(sha256: string, layout: ChunkLayout): Promise<ChunkedPart>;
+  discardChunked(sha256: string): Promise<void>;
+  /** Disk space the staged file of a blob already takes (it is sparse until every chunk is written). */
+  chunkedBytes(sha256: string): Promise<number>;
+  /** Moves a verified staged file into the store in one rename and drops its journal. */
+  commitChunked(sha256: string): Promise<void>;
+}
+
+/**
+ * What a chunked download needs (SPEC §3 `models[].chunks`). Without it, chunk lists are
+ * ignored and every model comes down as one stream, which the SPEC allows.
+ */
+export interface ChunkPorts {
+  lists: ChunkListSource;
+  staging: ChunkStaging;
+  /** Ranged requests in flight for one model, spread over its mirrors; default 8. */
+  connections?: number;
 }
 
 /** Where the participation flags are kept (the Agent's runtime reads them). */
@@ -112,4 +179,6 @@ export interface ApplierPorts {
   downloader: Downloader;
   flags: FlagsStore;
   clock: Clock;
+  /** Chunked downloads; absent, models with `chunks` come down as one stream. */
+  chunks?: ChunkPorts;
 }

@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import type { Model } from '@resultity/snapshot';
 
 import { MANAGED_BY, labelKeys, parseDefinition } from './definition.js';
+import { OriginChunkLists } from './chunk-lists.js';
 import { DockerEngine } from './docker.js';
 import { ApplyError, messageOf } from './errors.js';
 import { FileFlagsStore, systemClock } from './flags.js';
@@ -71,6 +72,14 @@ export interface DefaultPortsOptions {
   requestTimeoutMs?: number;
   /** Options of the model downloader; its idle timeout defaults to `requestTimeoutMs`. */
   downloads?: HttpDownloaderOptions;
+  /**
+   * Chunked model downloads (SPEC §3 `chunks`): chunk lists come from `{origin}/v1/{network}/chunks/`
+   * through the model downloader; `connections` ranged requests per model (default 8). Without
+   * it, every model comes down as one stream.
+   */
+  chunks?: { origin: string; network: string; connections?: number };
+  /** Bytes of the models disk kept free: a download that would eat into them is refused up front (default 0). */
+  reserveBytes?: number;
 }
 
 /** The default adapters: Docker via dockerode, a file-system model store, HTTP, the system clock. */
@@ -78,15 +87,27 @@ export function createDefaultPorts(options: DefaultPortsOptions): ApplierPorts {
   const engineOptions: { socketPath?: string; requestTimeoutMs?: number } = {};
   if (options.dockerSocketPath !== undefined) engineOptions.socketPath = options.dockerSocketPath;
   if (options.requestTimeoutMs !== undefined) engineOptions.requestTimeoutMs = options.requestTimeoutMs;
+  const models = new FsModelStore(join(options.stateDir, 'models'), { reserveBytes: options.reserveBytes ?? 0 });
+  const downloader = new HttpDownloader({
+    ...(options.requestTimeoutMs === undefined ? {} : { idleTimeoutMs: options.requestTimeoutMs }),
+    ...options.downloads,
+  });
+  const chunks = options.chunks;
   return {
     engine: new DockerEngine(engineOptions),
-    models: new FsModelStore(join(options.stateDir, 'models')),
-    downloader: new HttpDownloader({
-      ...(options.requestTimeoutMs === undefined ? {} : { idleTimeoutMs: options.requestTimeoutMs }),
-      ...options.downloads,
-    }),
+    models,
+    downloader,
     flags: new FileFlagsStore(join(options.stateDir, 'flags.json')),
     clock: systemClock,
+    ...(chunks === undefined
+      ? {}
+      : {
+          chunks: {
+            lists: new OriginChunkLists(chunks.origin, chunks.network, downloader),
+            staging: models,
+            ...(chunks.connections === undefined ? {} : { connections: chunks.connections }),
+          },
+        }),
   };
 }
 

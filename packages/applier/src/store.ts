@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { writeFileAtomic } from '@resultity/node-kit';
 
 import { fail } from './errors.js';
-import type { ModelIndexEntry, ModelStore, PartWriter } from './ports.js';
+import type { ChunkLayout, ChunkStaging, ChunkedPart, ModelIndexEntry, ModelStore, PartWriter } from './ports.js';
 
 const HEX64 = /^[0-9a-f]{64}$/;
 
@@ -35,22 +35,27 @@ function isEntry(value: unknown): value is ModelIndexEntry {
  * (name@version → sha256), `<root>/staging/<hex>.part` for downloads in flight. Names never
  * become paths: only validated hex digests do.
  */
-export class FsModelStore implements ModelStore {
+export class FsModelStore implements ModelStore, ChunkStaging {
   readonly root: string;
   private readonly blobs: string;
   private readonly staging: string;
   private readonly indexFile: string;
 
   private readonly fsync: boolean;
+  private readonly reserveBytes: number;
 
   /**
    * `fsync: false` skips flushing a download to disk before it is renamed into the store: faster
    * (a download then runs at page-cache speed) but a power cut can leave a torn blob behind a
    * valid name. Only for benchmarks and throwaway stores.
+   *
+   * `reserveBytes` (default 0) is kept free for everything else on the disk: `freeBytes()`
+   * reports the free space minus it, so a download that would eat into it is refused up front.
    */
-  constructor(root: string, options: { fsync?: boolean } = {}) {
+  constructor(root: string, options: { fsync?: boolean; reserveBytes?: number } = {}) {
     this.root = root;
     this.fsync = options.fsync ?? true;
+    this.reserveBytes = options.reserveBytes ?? 0;
     this.blobs = join(root, 'sha256');
     this.staging = join(root, 'staging');
     this.indexFile = join(root, 'index.json');
@@ -161,6 +166,129 @@ export class FsModelStore implements ModelStore {
   async freeBytes(): Promise<number> {
     await this.ready();
     const s = await statfs(this.root);
-    return s.bavail * s.bsize;
+    return Math.max(0, s.bavail * s.bsize - this.reserveBytes);
   }
+
+  private chunkedPath(sha256: string): string {
+    return join(this.staging, `${assertSha256(sha256)}.chunked`);
+  }
+
+  private journalPath(sha256: string): string {
+    return join(this.staging, `${assertSha256(sha256)}.chunks`);
+  }
+
+  async openChunked(sha256: string, layout: ChunkLayout): Promise<ChunkedPart> {
+    await this.ready();
+    const dataPath = this.chunkedPath(sha256);
+    const journalPath = this.journalPath(sha256);
+    const count = Math.ceil(layout.size / layout.chunkSize);
+    const header = journalHeader(layout);
+    const bitmap = new Uint8Array(Math.ceil(count / 8));
+    const done = new Set<number>();
+    let resumed = false;
+    try {
+      const [journal, data] = await Promise.all([readFile(journalPath), stat(dataPath)]);
+      // Trusted only when it describes this very layout and the staged file has the full size.
+      if (journal.length === header.length + bitmap.length && Buffer.compare(journal.subarray(0, header.length), header) === 0 && data.size === layout.size) {
+        bitmap.set(journal.subarray(header.length));
+        for (let i = 0; i < count; i++) if ((bitmap[i >> 3]! >> (i & 7)) & 1) done.add(i);
+        resumed = true;
+      }
+    } catch {
+      // No journal or no staged file: a fresh start.
+    }
+    const data = await open(dataPath, resumed ? 'r+' : 'w+', 0o644);
+    let journal: Awaited<ReturnType<typeof open>>;
+    try {
+      if (!resumed) {
+        // Sparse preallocation: every chunk has its place, so chunks are written where they belong in any order.
+        await data.truncate(layout.size);
+        const fresh = await open(journalPath, 'w', 0o644);
+        try {
+          await fresh.write(Buffer.concat([header, bitmap]), 0, header.length + bitmap.length, 0);
+          if (this.fsync) await fresh.sync();
+        } finally {
+          await fresh.close();
+        }
+      }
+      journal = await open(journalPath, 'r+');
+    } catch (error) {
+      await data.close();
+      throw error;
+    }
+    const fsync = this.fsync;
+    // Journal writes one after another: bits only ever go from 0 to 1 (or back by unmark, never
+    // racing a mark), so a torn write of the bitmap can only lose chunks, never invent one.
+    let chain: Promise<void> = Promise.resolve();
+    const record = (apply: () => void, flushData: boolean): Promise<void> => {
+      const next = chain.then(async () => {
+        if (flushData && fsync) await data.datasync();
+        apply();
+        await journal.write(bitmap, 0, bitmap.length, header.length);
+        if (fsync) await journal.datasync();
+      });
+      chain = next.catch(() => undefined);
+      return next;
+    };
+    return {
+      path: dataPath,
+      done,
+      write: async (position, chunks) => {
+        const expected = chunks.reduce((n, c) => n + c.byteLength, 0);
+        const { bytesWritten } = await data.writev(chunks, position);
+        // A short write to a regular file means the disk is full; say so the way a write would.
+        if (bytesWritten !== expected) throw Object.assign(new Error(`short write: ${bytesWritten} of ${expected} bytes`), { code: 'ENOSPC' });
+      },
+      markDone: (indices) =>
+        record(() => {
+          for (const i of indices) bitmap[i >> 3]! |= 1 << (i & 7);
+        }, true),
+      flush: () => {
+        const next = chain.then(async () => {
+          if (fsync) await data.datasync();
+        });
+        chain = next.catch(() => undefined);
+        return next;
+      },
+      unmark: (indices) =>
+        record(() => {
+          for (const i of indices) bitmap[i >> 3]! &= ~(1 << (i & 7));
+        }, false),
+      close: async () => {
+        await chain;
+        await Promise.allSettled([data.close(), journal.close()]);
+      },
+    };
+  }
+
+  async chunkedBytes(sha256: string): Promise<number> {
+    try {
+      // Allocated blocks, not the apparent size: the file is created at its full size, sparse.
+      return (await stat(this.chunkedPath(sha256))).blocks * 512;
+    } catch {
+      return 0;
+    }
+  }
+
+  async discardChunked(sha256: string): Promise<void> {
+    await rm(this.journalPath(sha256), { force: true });
+    await rm(this.chunkedPath(sha256), { force: true });
+  }
+
+  async commitChunked(sha256: string): Promise<void> {
+    await this.ready();
+    // The data was flushed before the last chunk was journalled; the rename makes it the blob.
+    await rename(this.chunkedPath(sha256), this.blobPath(sha256));
+    await rm(this.journalPath(sha256), { force: true });
+  }
+}
+
+/** The journal's first bytes: a magic and the layout, so a journal of another list or size is ignored. */
+function journalHeader(layout: ChunkLayout): Buffer {
+  const header = Buffer.alloc(8 + 32 + 8 + 8);
+  header.write('RSCHUNK1', 0, 'latin1');
+  Buffer.from(assertSha256(layout.listSha256), 'hex').copy(header, 8);
+  header.writeBigUInt64BE(BigInt(layout.size), 40);
+  header.writeBigUInt64BE(BigInt(layout.chunkSize), 48);
+  return header;
 }

@@ -1,5 +1,7 @@
 import type { ContainerSpec, Model, PortMapping, RestartPolicy } from '@resultity/snapshot';
 
+import type { MirrorProgress } from './chunked.js';
+
 /** What the node offers, from the Agent's configuration `profile`; subclouds require against it. */
 export interface NodeProfile {
   vram_gb: number;
@@ -169,6 +171,10 @@ export interface ProgressEvent {
   name: string;
   bytesDone: number;
   bytesTotal: number | null;
+  /** A model download's average rate so far. */
+  bytesPerSecond?: number;
+  /** A chunked model download's mirrors: bytes each delivered, connections, and why one was dropped. */
+  mirrors?: MirrorProgress[];
 }
 
 /** What a successful apply did. */

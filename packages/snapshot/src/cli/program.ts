@@ -15,6 +15,7 @@ import { ROOT_PAYLOAD_TYPE } from '../schema.js';
 import { signSnapshot } from '../sign.js';
 import { verifySnapshotEnvelope } from '../verify.js';
 import { describeFsError, readFileBounded, readJsonFile, readKey, readSigningKey } from './files.js';
+import { addModel, parseChunkSize } from './model.js';
 
 /** Where the CLI writes and when it stops; injected so tests and the bin share one program. */
 export interface CliIo {
@@ -232,6 +233,30 @@ function buildProgram(io: CliIo): Command {
         return refuse('IO', `cannot publish into ${opts.origin}: ${describeFsError(cause)}`, cause);
       });
       io.stdout(`published ${result.network} sequence ${result.sequence} as ${result.digest}\n`);
+    });
+
+  const model = program.command('model').description('models of a snapshot (SPEC §3 models[])');
+  model
+    .command('add')
+    .description('hash a model file (whole and in chunks, one pass), write its chunk list into the origin, print its snapshot entry')
+    .argument('<file>', 'the model file')
+    .requiredOption('--name <name>', 'model name')
+    .requiredOption('--version <version>', 'model version')
+    .requiredOption('--url <url>', 'a mirror URL of the file (repeat, in the order nodes try them)', collect)
+    .requiredOption('--origin <dir>', 'origin directory; the chunk list goes to v1/<network>/chunks/<hex>.json')
+    .option('--network <net>', 'network (default: the one network the origin directory serves)')
+    .option('--chunk-size <size>', 'chunk length, a power of two from 1MiB to 1GiB', '64MiB')
+    .action(async (file: string, opts: { name: string; version: string; url: string[]; origin: string; network?: string; chunkSize: string }) => {
+      const { model: entry } = await addModel({
+        file,
+        name: opts.name,
+        version: opts.version,
+        urls: opts.url,
+        origin: opts.origin,
+        chunkSize: parseChunkSize(opts.chunkSize),
+        ...(opts.network === undefined ? {} : { network: opts.network }),
+      });
+      io.stdout(pretty(entry));
     });
 
   program

@@ -1,0 +1,23 @@
+// One chunked model download by @resultity/applier in a process of its own, so its peak RSS
+// (VmHWM) is its own and it can be killed with SIGKILL. argv[2]: JSON of { model, root, origin,
+// network, connections, maxBytesPerSecond?, progress?, fsync? (default true) }. Prints `progress <bytes>` lines when
+// asked, then one JSON line { seconds, peakRssMiB, mirrors }.
+import { readFileSync } from 'node:fs';
+
+import { FsModelStore, HttpDownloader, OriginChunkLists, fetchModel, systemClock } from '../../packages/applier/dist/index.js';
+
+const input = JSON.parse(process.argv[2]);
+const store = new FsModelStore(input.root, { fsync: input.fsync !== false });
+const downloader = new HttpDownloader({ allowPrivateAddresses: true, ...(input.maxBytesPerSecond ? { maxBytesPerSecond: input.maxBytesPerSecond } : {}) });
+const chunks = { lists: new OriginChunkLists(input.origin, input.network, downloader), staging: store, connections: input.connections };
+let last;
+const t0 = process.hrtime.bigint();
+await fetchModel(input.model, { models: store, downloader, clock: systemClock, chunks }, {
+  onProgress: (done, _total, detail) => {
+    last = detail;
+    if (input.progress) process.stdout.write(`progress ${done}\n`);
+  },
+});
+const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
+const hwm = Number(/VmHWM:\s+(\d+) kB/.exec(readFileSync('/proc/self/status', 'utf8'))?.[1] ?? 0);
+process.stdout.write(`${JSON.stringify({ seconds, peakRssMiB: hwm / 1024, mirrors: last?.mirrors ?? [] })}\n`);
