@@ -102,18 +102,18 @@ describe('fetchChunked', () => {
   });
 
   it('takes a wrong chunk from another mirror, names the mirror that served it, and asks it for nothing more', async () => {
-    const [good1, bad, good2] = await mirrors({}, { corruptAt: [0, 2 * CHUNK, 4 * CHUNK, 6 * CHUNK] }, {});
+    // Every chunk the bad mirror serves is wrong: which chunks a loaded machine sends its way is
+    // a matter of measured speed, but the first one it is asked for always comes back corrupt.
+    const [good1, bad, good2] = await mirrors({}, { corruptAt: [0, 1, 2, 3, 4, 5, 6].map((i) => i * CHUNK) }, {});
     const model = chunkedModel('bad-mirror', bytes, CHUNK, [good1!, bad!, good2!].map((m) => m.url('/model.bin')), origin);
     const report = await fetchChunked(model, ports({ connections: 3 }));
     expect(sha256(await blob(model.sha256))).toBe(sha256(bytes));
     const named = report.mirrors[1]!;
     expect(named.failure?.code).toBe('MIRROR_CHUNK_MISMATCH');
     expect(named.failure?.index).toBe(1);
-    // One wrong chunk is enough: the mirror got no request after it.
-    const asked = bad!.ranges().map(([start]) => start);
-    expect(asked.filter((start) => start % (2 * CHUNK) === 0)).toEqual([asked.at(-1)]);
-    // It is credited only with the honest chunks it served before; the rest came from the others.
-    expect(named.bytes).toBe((asked.length - 1) * CHUNK);
+    // One wrong chunk is enough: the mirror got no request after it, and is credited with nothing.
+    expect(bad!.ranges()).toHaveLength(1);
+    expect(named.bytes).toBe(0);
     expect(report.mirrors.reduce((n, m) => n + m.bytes, 0)).toBe(bytes.length);
   });
 
