@@ -396,13 +396,13 @@ export class SyncEngine {
 
   /**
    * `updates.agent` is detected, audited and shown in status (self-update is not done here);
-   * `updates.runtime` is applied like any container change, so it is audited with whether a
-   * container of the snapshot runs exactly that image.
+   * `updates.runtime` moves the containers that run its image to its digest (the applier's
+   * `withRuntimeUpdate`), so it is audited with the container it moves, or none.
    */
   private async noteUpdates(target: ApplyTarget, previous: ApplyTarget | null): Promise<void> {
     const runtime = target.snapshot.updates?.runtime;
     if (runtime && runtime.version !== previous?.snapshot.updates?.runtime?.version) {
-      const container = target.snapshot.runtime.containers.find((c) => c.image === runtime.image && c.digest === runtime.digest);
+      const container = target.snapshot.runtime.containers.find((c) => c.image === runtime.image);
       await this.deps.audit.append('runtime-update', {
         version: runtime.version,
         image: runtime.image,
