@@ -20,6 +20,8 @@ export type AuditType =
   | 'runtime-nack'
   | 'runtime-none'
   | 'agent-update'
+  | 'agent-standby-passed'
+  | 'agent-update-failed'
   | 'runtime-update'
   | 'budget-exhausted'
   | 'recover'

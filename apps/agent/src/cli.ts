@@ -205,6 +205,29 @@ export function buildProgram(): Command {
     });
 
   program
+    .command('standby')
+    .description(
+      'prove this Agent could take over the node, changing nothing: configuration valid, state readable, engine reachable, the applied snapshot verifies and plans',
+    )
+    .requiredOption('-c, --config <file>', 'configuration file')
+    .action(async (opts: { config: string }) => {
+      const config = await loadConfig(opts.config);
+      // Read-only: a predecessor holds the lock and may be writing; nothing here takes or writes it.
+      const { parts, applier } = await oneShot(config, { readOnly: true });
+      const state = await parts.engine.readState();
+      await applier.observe();
+      if (state.applied === null) {
+        process.stdout.write('standby ok: nothing applied yet\n');
+        return;
+      }
+      const bytes = await parts.store.getEnvelope(state.applied.digest);
+      if (bytes === null) throw new AgentError('STATE_CORRUPT', `the applied envelope ${state.applied.digest} is not in the state directory`);
+      const verified = await parts.engine.verifyEnvelope(bytes, { expectedDigest: state.applied.digest });
+      const lines = await parts.engine.planFor({ snapshot: verified.snapshot, digest: verified.digest });
+      process.stdout.write(`standby ok: ${verified.digest} (sequence ${verified.snapshot.sequence}) verifies; its plan has ${lines.length} step(s)\n`);
+    });
+
+  program
     .command('rollback')
     .description('go back to a verified snapshot from history (audited; pinned until the network publishes a newer sequence)')
     .requiredOption('-c, --config <file>', 'configuration file')

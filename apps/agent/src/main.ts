@@ -14,6 +14,8 @@ import { type StatusServer, startStatusServer } from './status-server.js';
 import { acquireLock } from './lock.js';
 import { AGENT_VERSION } from './version.js';
 import { AgentError, errorCode, errorMessage } from './errors.js';
+import { dockerAgentContainers } from './agent-containers.js';
+import { type AgentContainersPort, SelfUpdater, fileAttemptStore } from './self-update.js';
 
 /** A running Agent daemon and how to stop it. */
 export interface RunningAgent {
@@ -51,7 +53,10 @@ export function applierFor(config: AgentConfig, logger: Logger): ApplierPort {
  * Wires the daemon: lock, bridge endpoint, applier, engine, loop, status server. Everything
  * decided lives elsewhere; this only connects the parts.
  */
-export async function startAgent(config: AgentConfig, options: { logger?: Logger; onProgress?: (e: ProgressInfo) => void } = {}): Promise<RunningAgent> {
+export async function startAgent(
+  config: AgentConfig,
+  options: { logger?: Logger; onProgress?: (e: ProgressInfo) => void; agentContainers?: AgentContainersPort } = {},
+): Promise<RunningAgent> {
   const lock = await acquireLock(config.state_dir);
   const logger = options.logger ?? createLogger(config);
   let notifier: RuntimeNotifier = noRuntimeNotifier('the runtime bridge is disabled in the configuration');
@@ -67,8 +72,32 @@ export async function startAgent(config: AgentConfig, options: { logger?: Logger
       logger.info({ address: bridge.address }, 'runtime bridge endpoint listening');
     }
     const applier = applierFor(config, logger);
-    const parts = await buildAgent(config, { applier, notifier, logger, ...(options.onProgress ? { onProgress: options.onProgress } : {}) });
+    // Bound once the audit log exists; a verified snapshot can only arrive after that.
+    let selfUpdater: SelfUpdater | null = null;
+    const parts = await buildAgent(config, {
+      applier,
+      notifier,
+      logger,
+      ...(options.onProgress ? { onProgress: options.onProgress } : {}),
+      onAgentUpdate: (update, seenIn) => void selfUpdater?.consider(update, seenIn),
+    });
     await parts.audit.append('start', { version: AGENT_VERSION, pid: process.pid });
+    if (config.self_update.enabled && config.file !== null) {
+      selfUpdater = new SelfUpdater({
+        containers: options.agentContainers ?? dockerAgentContainers({ socketPath: config.docker.socket_path }),
+        attempts: fileAttemptStore(config.state_dir),
+        audit: parts.audit,
+        logger,
+        allowedRegistries: config.allowed_registries,
+        retryBudget: config.retry_budget,
+        configPath: config.file,
+        standbyTimeoutMs: config.self_update.standby_timeout_ms,
+      });
+      // A trigger applied before this start (or before a crash) is followed up now, not at the next snapshot.
+      const current = await parts.engine.appliedTarget().catch(() => null);
+      const update = current?.snapshot.updates?.agent;
+      if (current && update) void selfUpdater.consider(update, current.digest);
+    }
     lateAck = (ack) => {
       logger.info({ runtime: ack.runtimeId, digest: ack.digest, ok: ack.ok, code: ack.code }, 'runtime answered outside an apply');
       void parts.audit

@@ -1,0 +1,109 @@
+import { readFile } from 'node:fs/promises';
+
+import type Docker from 'dockerode';
+
+import { errorMessage } from './errors.js';
+import type { AgentContainersPort, SelfContainer, StandbyResult } from './self-update.js';
+
+/**
+ * The id of the container this process runs in, from the engine's own bind mounts of
+ * /etc/hostname, /etc/hosts and /etc/resolv.conf (`…/containers/<64 hex>/…` in mountinfo);
+ * they are there with any network mode, host included, where the hostname is the host's.
+ */
+export async function ownContainerId(mountinfo = '/proc/self/mountinfo'): Promise<string | null> {
+  try {
+    const match = /\/containers\/([0-9a-f]{64})\//.exec(await readFile(mountinfo, 'utf8'));
+    return match?.[1] ?? null;
+  } catch {
+    return null;
+  }
+}
+
+/** Bytes of a standby run's output kept for the audit log: its last lines say why it failed. */
+const OUTPUT_TAIL = 4000;
+
+/** The default AgentContainersPort on the Docker engine at `socketPath`. */
+export function dockerAgentContainers(options: { socketPath: string; containerId?: string | null; labelPrefix?: string }): AgentContainersPort {
+  let client: Docker | null = null;
+  const docker = async () => {
+    if (client === null) {
+      const { default: Dockerode } = await import('dockerode');
+      client = new Dockerode({ socketPath: options.socketPath });
+    }
+    return client;
+  };
+  const label = `${options.labelPrefix ?? 'io.resultity'}.agent-standby-of`;
+
+  return {
+    async self(): Promise<SelfContainer | null> {
+      const id = options.containerId === undefined ? await ownContainerId() : options.containerId;
+      if (id === null) return null;
+      const d = await docker();
+      const info = await d.getContainer(id).inspect();
+      const image = await d.getImage(info.Image).inspect();
+      const digests = (image.RepoDigests ?? []).map((r) => r.slice(r.indexOf('@') + 1));
+      // An image started by digest in a successor knows it for sure; the variable covers an
+      // image whose repo digest the engine forgot (pulled, retagged, pushed elsewhere).
+      const fromEnv = (info.Config.Env ?? []).find((e) => e.startsWith('RESULTITY_AGENT_IMAGE_DIGEST='))?.split('=')[1];
+      return { id: info.Id, name: info.Name.replace(/^\//, ''), imageDigests: fromEnv ? [...new Set([...digests, fromEnv])] : digests };
+    },
+
+    async pull(ref) {
+      const d = await docker();
+      const stream = await d.pull(ref);
+      await new Promise<void>((resolve, reject) => d.modem.followProgress(stream, (error: Error | null) => (error ? reject(error) : resolve())));
+    },
+
+    async runStandby(self, ref, command, env, timeoutMs): Promise<StandbyResult> {
+      const d = await docker();
+      const info = await d.getContainer(self.id).inspect();
+      const baseEnv = (info.Config.Env ?? []).filter((e) => !Object.keys(env).some((k) => e.startsWith(`${k}=`)));
+      // The same mounts, network and environment as this Agent: what the successor would have.
+      const container = await d.createContainer({
+        Image: ref,
+        Cmd: [...command],
+        Env: [...baseEnv, ...Object.entries(env).map(([k, v]) => `${k}=${v}`)],
+        Labels: { [label]: self.id },
+        HostConfig: {
+          Binds: info.HostConfig.Binds ?? [],
+          ...(info.HostConfig.Mounts ? { Mounts: info.HostConfig.Mounts } : {}),
+          NetworkMode: info.HostConfig.NetworkMode ?? 'none',
+          RestartPolicy: { Name: 'no' },
+        },
+      });
+      let timer: NodeJS.Timeout | undefined;
+      try {
+        await container.start();
+        const timedOut = new Promise<'timeout'>((resolve) => {
+          timer = setTimeout(() => resolve('timeout'), timeoutMs);
+        });
+        const ended = await Promise.race([container.wait() as Promise<{ StatusCode: number }>, timedOut]);
+        const output = await logsOf(container);
+        if (ended === 'timeout') return { ok: false, code: 'STANDBY_TIMEOUT', exitCode: null, output: `no answer in ${timeoutMs} ms; ${output}` };
+        if (ended.StatusCode !== 0) return { ok: false, code: 'STANDBY_FAILED', exitCode: ended.StatusCode, output };
+        return { ok: true, output };
+      } catch (error) {
+        return { ok: false, code: 'STANDBY_FAILED', exitCode: null, output: errorMessage(error) };
+      } finally {
+        clearTimeout(timer);
+        await container.remove({ force: true }).catch(() => undefined);
+      }
+    },
+  };
+}
+
+async function logsOf(container: Docker.Container): Promise<string> {
+  try {
+    const raw = (await container.logs({ stdout: true, stderr: true, follow: false })) as unknown as Buffer;
+    // Non-TTY logs are multiplexed: 8-byte frame headers before each chunk.
+    const parts: Buffer[] = [];
+    for (let at = 0; at + 8 <= raw.length; ) {
+      const size = raw.readUInt32BE(at + 4);
+      parts.push(raw.subarray(at + 8, at + 8 + size));
+      at += 8 + size;
+    }
+    return Buffer.concat(parts).toString('utf8').slice(-OUTPUT_TAIL);
+  } catch (error) {
+    return `(no output: ${errorMessage(error)})`;
+  }
+}

@@ -1,0 +1,171 @@
+import { execFile } from 'node:child_process';
+import { copyFile, mkdir, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+
+import { startOriginServer } from '@resultity/snapshot/origin';
+import { tempDir } from '@resultity/testkit';
+import { type DevNetwork, createDevNetwork, devSnapshot, writeAgentConfig } from '@resultity/testkit/devnet';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+import { type BuiltImage, buildAgentImage } from '../../../images/build.mjs';
+import { type AuditEntry, readAuditEntries } from '../src/audit.js';
+import { cli } from './helpers.js';
+
+const run = promisify(execFile);
+const docker = async (...args: string[]) => (await run('docker', args, { maxBuffer: 16 * 1024 * 1024 })).stdout.trim();
+const registry = process.env.RESULTITY_TEST_REGISTRY ?? '127.0.0.1:5000';
+const runId = `${process.pid}x${Date.now().toString(36)}`;
+const base = `resultity-local/node-base:${process.versions.node}`;
+const LAUNCHER = '/opt/resultity/agent/node_modules/@resultity/agent/bin/resultity-agent.js';
+
+async function until(what: string, probe: () => Promise<boolean>, ms = 120_000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!(await probe())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
+/** A build derived from `from` by a Dockerfile tail, pushed; returns its digest. */
+async function derive(work: string, from: BuiltImage, name: string, tail: string): Promise<{ ref: string; digest: string }> {
+  const context = join(work, `build-${name}`);
+  await mkdir(context, { recursive: true });
+  await writeFile(join(context, 'Dockerfile'), `FROM ${from.image}@${from.digest}\nLABEL org.opencontainers.image.version="${name}"\n${tail}\n`);
+  const ref = `${from.image}:test-${name}-${runId}`;
+  await docker('build', '-q', '-t', ref, context);
+  await docker('push', '-q', ref);
+  const digests = JSON.parse(await docker('image', 'inspect', '--format', '{{json .RepoDigests}}', ref)) as string[];
+  const digest = digests.find((d) => d.startsWith(`${from.image}@`))?.slice(from.image.length + 1);
+  if (digest === undefined) throw new Error(`no repo digest for ${ref}`);
+  return { ref, digest };
+}
+
+describe('the Agent following updates.agent in its container', () => {
+  let work: { path: string; cleanup: () => Promise<void> };
+  let baseExisted = false;
+  let v1: BuiltImage;
+  const derived: { ref: string; digest: string }[] = [];
+  let v2: { ref: string; digest: string };
+  let exitsAtStart: { ref: string; digest: string };
+  let standbyFails: { ref: string; digest: string };
+  let net: DevNetwork;
+  let origin: Awaited<ReturnType<typeof startOriginServer>>;
+  let state: string;
+  const container = `resultity-agent-test-${runId}`;
+  let containerId = '';
+
+  beforeAll(async () => {
+    baseExisted = await docker('image', 'inspect', base).then(
+      () => true,
+      () => false,
+    );
+    work = await tempDir('agent-self-update-');
+    v1 = await buildAgentImage({ registry, tag: `test-v1-${runId}`, version: `0.0.0-v1.${runId}` });
+    // v2 is the same Agent under another label: another image, another digest.
+    v2 = await derive(work.path, v1, 'v2', '');
+    exitsAtStart = await derive(work.path, v1, 'v3-exits', 'ENTRYPOINT ["/usr/local/bin/node", "-e", "process.exit(70)"]\nCMD []');
+    // A build whose standby check fails the way a broken release would: it says why and exits 1.
+    standbyFails = await derive(
+      work.path,
+      v1,
+      'v3-standby-fails',
+      `ENTRYPOINT ["/usr/local/bin/node", "-e", "if (process.argv.includes('standby')) { console.error('STATE_CORRUPT: this build cannot read the state'); process.exit(1); } else import('${LAUNCHER}');"]`,
+    );
+    derived.push(v2, exitsAtStart, standbyFails);
+
+    net = await createDevNetwork(join(work.path, 'net'), 'testnet');
+    origin = await startOriginServer({ dir: net.originDir });
+    const etc = join(work.path, 'etc');
+    state = join(work.path, 'var-lib');
+    await mkdir(etc, { recursive: true });
+    await copyFile(net.rootFile, join(etc, 'root-1.json'));
+    await writeAgentConfig(join(etc, 'agent.json'), {
+      network: 'testnet',
+      origin: origin.url,
+      node_id: 'node-self-update-1',
+      trust_root: ['root-1.json'],
+      state_dir: state,
+      allowed_registries: [registry],
+      bridge: { enabled: false },
+      status: { listen: null },
+      retry_budget: 1,
+      timers: { poll_interval_s: 1, heartbeat_interval_s: 60, retry_initial_ms: 100, retry_max_ms: 500 },
+    });
+    // The documented run line, with a name of its own and no restart.
+    containerId = await docker(
+      'run',
+      '-d',
+      '--name',
+      container,
+      '--network',
+      'host',
+      '-v',
+      '/var/run/docker.sock:/var/run/docker.sock',
+      '-v',
+      `${state}:${state}`,
+      '-v',
+      `${etc}:/etc/resultity:ro`,
+      `${v1.image}@${v1.digest}`,
+    );
+  }, 400_000);
+
+  afterAll(async () => {
+    if (containerId) {
+      const standbys = (await docker('ps', '-aq', '--filter', `label=io.resultity.agent-standby-of=${containerId}`).catch(() => '')).split('\n').filter(Boolean);
+      if (standbys.length > 0) await docker('rm', '-f', ...standbys).catch(() => undefined);
+      await docker('rm', '-f', containerId).catch(() => undefined);
+    }
+    await origin?.close();
+    for (const d of derived) {
+      await docker('image', 'rm', d.ref).catch(() => undefined);
+      await docker('image', 'rm', `${v1?.image}@${d.digest}`).catch(() => undefined);
+    }
+    if (v1) {
+      await docker('image', 'rm', `${v1.image}:${v1.tag}`).catch(() => undefined);
+      await docker('image', 'rm', `${v1.image}@${v1.digest}`).catch(() => undefined);
+      if (!baseExisted) await docker('image', 'rm', v1.base).catch(() => undefined);
+    }
+    await work?.cleanup();
+  });
+
+  const audit = (): Promise<AuditEntry[]> => readAuditEntries(join(state, 'audit.jsonl')).catch(() => []);
+  const entriesFor = async (type: string, digest: string) => (await audit()).filter((e) => e.type === type && e.image_digest === digest);
+  const publishWithAgentUpdate = (sequence: number, digest: string) =>
+    net.publish(devSnapshot({ network: 'testnet', sequence, pollSeconds: 1, extra: { updates: { agent: { version: `0.0.0-${sequence}`, image: v1.image, digest } } } }));
+  const running = async () => (await docker('inspect', '--format', '{{.State.Running}}', containerId)) === 'true';
+  const standbyContainers = async () => (await docker('ps', '-aq', '--filter', `label=io.resultity.agent-standby-of=${containerId}`)).split('\n').filter(Boolean);
+
+  it('runs a candidate whose standby check fails, removes it, audits why, and keeps running', async () => {
+    const published = await publishWithAgentUpdate(1, standbyFails.digest);
+    await until('the failed standby to be audited', async () => (await entriesFor('agent-update-failed', standbyFails.digest)).length > 0);
+    const [failure] = await entriesFor('agent-update-failed', standbyFails.digest);
+    expect(failure).toMatchObject({ stage: 'standby', code: 'STANDBY_FAILED', exit_code: 1, seen_in: published.digest, attempt: 1 });
+    expect(String(failure?.message)).toContain('STATE_CORRUPT: this build cannot read the state');
+    expect(await running()).toBe(true);
+    expect(await standbyContainers()).toEqual([]);
+  });
+
+  it('treats a candidate that exits at start as a failed standby', async () => {
+    await publishWithAgentUpdate(2, exitsAtStart.digest);
+    await until('the failed start to be audited', async () => (await entriesFor('agent-update-failed', exitsAtStart.digest)).length > 0);
+    expect((await entriesFor('agent-update-failed', exitsAtStart.digest))[0]).toMatchObject({ stage: 'standby', code: 'STANDBY_FAILED', exit_code: 70 });
+    expect(await running()).toBe(true);
+    expect(await standbyContainers()).toEqual([]);
+  });
+
+  it('does not try a digest again past the retry budget, and passes the standby of a good build', async () => {
+    await publishWithAgentUpdate(3, standbyFails.digest);
+    await until('snapshot 3 to be applied', async () => (await audit()).some((e) => e.type === 'applied' && e.sequence === 3));
+    const passing = await publishWithAgentUpdate(4, v2.digest);
+    await until('the standby of v2 to pass', async () => (await entriesFor('agent-standby-passed', v2.digest)).length > 0);
+    expect((await entriesFor('agent-standby-passed', v2.digest))[0]).toMatchObject({ seen_in: passing.digest, predecessor: containerId });
+    // Considerations run one after another, so a retry of snapshot 3's digest would be in the log by now.
+    expect(await entriesFor('agent-update-failed', standbyFails.digest)).toHaveLength(1);
+    expect(await running()).toBe(true);
+    expect(await standbyContainers()).toEqual([]);
+    const verified = await cli(['audit', 'verify', '--config', join(work.path, 'etc', 'agent.json')]);
+    expect(verified.stdout).toMatch(/^audit log intact/);
+    expect(verified.code).toBe(0);
+  });
+});
