@@ -3,17 +3,31 @@ import { readFile } from 'node:fs/promises';
 import type Docker from 'dockerode';
 
 import { errorMessage } from './errors.js';
+import type { ContainerLiveness } from './lock-namespaces.js';
 import type { AgentContainersPort, SelfContainer, StandbyResult } from './self-update.js';
 
 /**
- * The id of the container this process runs in, from the engine's own bind mounts of
- * /etc/hostname, /etc/hosts and /etc/resolv.conf (`…/containers/<64 hex>/…` in mountinfo);
- * they are there with any network mode, host included, where the hostname is the host's.
+ * The id of the container this process runs in: the engine bind-mounts its own
+ * `…/containers/<64 hex>/hostname` at /etc/hostname (also with host networking, where the
+ * hostname is the host's). Only that mount point counts: the host's own mount table lists
+ * other paths under `…/containers/<id>/` (each container's /dev/shm), which say nothing about
+ * where this process is.
  */
+export function containerIdFromMountinfo(text: string): string | null {
+  for (const line of text.split('\n')) {
+    // Fields: id, parent, major:minor, root, mount point, ...
+    const [, , , root, mountPoint] = line.split(' ');
+    if (mountPoint !== '/etc/hostname' || root === undefined) continue;
+    const match = /\/containers\/([0-9a-f]{64})\/hostname$/.exec(root);
+    if (match) return match[1] ?? null;
+  }
+  return null;
+}
+
+/** This process's container id, or null outside a container. */
 export async function ownContainerId(mountinfo = '/proc/self/mountinfo'): Promise<string | null> {
   try {
-    const match = /\/containers\/([0-9a-f]{64})\//.exec(await readFile(mountinfo, 'utf8'));
-    return match?.[1] ?? null;
+    return containerIdFromMountinfo(await readFile(mountinfo, 'utf8'));
   } catch {
     return null;
   }
@@ -106,4 +120,21 @@ async function logsOf(container: Docker.Container): Promise<string> {
   } catch (error) {
     return `(no output: ${errorMessage(error)})`;
   }
+}
+
+/** The lock's view of containers on the engine at `socketPath` (see namespacedProcesses). */
+export function dockerContainerLiveness(socketPath: string): ContainerLiveness {
+  return {
+    ownContainer: () => ownContainerId(),
+    async running(id) {
+      try {
+        const { default: Dockerode } = await import('dockerode');
+        const info = await new Dockerode({ socketPath }).getContainer(id).inspect();
+        return info.State.Running === true;
+      } catch (error) {
+        // No such container: its Agent is gone. Anything else (no engine): nobody can say.
+        return (error as { statusCode?: number }).statusCode === 404 ? false : null;
+      }
+    },
+  };
 }

@@ -16,6 +16,8 @@ import { applierFor, startAgent } from './main.js';
 import { noRuntimeNotifier } from './ports.js';
 import { terminalProgress } from './progress.js';
 import { acquireLock } from './lock.js';
+import { namespacedProcesses } from './lock-namespaces.js';
+import { dockerContainerLiveness } from './agent-containers.js';
 import { StateStore, statePaths } from './state.js';
 import { collectStatus, renderStatus } from './status.js';
 import { AGENT_VERSION } from './version.js';
@@ -150,7 +152,7 @@ export function buildProgram(): Command {
     .option('--once', 'one cycle (the only mode of this command)', true)
     .action(async (opts: { config: string }) => {
       const config = await loadConfig(opts.config);
-      const lock = await acquireLock(config.state_dir);
+      const lock = await acquireLock(config.state_dir, namespacedProcesses(dockerContainerLiveness(config.docker.socket_path)));
       try {
         const { parts } = await oneShot(config);
         const controller = new AbortController();
@@ -238,7 +240,7 @@ export function buildProgram(): Command {
       const config = await loadConfig(opts.config);
       let lock: Awaited<ReturnType<typeof acquireLock>>;
       try {
-        lock = await acquireLock(config.state_dir);
+        lock = await acquireLock(config.state_dir, namespacedProcesses(dockerContainerLiveness(config.docker.socket_path)));
       } catch (error) {
         // A running daemon does the rollback itself, so it stays the one writer of the state.
         if (errorCode(error) !== 'LOCKED') throw error;
@@ -268,7 +270,7 @@ export function buildProgram(): Command {
       let lock: Awaited<ReturnType<typeof acquireLock>>;
       let outcome: UnpinOutcome;
       try {
-        lock = await acquireLock(config.state_dir);
+        lock = await acquireLock(config.state_dir, namespacedProcesses(dockerContainerLiveness(config.docker.socket_path)));
       } catch (error) {
         if (errorCode(error) !== 'LOCKED') throw error;
         outcome = (await callDaemon(config, '/v1/unpin', {}, error)) as UnpinOutcome;

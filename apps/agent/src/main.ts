@@ -12,9 +12,10 @@ import { type ApplierPort, type Logger, type ProgressInfo, type RuntimeNotifier,
 import { collectStatus } from './status.js';
 import { type StatusServer, startStatusServer } from './status-server.js';
 import { acquireLock } from './lock.js';
+import { namespacedProcesses } from './lock-namespaces.js';
 import { AGENT_VERSION } from './version.js';
 import { AgentError, errorCode, errorMessage } from './errors.js';
-import { dockerAgentContainers } from './agent-containers.js';
+import { dockerAgentContainers, dockerContainerLiveness } from './agent-containers.js';
 import { type AgentContainersPort, SelfUpdater, fileAttemptStore } from './self-update.js';
 
 /** A running Agent daemon and how to stop it. */
@@ -57,7 +58,7 @@ export async function startAgent(
   config: AgentConfig,
   options: { logger?: Logger; onProgress?: (e: ProgressInfo) => void; agentContainers?: AgentContainersPort } = {},
 ): Promise<RunningAgent> {
-  const lock = await acquireLock(config.state_dir);
+  const lock = await acquireLock(config.state_dir, namespacedProcesses(dockerContainerLiveness(config.docker.socket_path)));
   const logger = options.logger ?? createLogger(config);
   let notifier: RuntimeNotifier = noRuntimeNotifier('the runtime bridge is disabled in the configuration');
   // Late answers are audited once the audit log exists; until then there can be none.

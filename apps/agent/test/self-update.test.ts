@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process';
-import { copyFile, mkdir, writeFile } from 'node:fs/promises';
+import { copyFile, mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 
@@ -135,6 +135,14 @@ describe('the Agent following updates.agent in its container', () => {
     net.publish(devSnapshot({ network: 'testnet', sequence, pollSeconds: 1, extra: { updates: { agent: { version: `0.0.0-${sequence}`, image: v1.image, digest } } } }));
   const running = async () => (await docker('inspect', '--format', '{{.State.Running}}', containerId)) === 'true';
   const standbyContainers = async () => (await docker('ps', '-aq', '--filter', `label=io.resultity.agent-standby-of=${containerId}`)).split('\n').filter(Boolean);
+
+  it('keeps its state lock from a CLI on the host, which sees another pid namespace', async () => {
+    await until('the Agent in the container to hold the lock', async () => (await readFile(join(state, 'agent.lock'), 'utf8').catch(() => '')).includes(containerId));
+    const result = await cli(['sync', '--once', '--config', join(work.path, 'etc', 'agent.json')]);
+    expect(result.stderr).toMatch(/^LOCKED: another Agent \(pid \d+ in container [0-9a-f]{12}\) holds /);
+    expect(result.code).not.toBe(0);
+    expect(await running()).toBe(true);
+  });
 
   it('runs a candidate whose standby check fails, removes it, audits why, and keeps running', async () => {
     const published = await publishWithAgentUpdate(1, standbyFails.digest);
