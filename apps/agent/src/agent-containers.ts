@@ -4,6 +4,7 @@ import type Docker from 'dockerode';
 
 import { errorMessage } from './errors.js';
 import type { ContainerLiveness } from './lock-namespaces.js';
+import type { SuccessorPort } from './handover.js';
 import type { AgentContainersPort, SelfContainer, StandbyResult } from './self-update.js';
 
 /**
@@ -71,20 +72,7 @@ export function dockerAgentContainers(options: { socketPath: string; containerId
     async runStandby(self, ref, command, env, timeoutMs): Promise<StandbyResult> {
       const d = await docker();
       const info = await d.getContainer(self.id).inspect();
-      const baseEnv = (info.Config.Env ?? []).filter((e) => !Object.keys(env).some((k) => e.startsWith(`${k}=`)));
-      // The same mounts, network and environment as this Agent: what the successor would have.
-      const container = await d.createContainer({
-        Image: ref,
-        Cmd: [...command],
-        Env: [...baseEnv, ...Object.entries(env).map(([k, v]) => `${k}=${v}`)],
-        Labels: { [label]: self.id },
-        HostConfig: {
-          Binds: info.HostConfig.Binds ?? [],
-          ...(info.HostConfig.Mounts ? { Mounts: info.HostConfig.Mounts } : {}),
-          NetworkMode: info.HostConfig.NetworkMode ?? 'none',
-          RestartPolicy: { Name: 'no' },
-        },
-      });
+      const container = await d.createContainer(cloneOf(info, { ref, command, env, labels: { [label]: self.id }, restart: 'no' }));
       let timer: NodeJS.Timeout | undefined;
       try {
         await container.start();
@@ -102,6 +90,80 @@ export function dockerAgentContainers(options: { socketPath: string; containerId
         clearTimeout(timer);
         await container.remove({ force: true }).catch(() => undefined);
       }
+    },
+  };
+}
+
+/**
+ * Create options for a container like `info` (this Agent's): the same mounts, network and
+ * environment, so a standby run or a successor sees exactly what this Agent sees.
+ */
+function cloneOf(
+  info: Docker.ContainerInspectInfo,
+  o: { ref: string; command: readonly string[]; env: Readonly<Record<string, string>>; labels: Record<string, string>; restart: string; name?: string },
+): Docker.ContainerCreateOptions {
+  const baseEnv = (info.Config.Env ?? []).filter((e) => !Object.keys(o.env).some((k) => e.startsWith(`${k}=`)));
+  return {
+    ...(o.name === undefined ? {} : { name: o.name }),
+    Image: o.ref,
+    Cmd: [...o.command],
+    Env: [...baseEnv, ...Object.entries(o.env).map(([k, v]) => `${k}=${v}`)],
+    Labels: o.labels,
+    HostConfig: {
+      Binds: info.HostConfig.Binds ?? [],
+      ...(info.HostConfig.Mounts ? { Mounts: info.HostConfig.Mounts } : {}),
+      NetworkMode: info.HostConfig.NetworkMode ?? 'none',
+      RestartPolicy: { Name: o.restart },
+    },
+  };
+}
+
+/** Starts, finds and removes successor containers: the hand-over's side of the engine. */
+export function dockerSuccessors(socketPath: string, labelPrefix = 'io.resultity'): SuccessorPort {
+  let client: Docker | null = null;
+  const docker = async () => {
+    if (client === null) {
+      const { default: Dockerode } = await import('dockerode');
+      client = new Dockerode({ socketPath });
+    }
+    return client;
+  };
+  return {
+    async start(self, ref, env) {
+      const d = await docker();
+      const info = await d.getContainer(self.id).inspect();
+      // The successor runs what this Agent runs (its command, its restart policy), under a name
+      // of its own until it removes this container and takes this name.
+      const container = await d.createContainer(
+        cloneOf(info, {
+          ref,
+          command: info.Config.Cmd ?? [],
+          env,
+          labels: { [`${labelPrefix}.agent-successor-of`]: self.id },
+          restart: info.HostConfig.RestartPolicy?.Name || 'no',
+          name: `${self.name}-next-${env.RESULTITY_AGENT_IMAGE_DIGEST?.slice(7, 19) ?? 'agent'}`,
+        }),
+      );
+      await container.start();
+      return container.id;
+    },
+    async running(id) {
+      try {
+        return (await (await docker()).getContainer(id).inspect()).State.Running === true;
+      } catch {
+        return false;
+      }
+    },
+    async remove(id) {
+      await (await docker())
+        .getContainer(id)
+        .remove({ force: true })
+        .catch((error: { statusCode?: number }) => {
+          if (error.statusCode !== 404) throw error;
+        });
+    },
+    async rename(id, name) {
+      await (await docker()).getContainer(id).rename({ name });
     },
   };
 }

@@ -22,6 +22,8 @@ export type AuditType =
   | 'agent-update'
   | 'agent-standby-passed'
   | 'agent-update-failed'
+  | 'agent-handover'
+  | 'agent-takeover'
   | 'runtime-update'
   | 'budget-exhausted'
   | 'recover'

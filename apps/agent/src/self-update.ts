@@ -99,7 +99,7 @@ export interface SelfUpdaterOptions {
   /** How long a standby run may take before it counts as failed. */
   readonly standbyTimeoutMs: number;
   /** Called once a candidate has passed standby: what the hand-over starts from. */
-  readonly onReady?: (ready: { update: UpdateTarget; ref: string; self: SelfContainer }) => Promise<void>;
+  readonly onReady?: (ready: { update: UpdateTarget; ref: string; self: SelfContainer; attempt: number; attempts: Record<string, number> }) => Promise<void>;
 }
 
 /**
@@ -176,6 +176,6 @@ export class SelfUpdater {
       return;
     }
     await audit.append('agent-standby-passed', { ...base, attempt: decision.attempt, predecessor: self.id });
-    await this.options.onReady?.({ update, ref: decision.ref, self });
+    await this.options.onReady?.({ update, ref: decision.ref, self, attempt: decision.attempt, attempts });
   }
 }

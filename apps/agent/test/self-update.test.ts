@@ -54,6 +54,7 @@ describe('the Agent following updates.agent in its container', () => {
   let state: string;
   const container = `resultity-agent-test-${runId}`;
   let containerId = '';
+  let successorId = '';
 
   beforeAll(async () => {
     baseExisted = await docker('image', 'inspect', base).then(
@@ -92,12 +93,14 @@ describe('the Agent following updates.agent in its container', () => {
       retry_budget: 1,
       timers: { poll_interval_s: 1, heartbeat_interval_s: 60, retry_initial_ms: 100, retry_max_ms: 500 },
     });
-    // The documented run line, with a name of its own and no restart.
+    // The documented run line, with a name of its own.
     containerId = await docker(
       'run',
       '-d',
       '--name',
       container,
+      '--restart',
+      'always',
       '--network',
       'host',
       '-v',
@@ -112,8 +115,15 @@ describe('the Agent following updates.agent in its container', () => {
 
   afterAll(async () => {
     if (containerId) {
-      const standbys = (await docker('ps', '-aq', '--filter', `label=io.resultity.agent-standby-of=${containerId}`).catch(() => '')).split('\n').filter(Boolean);
-      if (standbys.length > 0) await docker('rm', '-f', ...standbys).catch(() => undefined);
+      for (const filter of [`label=io.resultity.agent-standby-of=${containerId}`, `label=io.resultity.agent-successor-of=${containerId}`, `name=^${container}`]) {
+        const ids = (await docker('ps', '-aq', '--filter', filter).catch(() => '')).split('\n').filter(Boolean);
+        if (ids.length > 0) await docker('rm', '-f', ...ids).catch(() => undefined);
+      }
+      if (successorId) {
+        const standbys = (await docker('ps', '-aq', '--filter', `label=io.resultity.agent-standby-of=${successorId}`).catch(() => '')).split('\n').filter(Boolean);
+        if (standbys.length > 0) await docker('rm', '-f', ...standbys).catch(() => undefined);
+        await docker('rm', '-f', successorId).catch(() => undefined);
+      }
       await docker('rm', '-f', containerId).catch(() => undefined);
     }
     await origin?.close();
@@ -133,47 +143,65 @@ describe('the Agent following updates.agent in its container', () => {
   const entriesFor = async (type: string, digest: string) => (await audit()).filter((e) => e.type === type && e.image_digest === digest);
   const publishWithAgentUpdate = (sequence: number, digest: string) =>
     net.publish(devSnapshot({ network: 'testnet', sequence, pollSeconds: 1, extra: { updates: { agent: { version: `0.0.0-${sequence}`, image: v1.image, digest } } } }));
-  const running = async () => (await docker('inspect', '--format', '{{.State.Running}}', containerId)) === 'true';
-  const standbyContainers = async () => (await docker('ps', '-aq', '--filter', `label=io.resultity.agent-standby-of=${containerId}`)).split('\n').filter(Boolean);
+  const runningId = async (id: string) => (await docker('inspect', '--format', '{{.State.Running}}', id).catch(() => 'gone')) === 'true';
+  const lockHolder = async () => JSON.parse((await readFile(join(state, 'agent.lock'), 'utf8').catch(() => '{}')) || '{}') as { container?: string };
+  const standbyContainers = async (of: string) => (await docker('ps', '-aq', '--filter', `label=io.resultity.agent-standby-of=${of}`)).split('\n').filter(Boolean);
+  const auditIntact = async () => {
+    const verified = await cli(['audit', 'verify', '--config', join(work.path, 'etc', 'agent.json')]);
+    expect(verified.stdout).toMatch(/^audit log intact/);
+    expect(verified.code).toBe(0);
+  };
 
   it('keeps its state lock from a CLI on the host, which sees another pid namespace', async () => {
-    await until('the Agent in the container to hold the lock', async () => (await readFile(join(state, 'agent.lock'), 'utf8').catch(() => '')).includes(containerId));
+    await until('the Agent in the container to hold the lock', async () => (await lockHolder()).container === containerId);
     const result = await cli(['sync', '--once', '--config', join(work.path, 'etc', 'agent.json')]);
     expect(result.stderr).toMatch(/^LOCKED: another Agent \(pid \d+ in container [0-9a-f]{12}\) holds /);
     expect(result.code).not.toBe(0);
-    expect(await running()).toBe(true);
+    expect(await runningId(containerId)).toBe(true);
   });
 
-  it('runs a candidate whose standby check fails, removes it, audits why, and keeps running', async () => {
-    const published = await publishWithAgentUpdate(1, standbyFails.digest);
+  it('hands over from v1 to v2: v2 holds the lock under the same name, v1 is gone, the audit chain goes on', async () => {
+    const published = await publishWithAgentUpdate(1, v2.digest);
+    await until('v2 to take over', async () => (await audit()).some((e) => e.type === 'agent-takeover'));
+    const log = await audit();
+    const takeover = log.find((e) => e.type === 'agent-takeover')!;
+    successorId = String(takeover.container);
+    expect(takeover.predecessor).toBe(containerId);
+    const handover = log.find((e) => e.type === 'agent-handover')!;
+    expect(handover).toMatchObject({ image_digest: v2.digest, predecessor: containerId });
+    expect(handover.seq).toBeLessThan(takeover.seq);
+    expect((await entriesFor('agent-standby-passed', v2.digest))[0]).toMatchObject({ seen_in: published.digest });
+    await until('v1 to be removed', async () => (await docker('ps', '-aq', '--filter', `id=${containerId}`)) === '');
+    await until('v2 to take the name', async () => (await docker('inspect', '--format', '{{.Name}}', successorId)) === `/${container}`);
+    expect(await runningId(successorId)).toBe(true);
+    expect((await lockHolder()).container).toBe(successorId);
+    const image = await docker('inspect', '--format', '{{.Image}}', successorId);
+    expect(JSON.parse(await docker('image', 'inspect', '--format', '{{json .RepoDigests}}', image))).toContain(`${v1.image}@${v2.digest}`);
+    await auditIntact();
+  });
+
+  it('leaves v2 in charge when a v3 fails its standby check, with the failure audited and the candidate removed', async () => {
+    const published = await publishWithAgentUpdate(2, standbyFails.digest);
     await until('the failed standby to be audited', async () => (await entriesFor('agent-update-failed', standbyFails.digest)).length > 0);
     const [failure] = await entriesFor('agent-update-failed', standbyFails.digest);
     expect(failure).toMatchObject({ stage: 'standby', code: 'STANDBY_FAILED', exit_code: 1, seen_in: published.digest, attempt: 1 });
     expect(String(failure?.message)).toContain('STATE_CORRUPT: this build cannot read the state');
-    expect(await running()).toBe(true);
-    expect(await standbyContainers()).toEqual([]);
+    expect(await runningId(successorId)).toBe(true);
+    expect((await lockHolder()).container).toBe(successorId);
+    expect(await standbyContainers(successorId)).toEqual([]);
   });
 
-  it('treats a candidate that exits at start as a failed standby', async () => {
-    await publishWithAgentUpdate(2, exitsAtStart.digest);
-    await until('the failed start to be audited', async () => (await entriesFor('agent-update-failed', exitsAtStart.digest)).length > 0);
-    expect((await entriesFor('agent-update-failed', exitsAtStart.digest))[0]).toMatchObject({ stage: 'standby', code: 'STANDBY_FAILED', exit_code: 70 });
-    expect(await running()).toBe(true);
-    expect(await standbyContainers()).toEqual([]);
-  });
-
-  it('does not try a digest again past the retry budget, and passes the standby of a good build', async () => {
+  it('does not try that digest again past the retry budget, and leaves v2 in charge when a v3 exits at start', async () => {
     await publishWithAgentUpdate(3, standbyFails.digest);
     await until('snapshot 3 to be applied', async () => (await audit()).some((e) => e.type === 'applied' && e.sequence === 3));
-    const passing = await publishWithAgentUpdate(4, v2.digest);
-    await until('the standby of v2 to pass', async () => (await entriesFor('agent-standby-passed', v2.digest)).length > 0);
-    expect((await entriesFor('agent-standby-passed', v2.digest))[0]).toMatchObject({ seen_in: passing.digest, predecessor: containerId });
+    await publishWithAgentUpdate(4, exitsAtStart.digest);
+    await until('the failed start to be audited', async () => (await entriesFor('agent-update-failed', exitsAtStart.digest)).length > 0);
+    expect((await entriesFor('agent-update-failed', exitsAtStart.digest))[0]).toMatchObject({ stage: 'standby', code: 'STANDBY_FAILED', exit_code: 70 });
     // Considerations run one after another, so a retry of snapshot 3's digest would be in the log by now.
     expect(await entriesFor('agent-update-failed', standbyFails.digest)).toHaveLength(1);
-    expect(await running()).toBe(true);
-    expect(await standbyContainers()).toEqual([]);
-    const verified = await cli(['audit', 'verify', '--config', join(work.path, 'etc', 'agent.json')]);
-    expect(verified.stdout).toMatch(/^audit log intact/);
-    expect(verified.code).toBe(0);
+    expect(await runningId(successorId)).toBe(true);
+    expect((await lockHolder()).container).toBe(successorId);
+    expect(await standbyContainers(successorId)).toEqual([]);
+    await auditIntact();
   });
 });
