@@ -149,7 +149,10 @@ export function dockerSuccessors(socketPath: string, labelPrefix = 'io.resultity
     },
     async running(id) {
       try {
-        return (await (await docker()).getContainer(id).inspect()).State.Running === true;
+        // A successor under a restart policy that exited even once is a crash loop, whatever
+        // the engine shows between two restarts.
+        const info = await (await docker()).getContainer(id).inspect();
+        return info.State.Running === true && info.State.Restarting !== true && (info.RestartCount ?? 0) === 0;
       } catch {
         return false;
       }

@@ -91,7 +91,10 @@ export async function startAgent(
     });
     await parts.audit.append('start', { version: AGENT_VERSION, pid: process.pid });
     // The predecessor waits for this entry: written with the lock held, before this Agent applies anything.
-    if (handoverFrom) await parts.audit.append('agent-takeover', { predecessor: handoverFrom, container: await ownContainerId(), version: AGENT_VERSION });
+    // Only while the predecessor still runs is this a hand-over: the same variables are there
+    // again when this container is restarted later, long after the predecessor was removed.
+    const takingOver = handoverFrom !== undefined && (await dockerSuccessors(config.docker.socket_path).running(handoverFrom));
+    if (takingOver) await parts.audit.append('agent-takeover', { predecessor: handoverFrom, container: await ownContainerId(), version: AGENT_VERSION });
     if (config.self_update.enabled && config.file !== null) {
       selfUpdater = new SelfUpdater({
         containers: options.agentContainers ?? dockerAgentContainers({ socketPath: config.docker.socket_path }),
@@ -163,7 +166,7 @@ export async function startAgent(
       logger.info({ url: status.url }, 'status, /healthz and /metrics listening');
     }
     await daemon.start();
-    if (handoverFrom) await completeTakeover(config, parts.audit, logger, handoverFrom);
+    if (takingOver) await completeTakeover(config, parts.audit, logger, handoverFrom);
     if (selfUpdater !== null) {
       // A trigger applied before this start (or before a crash) is followed up now, not at the next snapshot.
       const current = await parts.engine.appliedTarget().catch(() => null);

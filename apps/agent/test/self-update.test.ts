@@ -49,6 +49,7 @@ describe('the Agent following updates.agent in its container', () => {
   let v2: { ref: string; digest: string };
   let exitsAtStart: { ref: string; digest: string };
   let standbyFails: { ref: string; digest: string };
+  let runFails: { ref: string; digest: string };
   let net: DevNetwork;
   let origin: Awaited<ReturnType<typeof startOriginServer>>;
   let state: string;
@@ -73,7 +74,14 @@ describe('the Agent following updates.agent in its container', () => {
       'v3-standby-fails',
       `ENTRYPOINT ["/usr/local/bin/node", "-e", "if (process.argv.includes('standby')) { console.error('STATE_CORRUPT: this build cannot read the state'); process.exit(1); } else import('${LAUNCHER}');"]`,
     );
-    derived.push(v2, exitsAtStart, standbyFails);
+    // A build that passes standby (the real launcher) but cannot run as the Agent.
+    runFails = await derive(
+      work.path,
+      v1,
+      'v3-run-fails',
+      `ENTRYPOINT ["/usr/local/bin/node", "-e", "if (process.argv.includes('standby')) { process.argv.splice(1, 0, '${LAUNCHER}'); import('${LAUNCHER}'); } else { console.error('CONFIG_INVALID: this build cannot run'); process.exit(2); }"]`,
+    );
+    derived.push(v2, exitsAtStart, standbyFails, runFails);
 
     net = await createDevNetwork(join(work.path, 'net'), 'testnet');
     origin = await startOriginServer({ dir: net.originDir });
@@ -204,4 +212,21 @@ describe('the Agent following updates.agent in its container', () => {
     expect(await standbyContainers(successorId)).toEqual([]);
     await auditIntact();
   });
+
+  it('takes the node back when a v3 passes standby but never takes over, and does not try it again', async () => {
+    await publishWithAgentUpdate(5, runFails.digest);
+    await until('the failed hand-over to be audited', async () => (await entriesFor('agent-update-failed', runFails.digest)).length > 0);
+    const [failure] = await entriesFor('agent-update-failed', runFails.digest);
+    expect(failure).toMatchObject({ stage: 'handover', code: 'HANDOVER_FAILED', message: 'the successor exited before it took over' });
+    expect((await entriesFor('agent-standby-passed', runFails.digest)).length).toBe(1);
+    // v2 exits after taking the lock back, and its restart policy starts it afresh.
+    await until('v2 to run again and hold the lock', async () => (await runningId(successorId)) && (await lockHolder()).container === successorId);
+    await until('v2 to note its restart', async () => (await audit()).filter((e) => e.type === 'start').length >= 3);
+    expect(await docker('ps', '-aq', '--filter', `label=io.resultity.agent-successor-of=${successorId}`)).toBe('');
+    await publishWithAgentUpdate(6, exitsAtStart.digest);
+    await until('snapshot 6 to be applied', async () => (await audit()).some((e) => e.type === 'applied' && e.sequence === 6));
+    expect(await entriesFor('agent-standby-passed', runFails.digest)).toHaveLength(1);
+    expect((await audit()).filter((e) => e.type === 'agent-takeover')).toHaveLength(1);
+    await auditIntact();
+  }, 300_000);
 });
