@@ -12,4 +12,7 @@ export interface BuiltImage {
 }
 
 /** Bundles the example runtime, builds its image on `base` (default: this machine's node, offline), tags, pushes. */
-export function buildExampleRuntimeImage(options?: { registry?: string; tag?: string; base?: string }): Promise<BuiltImage>;
+export function buildExampleRuntimeImage(options?: { registry?: string; tag?: string; base?: string; version?: string }): Promise<BuiltImage>;
+
+/** Installs the packed Agent release with npm, builds its image on `base`, tags, pushes. */
+export function buildAgentImage(options?: { registry?: string; tag?: string; base?: string; version?: string }): Promise<BuiltImage>;

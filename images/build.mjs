@@ -1,13 +1,14 @@
 #!/usr/bin/env node
-// Builds the images of this repository, pushes them and prints their registry digests: what a
-// snapshot's `runtime.containers[].digest` names. Offline by default: the base is built from
+// Builds the images of this repository (the example runtime and the Agent), pushes them and
+// prints their registry digests: what a snapshot's `runtime.containers[].digest` and
+// `updates.*.digest` name. Offline by default: the base is built from
 // this machine's node binary (images/node-local) unless --base names an image to pull.
 //
 //   node images/build.mjs [--registry 127.0.0.1:5000] [--tag <version>] [--base node:20-slim] [--json]
 //
 // Needs the workspace built (`pnpm images` does that first) and the docker CLI.
 import { execFile } from 'node:child_process';
-import { copyFile, cp, mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
+import { copyFile, cp, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -83,10 +84,40 @@ async function gitRevision() {
   }
 }
 
-/** Builds, tags, pushes; returns the image, its tag and its registry digest. */
-export async function buildExampleRuntimeImage({ registry = '127.0.0.1:5000', tag, base } = {}) {
-  const pkg = JSON.parse(await readFile(join(root, 'apps/runtime-bridge/package.json'), 'utf8'));
-  const version = pkg.version;
+/** `docker build` of `context` on `base` with the OCI labels' build args, then push; returns the registry digest. */
+async function buildAndPush({ context, image, ref, version, base }) {
+  await docker(
+    'build',
+    '-q',
+    '--build-arg',
+    `BASE=${base}`,
+    '--build-arg',
+    `VERSION=${version}`,
+    '--build-arg',
+    `REVISION=${await gitRevision()}`,
+    '-t',
+    ref,
+    context,
+  );
+  await docker('push', '-q', ref);
+  const repoDigests = JSON.parse(await docker('image', 'inspect', '--format', '{{json .RepoDigests}}', ref));
+  // Several tags of one repository may share the image; any of its repo digests is the same manifest.
+  const digest = repoDigests.find((d) => d.startsWith(`${image}@`))?.slice(image.length + 1);
+  if (digest === undefined) throw new Error(`pushed ${ref} but found no repo digest among ${repoDigests.join(', ')}`);
+  return digest;
+}
+
+async function packageVersion(dir) {
+  return JSON.parse(await readFile(join(root, dir, 'package.json'), 'utf8')).version;
+}
+
+/**
+ * Builds, tags, pushes the example runtime; returns the image, its tag and its registry digest.
+ * `version` (default: the runtime-bridge package version) is the OCI version label, so two
+ * builds with two versions are two images with two digests.
+ */
+export async function buildExampleRuntimeImage({ registry = '127.0.0.1:5000', tag, base, version } = {}) {
+  version ??= await packageVersion('apps/runtime-bridge');
   const image = `${registry}/resultity/example-runtime`;
   const ref = `${image}:${tag ?? version}`;
   const context = await mkdtemp(join(tmpdir(), 'resultity-example-runtime-'));
@@ -94,23 +125,44 @@ export async function buildExampleRuntimeImage({ registry = '127.0.0.1:5000', ta
     await bundleExampleRuntime(context);
     await copyFile(join(here, 'example-runtime/Dockerfile'), join(context, 'Dockerfile'));
     const baseImage = base ?? (await buildLocalNodeBase());
-    await docker(
-      'build',
-      '-q',
-      '--build-arg',
-      `BASE=${baseImage}`,
-      '--build-arg',
-      `VERSION=${version}`,
-      '--build-arg',
-      `REVISION=${await gitRevision()}`,
-      '-t',
-      ref,
-      context,
-    );
-    await docker('push', '-q', ref);
-    const repoDigests = JSON.parse(await docker('image', 'inspect', '--format', '{{json .RepoDigests}}', ref));
-    const digest = repoDigests.find((d) => d.startsWith(`${image}@`))?.slice(image.length + 1);
-    if (digest === undefined) throw new Error(`pushed ${ref} but found no repo digest among ${repoDigests.join(', ')}`);
+    const digest = await buildAndPush({ context, image, ref, version, base: baseImage });
+    return { image, tag: tag ?? version, version, digest, base: baseImage };
+  } finally {
+    await rm(context, { recursive: true, force: true });
+  }
+}
+
+/**
+ * The released Agent as users install it: the publishable packages packed
+ * (scripts/release-pack.mjs) and the Agent installed from those tarballs with npm into
+ * `dir/app`, third-party dependencies from the npm registry (its cache first). No install
+ * scripts run: the optional native bindings under dockerode fall back to JavaScript.
+ */
+async function installPackedAgent(dir) {
+  const { releasePack } = await import('../scripts/release-pack.mjs');
+  const packed = await releasePack({ out: join(dir, 'packed') });
+  const app = join(dir, 'app');
+  await mkdir(app, { recursive: true });
+  await writeFile(join(app, 'package.json'), '{ "private": true }\n');
+  const files = packed.filter((p) => p.name !== '@resultity/runtime-bridge').map((p) => p.file);
+  await run('npm', ['install', '--no-audit', '--no-fund', '--ignore-scripts', '--prefer-offline', '--omit=dev', ...files], {
+    cwd: app,
+    maxBuffer: 64 * 1024 * 1024,
+  });
+  await rm(join(dir, 'packed'), { recursive: true, force: true });
+}
+
+/** Builds, tags, pushes the Agent image (version: the Agent package's unless given, as for the runtime). */
+export async function buildAgentImage({ registry = '127.0.0.1:5000', tag, base, version } = {}) {
+  version ??= await packageVersion('apps/agent');
+  const image = `${registry}/resultity/agent`;
+  const ref = `${image}:${tag ?? version}`;
+  const context = await mkdtemp(join(tmpdir(), 'resultity-agent-image-'));
+  try {
+    await installPackedAgent(context);
+    await copyFile(join(here, 'agent/Dockerfile'), join(context, 'Dockerfile'));
+    const baseImage = base ?? (await buildLocalNodeBase());
+    const digest = await buildAndPush({ context, image, ref, version, base: baseImage });
     return { image, tag: tag ?? version, version, digest, base: baseImage };
   } finally {
     await rm(context, { recursive: true, force: true });
@@ -126,9 +178,14 @@ async function main() {
       json: { type: 'boolean', default: false },
     },
   });
-  const built = await buildExampleRuntimeImage(values);
-  if (values.json) process.stdout.write(`${JSON.stringify(built)}\n`);
-  else process.stdout.write(`${built.image}:${built.tag}\n${built.image}@${built.digest}\n`);
+  // One base for both images, built once (or named with --base).
+  const base = values.base ?? (await buildLocalNodeBase());
+  const options = { registry: values.registry, tag: values.tag, base };
+  for (const build of [buildExampleRuntimeImage, buildAgentImage]) {
+    const built = await build(options);
+    if (values.json) process.stdout.write(`${JSON.stringify(built)}\n`);
+    else process.stdout.write(`${built.image}:${built.tag}\n${built.image}@${built.digest}\n`);
+  }
 }
 
 if (process.argv[1] === fileURLToPath(import.meta.url)) {

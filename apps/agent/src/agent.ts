@@ -1,6 +1,7 @@
 import { chmod, mkdir } from 'node:fs/promises';
 
 import { readFileBounded } from '@resultity/node-kit';
+import type { UpdateTarget } from '@resultity/snapshot';
 import { destination, pino } from 'pino';
 
 import { AuditLog } from './audit.js';
@@ -33,6 +34,8 @@ export interface BuildOptions {
   readonly logger?: Logger;
   readonly clock?: () => Date;
   readonly onProgress?: (event: ProgressInfo) => void;
+  /** The daemon's self-updater, told of each verified `updates.agent`. */
+  readonly onAgentUpdate?: (update: UpdateTarget, seenIn: string) => void;
   readonly origin?: Origin;
   /**
    * For commands that do not hold the state directory's lock (status, plan, history): a
@@ -97,6 +100,7 @@ export async function buildAgent(config: AgentConfig, options: BuildOptions): Pr
     logger,
     metrics: metrics.sink,
     ...(options.onProgress ? { onProgress: options.onProgress } : {}),
+    ...(options.onAgentUpdate ? { onAgentUpdate: options.onAgentUpdate } : {}),
     ...(options.readOnly ? { repairCorruptState: false } : {}),
   });
   const timers = async () => timersFrom((await engine.appliedTarget())?.snapshot ?? null, config.timers);

@@ -16,6 +16,8 @@ import { applierFor, assertHostPaths, startAgent } from './main.js';
 import { noRuntimeNotifier } from './ports.js';
 import { terminalProgress } from './progress.js';
 import { acquireLock } from './lock.js';
+import { namespacedProcesses } from './lock-namespaces.js';
+import { dockerContainerLiveness } from './agent-containers.js';
 import { StateStore, statePaths } from './state.js';
 import { collectStatus, renderStatus } from './status.js';
 import { AGENT_VERSION } from './version.js';
@@ -151,7 +153,7 @@ export function buildProgram(): Command {
     .action(async (opts: { config: string }) => {
       const config = await loadConfig(opts.config);
       await assertHostPaths(config);
-      const lock = await acquireLock(config.state_dir);
+      const lock = await acquireLock(config.state_dir, namespacedProcesses(dockerContainerLiveness(config.docker.socket_path)));
       try {
         const { parts } = await oneShot(config);
         const controller = new AbortController();
@@ -206,6 +208,29 @@ export function buildProgram(): Command {
     });
 
   program
+    .command('standby')
+    .description(
+      'prove this Agent could take over the node, changing nothing: configuration valid, state readable, engine reachable, the applied snapshot verifies and plans',
+    )
+    .requiredOption('-c, --config <file>', 'configuration file')
+    .action(async (opts: { config: string }) => {
+      const config = await loadConfig(opts.config);
+      // Read-only: a predecessor holds the lock and may be writing; nothing here takes or writes it.
+      const { parts, applier } = await oneShot(config, { readOnly: true });
+      const state = await parts.engine.readState();
+      await applier.observe();
+      if (state.applied === null) {
+        process.stdout.write('standby ok: nothing applied yet\n');
+        return;
+      }
+      const bytes = await parts.store.getEnvelope(state.applied.digest);
+      if (bytes === null) throw new AgentError('STATE_CORRUPT', `the applied envelope ${state.applied.digest} is not in the state directory`);
+      const verified = await parts.engine.verifyEnvelope(bytes, { expectedDigest: state.applied.digest });
+      const lines = await parts.engine.planFor({ snapshot: verified.snapshot, digest: verified.digest });
+      process.stdout.write(`standby ok: ${verified.digest} (sequence ${verified.snapshot.sequence}) verifies; its plan has ${lines.length} step(s)\n`);
+    });
+
+  program
     .command('rollback')
     .description('go back to a verified snapshot from history (audited; pinned until the network publishes a newer sequence)')
     .requiredOption('-c, --config <file>', 'configuration file')
@@ -216,7 +241,7 @@ export function buildProgram(): Command {
       const config = await loadConfig(opts.config);
       let lock: Awaited<ReturnType<typeof acquireLock>>;
       try {
-        lock = await acquireLock(config.state_dir);
+        lock = await acquireLock(config.state_dir, namespacedProcesses(dockerContainerLiveness(config.docker.socket_path)));
       } catch (error) {
         // A running daemon does the rollback itself, so it stays the one writer of the state.
         if (errorCode(error) !== 'LOCKED') throw error;
@@ -246,7 +271,7 @@ export function buildProgram(): Command {
       let lock: Awaited<ReturnType<typeof acquireLock>>;
       let outcome: UnpinOutcome;
       try {
-        lock = await acquireLock(config.state_dir);
+        lock = await acquireLock(config.state_dir, namespacedProcesses(dockerContainerLiveness(config.docker.socket_path)));
       } catch (error) {
         if (errorCode(error) !== 'LOCKED') throw error;
         outcome = (await callDaemon(config, '/v1/unpin', {}, error)) as UnpinOutcome;

@@ -72,6 +72,14 @@ export const ConfigSchema = z.strictObject({
   docker: z
     .strictObject({ socket_path: path.default('/var/run/docker.sock') })
     .default({ socket_path: '/var/run/docker.sock' }),
+  // Following `updates.agent` only happens in a container (the Agent image); a candidate gets this long to pass standby.
+  self_update: z
+    .strictObject({
+      enabled: z.boolean().default(true),
+      standby_timeout_ms: z.number().int().min(1000).default(120_000),
+      handover_timeout_ms: z.number().int().min(1000).default(60_000),
+    })
+    .default({ enabled: true, standby_timeout_ms: 120_000, handover_timeout_ms: 60_000 }),
   limits: z
     .strictObject({
       max_snapshot_bytes: z.number().int().min(1024).default(DEFAULT_MAX_ENVELOPE_BYTES),

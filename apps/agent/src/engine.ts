@@ -1,4 +1,4 @@
-import { type VerifiedSnapshot, isRolloutEligible, verifySnapshot } from '@resultity/snapshot';
+import { type UpdateTarget, type VerifiedSnapshot, isRolloutEligible, verifySnapshot } from '@resultity/snapshot';
 
 import { type ApplyOptions, ApplyTransaction } from './apply-transaction.js';
 import type { AuditSink } from './audit.js';
@@ -57,6 +57,8 @@ export interface EngineDeps {
   readonly logger: Logger;
   readonly metrics: MetricsSink;
   readonly onProgress?: (event: ProgressInfo) => void;
+  /** Told of every verified snapshot's `updates.agent` (the self-updater decides, by digest, whether it is news). */
+  readonly onAgentUpdate?: (update: UpdateTarget, seenIn: string) => void;
   /** How long a remembered ETag is sent before latest.json is fetched in full again; default 10 minutes. */
   readonly etagMaxAgeMs?: number;
   /** Rebuild a corrupt state.json (default); false for a process that does not hold the lock, which then gets STATE_CORRUPT. */
@@ -396,13 +398,13 @@ export class SyncEngine {
 
   /**
    * `updates.agent` is detected, audited and shown in status (self-update is not done here);
-   * `updates.runtime` is applied like any container change, so it is audited with whether a
-   * container of the snapshot runs exactly that image.
+   * `updates.runtime` moves the containers that run its image to its digest (the applier's
+   * `withRuntimeUpdate`), so it is audited with the container it moves, or none.
    */
   private async noteUpdates(target: ApplyTarget, previous: ApplyTarget | null): Promise<void> {
     const runtime = target.snapshot.updates?.runtime;
     if (runtime && runtime.version !== previous?.snapshot.updates?.runtime?.version) {
-      const container = target.snapshot.runtime.containers.find((c) => c.image === runtime.image && c.digest === runtime.digest);
+      const container = target.snapshot.runtime.containers.find((c) => c.image === runtime.image);
       await this.deps.audit.append('runtime-update', {
         version: runtime.version,
         image: runtime.image,
@@ -413,6 +415,7 @@ export class SyncEngine {
       });
     }
     const update = target.snapshot.updates?.agent;
+    if (update) this.deps.onAgentUpdate?.(update, target.digest);
     if (!update || update.version === this.deps.agentVersion) return;
     const state = await this.state.read();
     if (state.pending_agent_update?.version === update.version && state.pending_agent_update.digest === update.digest) return;

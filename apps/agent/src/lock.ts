@@ -16,6 +16,13 @@ export interface LockHolder {
   /** Field 22 of /proc/<pid>/stat (clock ticks since boot): a reused pid has another one. */
   readonly start_time: string;
   readonly nonce: string;
+  /**
+   * The pid namespace (`pid:[inode]`) the pid is counted in: a pid from another namespace (a
+   * container's) says nothing about this one's processes. Absent in older records.
+   */
+  readonly pid_ns?: string;
+  /** The container the holder ran in, when it did: from another namespace, only the engine can say it is gone. */
+  readonly container?: string;
 }
 
 /** How the lock learns about processes; /proc by default, a fake in unit tests. */
@@ -86,7 +93,9 @@ export function parseHolder(text: string): LockHolder | null {
       Number.isInteger(value.pid) &&
       typeof value.start_time === 'string' &&
       typeof value.nonce === 'string' &&
-      /^[0-9a-f]{8,64}$/.test(value.nonce)
+      /^[0-9a-f]{8,64}$/.test(value.nonce) &&
+      (value.pid_ns === undefined || typeof value.pid_ns === 'string') &&
+      (value.container === undefined || typeof value.container === 'string')
     ) {
       return value as LockHolder;
     }
@@ -139,7 +148,8 @@ export async function acquireLock(dir: string, processes: ProcessPort = procfs):
       };
     }
     if (outcome.kind === 'live') {
-      throw new AgentError('LOCKED', `another Agent (pid ${outcome.holder.pid}) holds ${path}; stop it first`);
+      const where = outcome.holder.container ? ` in container ${outcome.holder.container.slice(0, 12)}` : '';
+      throw new AgentError('LOCKED', `another Agent (pid ${outcome.holder.pid}${where}) holds ${path}; stop it first`);
     }
     // Someone is taking over a stale lock right now: look again once it is done.
     await sleep(5 + Math.floor(Math.random() * 20));

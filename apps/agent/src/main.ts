@@ -13,8 +13,14 @@ import { type ApplierPort, type Logger, type ProgressInfo, type RuntimeNotifier,
 import { collectStatus } from './status.js';
 import { type StatusServer, startStatusServer } from './status-server.js';
 import { acquireLock } from './lock.js';
+import { namespacedProcesses } from './lock-namespaces.js';
 import { AGENT_VERSION } from './version.js';
 import { AgentError, errorCode, errorMessage } from './errors.js';
+import { dockerAgentContainers, dockerContainerLiveness, dockerSuccessors, ownContainerId } from './agent-containers.js';
+import { HANDOVER_FROM, HANDOVER_NAME, handOver } from './handover.js';
+import type { AuditLog } from './audit.js';
+import type { ProcessPort } from './lock.js';
+import { type AgentContainersPort, SelfUpdater, fileAttemptStore } from './self-update.js';
 
 /** A running Agent daemon and how to stop it. */
 export interface RunningAgent {
@@ -66,9 +72,16 @@ export async function assertHostPaths(config: AgentConfig): Promise<void> {
  * Wires the daemon: lock, bridge endpoint, applier, engine, loop, status server. Everything
  * decided lives elsewhere; this only connects the parts.
  */
-export async function startAgent(config: AgentConfig, options: { logger?: Logger; onProgress?: (e: ProgressInfo) => void } = {}): Promise<RunningAgent> {
+export async function startAgent(
+  config: AgentConfig,
+  options: { logger?: Logger; onProgress?: (e: ProgressInfo) => void; agentContainers?: AgentContainersPort; exit?: (code: number) => void } = {},
+): Promise<RunningAgent> {
   await assertHostPaths(config);
-  const lock = await acquireLock(config.state_dir);
+  const lockPort = namespacedProcesses(dockerContainerLiveness(config.docker.socket_path));
+  // A successor is started right after its predecessor released the lock; it waits for the
+  // lock rather than fail if the release is not yet visible.
+  const handoverFrom = process.env[HANDOVER_FROM];
+  let lock = handoverFrom ? await acquireLockWithin(config.state_dir, lockPort, 60_000) : await acquireLock(config.state_dir, lockPort);
   const logger = options.logger ?? createLogger(config);
   let notifier: RuntimeNotifier = noRuntimeNotifier('the runtime bridge is disabled in the configuration');
   // Late answers are audited once the audit log exists; until then there can be none.
@@ -83,8 +96,62 @@ export async function startAgent(config: AgentConfig, options: { logger?: Logger
       logger.info({ address: bridge.address }, 'runtime bridge endpoint listening');
     }
     const applier = applierFor(config, logger);
-    const parts = await buildAgent(config, { applier, notifier, logger, ...(options.onProgress ? { onProgress: options.onProgress } : {}) });
+    // Bound once the audit log exists; a verified snapshot can only arrive after that.
+    let selfUpdater: SelfUpdater | null = null;
+    const parts = await buildAgent(config, {
+      applier,
+      notifier,
+      logger,
+      ...(options.onProgress ? { onProgress: options.onProgress } : {}),
+      onAgentUpdate: (update, seenIn) => void selfUpdater?.consider(update, seenIn),
+    });
     await parts.audit.append('start', { version: AGENT_VERSION, pid: process.pid });
+    // The predecessor waits for this entry: written with the lock held, before this Agent applies anything.
+    // Only while the predecessor still runs is this a hand-over: the same variables are there
+    // again when this container is restarted later, long after the predecessor was removed.
+    const takingOver = handoverFrom !== undefined && (await dockerSuccessors(config.docker.socket_path).running(handoverFrom));
+    if (takingOver) await parts.audit.append('agent-takeover', { predecessor: handoverFrom, container: await ownContainerId(), version: AGENT_VERSION });
+    if (config.self_update.enabled && config.file !== null) {
+      selfUpdater = new SelfUpdater({
+        containers: options.agentContainers ?? dockerAgentContainers({ socketPath: config.docker.socket_path }),
+        attempts: fileAttemptStore(config.state_dir),
+        audit: parts.audit,
+        logger,
+        allowedRegistries: config.allowed_registries,
+        retryBudget: config.retry_budget,
+        configPath: config.file,
+        standbyTimeoutMs: config.self_update.standby_timeout_ms,
+        onReady: async (ready) => {
+          const outcome = await handOver(
+            {
+              successors: dockerSuccessors(config.docker.socket_path),
+              audit: parts.audit,
+              attempts: fileAttemptStore(config.state_dir),
+              logger,
+              stateDir: config.state_dir,
+              timeoutMs: config.self_update.handover_timeout_ms,
+              // The successor binds the same bridge socket and status address: this Agent lets
+              // go of them with the loop. An apply in flight is let finish rather than cancelled.
+              stopApplying: async () => {
+                await daemon.idle();
+                await daemon.stop();
+                await notifier.close().catch(() => undefined);
+                await status?.close().catch(() => undefined);
+              },
+              releaseLock: () => lock.release(),
+              retakeLock: async () => {
+                lock = await acquireLockWithin(config.state_dir, lockPort, 60_000);
+              },
+            },
+            ready,
+          );
+          // Handed over: the successor removes this container. Failed: this Agent holds the
+          // lock again but its loop is stopped; it exits and its restart policy (the image
+          // runs with --restart always) starts it afresh, the digest's attempt counted.
+          if (outcome === 'failed') (options.exit ?? ((code: number) => process.exit(code)))(75);
+        },
+      });
+    }
     lateAck = (ack) => {
       logger.info({ runtime: ack.runtimeId, digest: ack.digest, ok: ack.ok, code: ack.code }, 'runtime answered outside an apply');
       void parts.audit
@@ -115,6 +182,13 @@ export async function startAgent(config: AgentConfig, options: { logger?: Logger
       logger.info({ url: status.url }, 'status, /healthz and /metrics listening');
     }
     await daemon.start();
+    if (takingOver) await completeTakeover(config, parts.audit, logger, handoverFrom);
+    if (selfUpdater !== null) {
+      // A trigger applied before this start (or before a crash) is followed up now, not at the next snapshot.
+      const current = await parts.engine.appliedTarget().catch(() => null);
+      const update = current?.snapshot.updates?.agent;
+      if (current && update) void selfUpdater.consider(update, current.digest);
+    }
     const statusServer = status;
     return {
       daemon,
@@ -156,3 +230,31 @@ async function startBridge(config: AgentConfig, logger: Logger, onLateAck: (ack:
   }
 }
 
+
+/** acquireLock, waiting while another holder is live, up to `ms`. */
+async function acquireLockWithin(dir: string, processes: ProcessPort, ms: number) {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    try {
+      return await acquireLock(dir, processes);
+    } catch (error) {
+      if (errorCode(error) !== 'LOCKED' || Date.now() > deadline) throw error;
+      await new Promise((r) => setTimeout(r, 250));
+    }
+  }
+}
+
+/** The successor's last step: remove the predecessor's container and take its name. */
+async function completeTakeover(config: AgentConfig, audit: AuditLog, logger: Logger, predecessor: string): Promise<void> {
+  const successors = dockerSuccessors(config.docker.socket_path);
+  try {
+    await successors.remove(predecessor);
+    const own = await ownContainerId();
+    const name = process.env[HANDOVER_NAME];
+    if (own !== null && name) await successors.rename(own, name).catch(() => undefined);
+  } catch (error) {
+    // The predecessor stopped applying before it released the lock; leaving its container is untidy, not unsafe.
+    logger.warn({ predecessor, err: errorMessage(error) }, 'self-update: could not remove the predecessor container');
+    await audit.append('agent-update-failed', { stage: 'cleanup', code: 'PREDECESSOR_NOT_REMOVED', message: errorMessage(error), predecessor }).catch(() => undefined);
+  }
+}

@@ -20,7 +20,8 @@ const program = new Command()
     ),
   )
   .option('--verify-models', 'open and hash every model file before taking an environment (implied by --models-dir)', false)
-  .option('--runtime-id <id>', 'what the Agent knows this runtime by', 'example-runtime')
+  // The image sets the variable to name its own version, so an Agent's audit shows which image acked.
+  .addOption(new Option('--runtime-id <id>', 'what the Agent knows this runtime by').env('RESULTITY_RUNTIME_ID').default('example-runtime'))
   .option('--host <host>', 'address of the job API (loopback only)', '127.0.0.1')
   .option('--port <port>', 'port of the job API (0 picks a free one)', nonNegativeInt, 0)
   .option('--token-delay-ms <ms>', 'pretend time to generate one token', nonNegativeInt, 5)

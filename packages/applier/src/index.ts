@@ -2,6 +2,7 @@ export * from './errors.js';
 export type * from './types.js';
 export type * from './ports.js';
 export { evaluateParticipation, desiredStateFrom, meetsRequirements } from './participation.js';
+export { withRuntimeUpdate } from './runtime-update.js';
 export { plan, describeStep, DEFAULT_HEALTH_TIMEOUT_MS } from './plan.js';
 export {
   definitionOf,

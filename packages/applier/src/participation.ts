@@ -1,5 +1,6 @@
 import type { Participation, Snapshot, Subcloud } from '@resultity/snapshot';
 
+import { withRuntimeUpdate } from './runtime-update.js';
 import type { DesiredState, NodeProfile, ParticipationFlags } from './types.js';
 
 const KNOWN_REQUIREMENTS = new Set(['min_vram_gb', 'regions', 'gpus']);
@@ -33,12 +34,12 @@ export function evaluateParticipation(participation: Participation, profile: Nod
   };
 }
 
-/** The state a verified snapshot asks of this node. */
+/** The state a verified snapshot asks of this node, its `updates.runtime` applied to its containers. */
 export function desiredStateFrom(snapshot: Snapshot, digest: string, profile: NodeProfile): DesiredState {
   return {
     digest,
     sequence: snapshot.sequence,
-    containers: snapshot.runtime.containers,
+    containers: withRuntimeUpdate(snapshot.runtime.containers, snapshot.updates?.runtime),
     models: snapshot.models,
     flags: evaluateParticipation(snapshot.participation, profile),
   };

@@ -1,0 +1,232 @@
+import { execFile } from 'node:child_process';
+import { copyFile, mkdir, readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+
+import { startOriginServer } from '@resultity/snapshot/origin';
+import { tempDir } from '@resultity/testkit';
+import { type DevNetwork, createDevNetwork, devSnapshot, writeAgentConfig } from '@resultity/testkit/devnet';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+import { type BuiltImage, buildAgentImage } from '../../../images/build.mjs';
+import { type AuditEntry, readAuditEntries } from '../src/audit.js';
+import { cli } from './helpers.js';
+
+const run = promisify(execFile);
+const docker = async (...args: string[]) => (await run('docker', args, { maxBuffer: 16 * 1024 * 1024 })).stdout.trim();
+const registry = process.env.RESULTITY_TEST_REGISTRY ?? '127.0.0.1:5000';
+const runId = `${process.pid}x${Date.now().toString(36)}`;
+const base = `resultity-local/node-base:${process.versions.node}`;
+const LAUNCHER = '/opt/resultity/agent/node_modules/@resultity/agent/bin/resultity-agent.js';
+
+async function until(what: string, probe: () => Promise<boolean>, ms = 120_000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!(await probe())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
+/** A build derived from `from` by a Dockerfile tail, pushed; returns its digest. */
+async function derive(work: string, from: BuiltImage, name: string, tail: string): Promise<{ ref: string; digest: string }> {
+  const context = join(work, `build-${name}`);
+  await mkdir(context, { recursive: true });
+  await writeFile(join(context, 'Dockerfile'), `FROM ${from.image}@${from.digest}\nLABEL org.opencontainers.image.version="${name}"\n${tail}\n`);
+  const ref = `${from.image}:test-${name}-${runId}`;
+  await docker('build', '-q', '-t', ref, context);
+  await docker('push', '-q', ref);
+  const digests = JSON.parse(await docker('image', 'inspect', '--format', '{{json .RepoDigests}}', ref)) as string[];
+  const digest = digests.find((d) => d.startsWith(`${from.image}@`))?.slice(from.image.length + 1);
+  if (digest === undefined) throw new Error(`no repo digest for ${ref}`);
+  return { ref, digest };
+}
+
+describe('the Agent following updates.agent in its container', () => {
+  let work: { path: string; cleanup: () => Promise<void> };
+  let baseExisted = false;
+  let v1: BuiltImage;
+  const derived: { ref: string; digest: string }[] = [];
+  let v2: { ref: string; digest: string };
+  let exitsAtStart: { ref: string; digest: string };
+  let standbyFails: { ref: string; digest: string };
+  let runFails: { ref: string; digest: string };
+  let net: DevNetwork;
+  let origin: Awaited<ReturnType<typeof startOriginServer>>;
+  let state: string;
+  const container = `resultity-agent-test-${runId}`;
+  let containerId = '';
+  let successorId = '';
+
+  beforeAll(async () => {
+    baseExisted = await docker('image', 'inspect', base).then(
+      () => true,
+      () => false,
+    );
+    work = await tempDir('agent-self-update-');
+    v1 = await buildAgentImage({ registry, tag: `test-v1-${runId}`, version: `0.0.0-v1.${runId}` });
+    // v2 is the same Agent under another label: another image, another digest.
+    v2 = await derive(work.path, v1, 'v2', '');
+    exitsAtStart = await derive(work.path, v1, 'v3-exits', 'ENTRYPOINT ["/usr/local/bin/node", "-e", "process.exit(70)"]\nCMD []');
+    // A build whose standby check fails the way a broken release would: it says why and exits 1.
+    standbyFails = await derive(
+      work.path,
+      v1,
+      'v3-standby-fails',
+      `ENTRYPOINT ["/usr/local/bin/node", "-e", "if (process.argv.includes('standby')) { console.error('STATE_CORRUPT: this build cannot read the state'); process.exit(1); } else import('${LAUNCHER}');"]`,
+    );
+    // A build that passes standby (the real launcher) but cannot run as the Agent.
+    runFails = await derive(
+      work.path,
+      v1,
+      'v3-run-fails',
+      `ENTRYPOINT ["/usr/local/bin/node", "-e", "if (process.argv.includes('standby')) { process.argv.splice(1, 0, '${LAUNCHER}'); import('${LAUNCHER}'); } else { console.error('CONFIG_INVALID: this build cannot run'); process.exit(2); }"]`,
+    );
+    derived.push(v2, exitsAtStart, standbyFails, runFails);
+
+    net = await createDevNetwork(join(work.path, 'net'), 'testnet');
+    origin = await startOriginServer({ dir: net.originDir });
+    const etc = join(work.path, 'etc');
+    state = join(work.path, 'var-lib');
+    await mkdir(etc, { recursive: true });
+    await copyFile(net.rootFile, join(etc, 'root-1.json'));
+    await writeAgentConfig(join(etc, 'agent.json'), {
+      network: 'testnet',
+      origin: origin.url,
+      node_id: 'node-self-update-1',
+      trust_root: ['root-1.json'],
+      state_dir: state,
+      allowed_registries: [registry],
+      bridge: { enabled: false },
+      status: { listen: null },
+      retry_budget: 1,
+      timers: { poll_interval_s: 1, heartbeat_interval_s: 60, retry_initial_ms: 100, retry_max_ms: 500 },
+    });
+    // The documented run line, with a name of its own.
+    containerId = await docker(
+      'run',
+      '-d',
+      '--name',
+      container,
+      '--restart',
+      'always',
+      '--network',
+      'host',
+      '-v',
+      '/var/run/docker.sock:/var/run/docker.sock',
+      '-v',
+      `${state}:${state}`,
+      '-v',
+      `${etc}:/etc/resultity:ro`,
+      `${v1.image}@${v1.digest}`,
+    );
+  }, 400_000);
+
+  afterAll(async () => {
+    if (containerId) {
+      for (const filter of [`label=io.resultity.agent-standby-of=${containerId}`, `label=io.resultity.agent-successor-of=${containerId}`, `name=^${container}`]) {
+        const ids = (await docker('ps', '-aq', '--filter', filter).catch(() => '')).split('\n').filter(Boolean);
+        if (ids.length > 0) await docker('rm', '-f', ...ids).catch(() => undefined);
+      }
+      if (successorId) {
+        const standbys = (await docker('ps', '-aq', '--filter', `label=io.resultity.agent-standby-of=${successorId}`).catch(() => '')).split('\n').filter(Boolean);
+        if (standbys.length > 0) await docker('rm', '-f', ...standbys).catch(() => undefined);
+        await docker('rm', '-f', successorId).catch(() => undefined);
+      }
+      await docker('rm', '-f', containerId).catch(() => undefined);
+    }
+    await origin?.close();
+    for (const d of derived) {
+      await docker('image', 'rm', d.ref).catch(() => undefined);
+      await docker('image', 'rm', `${v1?.image}@${d.digest}`).catch(() => undefined);
+    }
+    if (v1) {
+      await docker('image', 'rm', `${v1.image}:${v1.tag}`).catch(() => undefined);
+      await docker('image', 'rm', `${v1.image}@${v1.digest}`).catch(() => undefined);
+      if (!baseExisted) await docker('image', 'rm', v1.base).catch(() => undefined);
+    }
+    await work?.cleanup();
+  });
+
+  const audit = (): Promise<AuditEntry[]> => readAuditEntries(join(state, 'audit.jsonl')).catch(() => []);
+  const entriesFor = async (type: string, digest: string) => (await audit()).filter((e) => e.type === type && e.image_digest === digest);
+  const publishWithAgentUpdate = (sequence: number, digest: string) =>
+    net.publish(devSnapshot({ network: 'testnet', sequence, pollSeconds: 1, extra: { updates: { agent: { version: `0.0.0-${sequence}`, image: v1.image, digest } } } }));
+  const runningId = async (id: string) => (await docker('inspect', '--format', '{{.State.Running}}', id).catch(() => 'gone')) === 'true';
+  const lockHolder = async () => JSON.parse((await readFile(join(state, 'agent.lock'), 'utf8').catch(() => '{}')) || '{}') as { container?: string };
+  const standbyContainers = async (of: string) => (await docker('ps', '-aq', '--filter', `label=io.resultity.agent-standby-of=${of}`)).split('\n').filter(Boolean);
+  const auditIntact = async () => {
+    const verified = await cli(['audit', 'verify', '--config', join(work.path, 'etc', 'agent.json')]);
+    expect(verified.stdout).toMatch(/^audit log intact/);
+    expect(verified.code).toBe(0);
+  };
+
+  it('keeps its state lock from a CLI on the host, which sees another pid namespace', async () => {
+    await until('the Agent in the container to hold the lock', async () => (await lockHolder()).container === containerId);
+    const result = await cli(['sync', '--once', '--config', join(work.path, 'etc', 'agent.json')]);
+    expect(result.stderr).toMatch(/^LOCKED: another Agent \(pid \d+ in container [0-9a-f]{12}\) holds /);
+    expect(result.code).not.toBe(0);
+    expect(await runningId(containerId)).toBe(true);
+  });
+
+  it('hands over from v1 to v2: v2 holds the lock under the same name, v1 is gone, the audit chain goes on', async () => {
+    const published = await publishWithAgentUpdate(1, v2.digest);
+    await until('v2 to take over', async () => (await audit()).some((e) => e.type === 'agent-takeover'));
+    const log = await audit();
+    const takeover = log.find((e) => e.type === 'agent-takeover')!;
+    successorId = String(takeover.container);
+    expect(takeover.predecessor).toBe(containerId);
+    const handover = log.find((e) => e.type === 'agent-handover')!;
+    expect(handover).toMatchObject({ image_digest: v2.digest, predecessor: containerId });
+    expect(handover.seq).toBeLessThan(takeover.seq);
+    expect((await entriesFor('agent-standby-passed', v2.digest))[0]).toMatchObject({ seen_in: published.digest });
+    await until('v1 to be removed', async () => (await docker('ps', '-aq', '--filter', `id=${containerId}`)) === '');
+    await until('v2 to take the name', async () => (await docker('inspect', '--format', '{{.Name}}', successorId)) === `/${container}`);
+    expect(await runningId(successorId)).toBe(true);
+    expect((await lockHolder()).container).toBe(successorId);
+    const image = await docker('inspect', '--format', '{{.Image}}', successorId);
+    expect(JSON.parse(await docker('image', 'inspect', '--format', '{{json .RepoDigests}}', image))).toContain(`${v1.image}@${v2.digest}`);
+    await auditIntact();
+  });
+
+  it('leaves v2 in charge when a v3 fails its standby check, with the failure audited and the candidate removed', async () => {
+    const published = await publishWithAgentUpdate(2, standbyFails.digest);
+    await until('the failed standby to be audited', async () => (await entriesFor('agent-update-failed', standbyFails.digest)).length > 0);
+    const [failure] = await entriesFor('agent-update-failed', standbyFails.digest);
+    expect(failure).toMatchObject({ stage: 'standby', code: 'STANDBY_FAILED', exit_code: 1, seen_in: published.digest, attempt: 1 });
+    expect(String(failure?.message)).toContain('STATE_CORRUPT: this build cannot read the state');
+    expect(await runningId(successorId)).toBe(true);
+    expect((await lockHolder()).container).toBe(successorId);
+    expect(await standbyContainers(successorId)).toEqual([]);
+  });
+
+  it('does not try that digest again past the retry budget, and leaves v2 in charge when a v3 exits at start', async () => {
+    await publishWithAgentUpdate(3, standbyFails.digest);
+    await until('snapshot 3 to be applied', async () => (await audit()).some((e) => e.type === 'applied' && e.sequence === 3));
+    await publishWithAgentUpdate(4, exitsAtStart.digest);
+    await until('the failed start to be audited', async () => (await entriesFor('agent-update-failed', exitsAtStart.digest)).length > 0);
+    expect((await entriesFor('agent-update-failed', exitsAtStart.digest))[0]).toMatchObject({ stage: 'standby', code: 'STANDBY_FAILED', exit_code: 70 });
+    // Considerations run one after another, so a retry of snapshot 3's digest would be in the log by now.
+    expect(await entriesFor('agent-update-failed', standbyFails.digest)).toHaveLength(1);
+    expect(await runningId(successorId)).toBe(true);
+    expect((await lockHolder()).container).toBe(successorId);
+    expect(await standbyContainers(successorId)).toEqual([]);
+    await auditIntact();
+  });
+
+  it('takes the node back when a v3 passes standby but never takes over, and does not try it again', async () => {
+    await publishWithAgentUpdate(5, runFails.digest);
+    await until('the failed hand-over to be audited', async () => (await entriesFor('agent-update-failed', runFails.digest)).length > 0);
+    const [failure] = await entriesFor('agent-update-failed', runFails.digest);
+    expect(failure).toMatchObject({ stage: 'handover', code: 'HANDOVER_FAILED', message: 'the successor exited before it took over' });
+    expect((await entriesFor('agent-standby-passed', runFails.digest)).length).toBe(1);
+    // v2 exits after taking the lock back, and its restart policy starts it afresh.
+    await until('v2 to run again and hold the lock', async () => (await runningId(successorId)) && (await lockHolder()).container === successorId);
+    await until('v2 to note its restart', async () => (await audit()).filter((e) => e.type === 'start').length >= 3);
+    expect(await docker('ps', '-aq', '--filter', `label=io.resultity.agent-successor-of=${successorId}`)).toBe('');
+    await publishWithAgentUpdate(6, exitsAtStart.digest);
+    await until('snapshot 6 to be applied', async () => (await audit()).some((e) => e.type === 'applied' && e.sequence === 6));
+    expect(await entriesFor('agent-standby-passed', runFails.digest)).toHaveLength(1);
+    expect((await audit()).filter((e) => e.type === 'agent-takeover')).toHaveLength(1);
+    await auditIntact();
+  }, 300_000);
+});
