@@ -36,6 +36,8 @@ export interface ApplierAdapterOptions {
   readonly stableMs?: number;
   /** The configuration's `containers`: limits of every container and the GPUs the node offers. */
   readonly containers?: { readonly pids_limit: number; readonly memory_mb?: number | undefined; readonly gpus: number };
+  /** Which containers on the engine are this Agent's: its label namespace and name prefix. */
+  readonly engineNamespace?: { readonly labelPrefix: string; readonly containerNamePrefix: string };
 }
 
 /**
@@ -78,6 +80,7 @@ export function optionalEngine(engine: ContainerEngine, onUnavailable?: (error: 
 export function createApplierPort(options: ApplierAdapterOptions & { onEngineUnavailable?: (error: unknown) => void }): ApplierPort {
   const policy: ApplierPolicy = {
     allowedRegistries: [...options.allowedRegistries],
+    ...(options.engineNamespace ?? {}),
     // A container with `bridge: true` gets <state_dir>/run (bridge socket and token), one with `models: true` the store.
     bridgeDir: join(options.stateDir, 'run'),
     modelsDir: options.ports?.models.root ?? join(options.stateDir, 'models'),

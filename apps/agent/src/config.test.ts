@@ -19,6 +19,13 @@ describe('parseConfig', () => {
     expect(config.profile).toEqual({ vram_gb: 0, regions: [], gpu: [] });
   });
 
+  it('keeps its containers in the io.resultity namespace by default, or in the one configured so two Agents on one engine never remove each other’s', () => {
+    expect(parseConfig(minimal, '/').docker).toEqual({ socket_path: '/var/run/docker.sock', label_prefix: 'io.resultity', container_prefix: 'resultity' });
+    const config = parseConfig({ ...minimal, docker: { label_prefix: 'io.resultity.chaos', container_prefix: 'chaos' } }, '/');
+    expect(config.docker).toMatchObject({ label_prefix: 'io.resultity.chaos', container_prefix: 'chaos' });
+    expect(() => parseConfig({ ...minimal, docker: { label_prefix: 'Bad Prefix' } }, '/')).toThrow(/docker\.label_prefix/);
+  });
+
   it('names the field that is wrong', () => {
     expect(() => parseConfig({ ...minimal, limits: { request_timeout_ms: -1 } }, '/')).toThrow(/limits\.request_timeout_ms/);
     expect(() => parseConfig({ ...minimal, origin: 'file:///x' }, '/')).toThrow(/origin: must be an http\(s\) URL/);

@@ -61,8 +61,15 @@ export const ConfigSchema = z.strictObject({
     })
     .default({ pids_limit: 4096, gpus: 0 }),
   docker: z
-    .strictObject({ socket_path: path.default('/var/run/docker.sock') })
-    .default({ socket_path: '/var/run/docker.sock' }),
+    .strictObject({
+      socket_path: path.default('/var/run/docker.sock'),
+      // The Agent treats every container carrying `<label_prefix>.managed-by` as its own and
+      // removes those a snapshot does not name: two Agents sharing one engine (test runs, a
+      // second node on one host) need different prefixes, or each removes the other's containers.
+      label_prefix: z.string().regex(/^[a-z0-9]+([.-][a-z0-9]+)*$/, 'must be a lower-case dotted label namespace').default('io.resultity'),
+      container_prefix: z.string().regex(/^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,31}$/, 'must be a container name prefix').default('resultity'),
+    })
+    .default({ socket_path: '/var/run/docker.sock', label_prefix: 'io.resultity', container_prefix: 'resultity' }),
   limits: z
     .strictObject({
       max_snapshot_bytes: z.number().int().min(1024).default(DEFAULT_MAX_ENVELOPE_BYTES),
@@ -148,7 +155,7 @@ export function parseConfig(value: unknown, baseDir: string, file: string | null
     file,
     trust_root: config.trust_root.map(abs),
     state_dir: stateDir,
-    docker: { socket_path: abs(config.docker.socket_path) },
+    docker: { ...config.docker, socket_path: abs(config.docker.socket_path) },
     bridge: { ...config.bridge, listen, token_file: bridgeToken },
     control: { token_file: operatorToken },
   };

@@ -32,6 +32,7 @@ export function applierFor(config: AgentConfig, logger: Logger): ApplierPort {
     allowedRegistries: config.allowed_registries,
     profile: config.profile,
     containers: config.containers,
+    engineNamespace: { labelPrefix: config.docker.label_prefix, containerNamePrefix: config.docker.container_prefix },
     // A container stop outlasts this on its own terms: the engine adapter waits out the grace period.
     requestTimeoutMs: config.limits.request_timeout_ms,
     downloads: {
