@@ -38,6 +38,8 @@ export interface ApplierAdapterOptions {
   readonly containers?: { readonly pids_limit: number; readonly memory_mb?: number | undefined; readonly gpus: number };
   /** Which containers on the engine are this Agent's: its label namespace and name prefix. */
   readonly engineNamespace?: { readonly labelPrefix: string; readonly containerNamePrefix: string };
+  /** Told as each step starts: the daemon logs it (debug), so a log shows where an apply was when it stopped. */
+  readonly onStep?: (kind: string, index: number, line: string) => void;
 }
 
 /**
@@ -135,6 +137,7 @@ export function createApplierPort(options: ApplierAdapterOptions & { onEngineUna
           policy,
           ...(signal ? { signal } : {}),
           ...(onProgress ? { onProgress } : {}),
+          ...(options.onStep ? { onStep: (step: Step, index: number) => options.onStep?.(step.kind, index, mod.describeStep(step)) } : {}),
           ...(options.stableMs === undefined ? {} : { stableMs: options.stableMs }),
         });
         return { ok: true, durationMs: report.durationMs, steps: report.steps };

@@ -40,6 +40,7 @@ export function applierFor(config: AgentConfig, logger: Logger): ApplierPort {
       minBytesPerSecond: config.downloads.min_bytes_per_second,
       rateWindowMs: config.downloads.rate_window_ms,
     },
+    onStep: (kind, index, line) => logger.debug({ step: kind, index, line }, 'apply step'),
     onEngineUnavailable: (error) => {
       if (warned) return;
       warned = true;
