@@ -19,7 +19,7 @@ import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { copyFile, mkdir, mkdtemp, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { type IncomingMessage, type ServerResponse, createServer, request } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { type AddressInfo, type Socket, connect as netConnect, createServer as createNetServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs, promisify } from 'node:util';
@@ -37,14 +37,16 @@ const { values: args } = parseArgs({
     kills: { type: 'string', default: '100' },
     seed: { type: 'string' },
     soak: { type: 'string' },
+    faults: { type: 'boolean', default: false },
     keep: { type: 'boolean', default: false },
     out: { type: 'string', default: join(here, 'results') },
   },
 });
 const SEED = args.seed === undefined ? randomBytes(4).readUInt32LE() : Number(args.seed);
-const LABEL = 'io.resultity.chaos';
+// Per run, so that two campaigns (or a campaign and a soak) can share the engine and registry.
+const LABEL = `io.resultity.chaos${SEED}`;
 const REGISTRY = '127.0.0.1:5000';
-const REPO = `${REGISTRY}/resultity-chaos/busybox`;
+const REPO = `${REGISTRY}/resultity-chaos/busybox-${SEED}`;
 
 /** mulberry32: small, seedable, and the same sequence on every machine. */
 function prng(seed: number): () => number {
@@ -107,13 +109,53 @@ async function dockerJson(argv: string[]): Promise<unknown[]> {
 
 // ------------------------------------------------------------- origin switch -------------------
 
-/** A proxy in front of the dev origin that can be taken down (503), so recovery is seen apart from convergence. */
-async function startSwitchableOrigin(target: string): Promise<{ url: string; up: boolean; close(): Promise<void> }> {
-  const state = { up: true };
+/** What the origin proxy does to requests: pass them, or one of the faults of issue 13. */
+type OriginFault = 'none' | 'down' | '500' | '404' | 'timeout' | 'close-mid-body' | 'garbage' | 'oversized' | 'stale-latest' | 'missing-digest';
+
+interface SwitchableOrigin {
+  url: string;
+  up: boolean;
+  fault: OriginFault;
+  /** The latest.json body served while the fault is 'stale-latest'. */
+  stale: string | null;
+  /** Times (ms) at which latest.json was asked for. */
+  polls: number[];
+  close(): Promise<void>;
+}
+
+/** A proxy in front of the dev origin that can be taken down (503) or made to misbehave. */
+async function startSwitchableOrigin(target: string): Promise<SwitchableOrigin> {
+  const state: SwitchableOrigin = { url: '', up: true, fault: 'none', stale: null, polls: [], close: async () => undefined };
   const upstream = new URL(target);
+  const held = new Set<ServerResponse>();
   const server = createServer((req: IncomingMessage, res: ServerResponse) => {
-    if (!state.up) return void res.writeHead(503).end();
+    const latest = (req.url ?? '').includes('latest.json');
+    if (latest) state.polls.push(Date.now());
+    const fault = state.up ? state.fault : 'down';
+    if (fault === 'down') return void res.writeHead(503).end();
+    if (fault === '500') return void res.writeHead(500).end('internal error');
+    if (fault === '404') return void res.writeHead(404).end();
+    if (fault === 'timeout') {
+      held.add(res);
+      res.on('close', () => held.delete(res));
+      return; // never answered: the Agent's request timeout must end it
+    }
+    if (fault === 'garbage') return void res.writeHead(200, { 'content-type': 'application/json' }).end(randomBytes(512));
+    if (fault === 'oversized' && !latest) return void res.writeHead(200, { 'content-type': 'application/json' }).end(Buffer.alloc(256 * 1024, 0x7b));
+    if (fault === 'stale-latest' && latest && state.stale !== null) return void res.writeHead(200, { 'content-type': 'application/json' }).end(state.stale);
+    if (fault === 'missing-digest' && latest) return void res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ config_digest: `sha256:${'e'.repeat(64)}`, sequence: 1e6 }));
     const forward = request({ host: upstream.hostname, port: upstream.port, path: req.url, method: req.method, headers: req.headers }, (answer) => {
+      if (fault === 'close-mid-body') {
+        const chunks: Buffer[] = [];
+        answer.on('data', (c: Buffer) => chunks.push(c));
+        answer.on('end', () => {
+          const body = Buffer.concat(chunks);
+          res.writeHead(200, { 'content-length': String(body.byteLength), 'content-type': 'application/json' });
+          res.write(body.subarray(0, body.byteLength >> 1));
+          res.destroy(); // the connection closes with half the body sent
+        });
+        return;
+      }
       res.writeHead(answer.statusCode ?? 502, answer.headers);
       answer.pipe(res);
     });
@@ -121,15 +163,46 @@ async function startSwitchableOrigin(target: string): Promise<{ url: string; up:
     req.pipe(forward);
   });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  state.url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  state.close = () =>
+    new Promise<void>((r) => {
+      for (const res of held) res.destroy();
+      server.close(() => r());
+    });
+  return state;
+}
+
+/** A unix socket in front of the Docker engine that can be stopped and started, so the engine "goes away" for this Agent only. */
+async function startEngineProxy(path: string): Promise<{ path: string; up: boolean; close(): Promise<void> }> {
+  const sockets = new Set<Socket>();
+  const state = { path, up: true, close: async () => undefined as void };
+  const server = createNetServer((client) => {
+    if (!state.up) return void client.destroy();
+    const engine = netConnect('/var/run/docker.sock');
+    sockets.add(client);
+    sockets.add(engine);
+    client.on('close', () => sockets.delete(client));
+    engine.on('close', () => sockets.delete(engine));
+    client.on('error', () => engine.destroy());
+    engine.on('error', () => client.destroy());
+    client.pipe(engine).pipe(client);
+  });
+  await new Promise<void>((r) => server.listen(path, r));
   return {
-    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    path,
     get up() {
       return state.up;
     },
     set up(v: boolean) {
       state.up = v;
+      // Going down cuts what is in flight too, as a stopped engine would.
+      if (!v) for (const s of sockets) s.destroy();
     },
-    close: () => new Promise<void>((r) => server.close(() => r())),
+    close: () =>
+      new Promise<void>((r) => {
+        for (const s of sockets) s.destroy();
+        server.close(() => r());
+      }),
   };
 }
 
@@ -241,7 +314,9 @@ async function checkNode(stateDir: string, config: string, expected: Published, 
   const containers = (await dockerJson(['ps', '-a', '--filter', `label=${LABEL}.managed-by`, '--format', '{{json .}}'])) as { ID: string; State: string; Names: string }[];
   if (containers.length !== 1) problems.push(`expected 1 managed container, found ${containers.length}: ${containers.map((c) => `${c.Names}(${c.State})`).join(', ')}`);
   for (const c of containers) {
-    const [inspect] = JSON.parse((await run('docker', ['inspect', c.ID])).stdout) as { State: { Running: boolean }; Config: { Env: string[]; Labels: Record<string, string> } }[];
+    // A container removed between the listing and here is a node still changing: report it, do not crash.
+    const inspected = await run('docker', ['inspect', c.ID]).catch(() => ({ stdout: '[]' }));
+    const [inspect] = JSON.parse(inspected.stdout) as { State: { Running: boolean }; Config: { Env: string[]; Labels: Record<string, string> } }[];
     if (!inspect?.State.Running) problems.push(`container ${c.Names} is not running (${c.State})`);
     const definition = JSON.parse(inspect?.Config.Labels[`${LABEL}.definition`] ?? '{}') as { digest?: string };
     if (definition.digest !== expected.image.digest) problems.push(`container ${c.Names} runs ${definition.digest}, expected ${expected.image.digest}`);
@@ -298,7 +373,7 @@ const FILES = ['journal', 'part', 'lkg', 'state'] as const;
 
 async function main(): Promise<void> {
   const soak = args.soak === undefined ? 0 : Number(args.soak);
-  const kills = soak > 0 ? 0 : Number(args.kills);
+  const kills = soak > 0 || args.faults ? 0 : Number(args.kills);
   log(`chaos: seed ${SEED}, ${soak > 0 ? `soak of ${soak} rollouts` : `${kills} kills`} (reproduce with --seed ${SEED})`);
   const work = await mkdtemp(join(tmpdir(), 'resultity-chaos-'));
   const stateDir = join(work, 'state');
@@ -310,6 +385,8 @@ async function main(): Promise<void> {
   // Throttled so a model download takes about half a second: long enough to be killed in.
   const files = await startFileServer(join(work, 'files'), 2 * 1024 * 1024);
   const images = await buildImages(work);
+  // The Agent reaches the engine through a proxy that the faults can stop; the shared engine is never touched.
+  const engine = await startEngineProxy(join(work, 'engine.sock'));
   const models = [
     await makeModel(join(work, 'files'), files, 'chaos-model', '1', randomBytes(1024 * 1024)),
     await makeModel(join(work, 'files'), files, 'chaos-model', '2', randomBytes(1024 * 1024)),
@@ -326,7 +403,7 @@ async function main(): Promise<void> {
       allowed_registries: [REGISTRY],
       bridge: { enabled: true, ack_timeout_ms: 5000 },
       status: { listen: null },
-      docker: { label_prefix: LABEL, container_prefix: 'rchaos' },
+      docker: { socket_path: engine.path, label_prefix: LABEL, container_prefix: `rchaos${SEED}` },
       downloads: { allow_private_addresses: true },
       limits: { max_snapshot_bytes: 64 * 1024, request_timeout_ms: 5000 },
       timers: { poll_interval_s: 1, heartbeat_interval_s: 60, retry_initial_ms: 100, retry_max_ms: 1000, jitter: 0 },
@@ -371,7 +448,7 @@ async function main(): Promise<void> {
     return published;
   };
 
-  const runtimeState: { digest: string | null; envs: number } = { digest: null, envs: 0 };
+  const runtimeState: { digest: string | null; envs: number; fault: 'none' | 'nack' | 'late' | 'silent'; cleared: () => void } = { digest: null, envs: 0, fault: 'none', cleared: () => undefined };
   let daemon = startDaemon(config);
   await until('the bridge socket', () => exists(join(stateDir, 'run', 'bridge.sock')), 30_000);
   const bridge = connect({
@@ -379,6 +456,12 @@ async function main(): Promise<void> {
     tokenFile: join(stateDir, 'run', 'bridge.token'),
     runtimeId: 'chaos-runtime',
     backoff: { initialMs: 50, maxMs: 500 },
+    // The runtime's faults: refuse (NACK), answer after the Agent's ACK timeout, or not at all until the fault clears.
+    check: async () => {
+      if (runtimeState.fault === 'nack') throw new Error('chaos: this runtime refuses the environment');
+      if (runtimeState.fault === 'late') await sleep(7000);
+      if (runtimeState.fault === 'silent') await new Promise<void>((r) => (runtimeState.cleared = r));
+    },
     onChange: (env) => {
       runtimeState.digest = env.digest;
       runtimeState.envs++;
@@ -440,6 +523,108 @@ async function main(): Promise<void> {
     log(`soak done: ${problems.join('; ') || 'node on the last configuration, no leftovers'}`);
   }
 
+
+  if (args.faults) {
+    // Each fault: the Agent stays up, keeps the last good configuration while the fault lasts,
+    // retries no faster than the snapshot's retry_initial_ms and no slower than its retry_max_ms
+    // (plus the request timeout, for a request that hangs), and converges once the fault clears.
+    const RETRY_MAX_MS = 2000; // devSnapshot's ttl.retry_max_ms
+    const REQUEST_TIMEOUT_MS = 5000;
+    const report: Record<string, unknown>[] = [];
+    const cases: { name: string; during: () => Promise<void> | void; clear: () => void; window: number; origin?: boolean }[] = [
+      ...(['500', '404', 'timeout', 'close-mid-body', 'garbage', 'oversized', 'missing-digest'] as const).map((fault) => ({
+        name: `origin ${fault}`,
+        during: () => {
+          origin.fault = fault;
+        },
+        clear: () => {
+          origin.fault = 'none';
+        },
+        window: fault === 'timeout' ? 16_000 : 8000,
+        origin: true,
+      })),
+      {
+        name: 'origin stale latest.json',
+        during: async () => {
+          origin.stale = await readFile(join(net.originDir, 'v1', 'testnet', 'latest.json'), 'utf8');
+          origin.fault = 'stale-latest';
+        },
+        clear: () => {
+          origin.fault = 'none';
+        },
+        window: 6000,
+      },
+      ...(['nack', 'late', 'silent'] as const).map((fault) => ({
+        name: `runtime ${fault}`,
+        during: () => {
+          runtimeState.fault = fault;
+        },
+        clear: () => {
+          runtimeState.fault = 'none';
+          runtimeState.cleared();
+        },
+        window: 14_000,
+      })),
+      {
+        name: 'docker engine unreachable mid-apply',
+        during: async () => {
+          await until('the journal', () => exists(join(stateDir, 'journal.json')), 20_000, 5);
+          engine.up = false;
+        },
+        clear: () => {
+          engine.up = true;
+        },
+        window: 10_000,
+      },
+    ];
+    for (const c of cases) {
+      const old = current;
+      const pid = daemon.child.pid;
+      origin.polls = [];
+      const auditBase = (await auditLines(stateDir)).length;
+      // The stale latest.json is the one before this publication: take it first.
+      if (c.name === 'origin stale latest.json') await c.during();
+      const next = await publish();
+      const startedAt = Date.now();
+      if (c.name !== 'origin stale latest.json') await c.during();
+      await sleep(Math.max(0, c.window - (Date.now() - startedAt)));
+      const problems: string[] = [];
+      if (daemon.child.exitCode !== null || daemon.child.pid !== pid) problems.push('the daemon did not stay up');
+      const during = (await readState(stateDir))?.applied?.digest;
+      if (during !== old.digest) problems.push(`during the fault the node recorded ${during}, expected the last good ${old.digest}`);
+      // Old containers and models stay, whatever the fault (the engine proxy being down hides them from the check itself).
+      if (c.name.startsWith('docker')) engine.up = true;
+      // A runtime that refuses makes the Agent try, roll back and try again (each attempt spends
+      // retry budget): the node passes through the new configuration on every attempt, so
+      // what must hold is the record (checked above) and the rollbacks, not a still picture.
+      const held = c.name.startsWith('runtime')
+        ? (await auditLines(stateDir)).slice(auditBase).some((l) => l.includes('"type":"rollback"') && l.includes('"reason":"runtime-nack"') && l.includes(old.digest))
+          ? []
+          : ['no rollback after the runtime refused']
+        : await checkNode(stateDir, config, old, { previous: previousOf(old) });
+      if (c.name.startsWith('docker')) engine.up = false;
+      problems.push(...held.map((p) => `during: ${p}`));
+      const gaps = origin.polls.slice(1).map((t, i) => t - (origin.polls[i] as number));
+      const maxGap = gaps.length > 0 ? Math.max(...gaps) : null;
+      if (c.origin && maxGap !== null && maxGap > RETRY_MAX_MS * 1.1 + REQUEST_TIMEOUT_MS + 500) problems.push(`a retry waited ${maxGap} ms, beyond retry_max_ms ${RETRY_MAX_MS} and the request timeout`);
+      if (c.origin && origin.polls.length < 2) problems.push(`only ${origin.polls.length} attempts during the fault`);
+      c.clear();
+      try {
+        await converge(next, 60_000);
+        problems.push(...(await checkNode(stateDir, config, next, { runtime: () => runtimeState.digest, previous: previousOf(next) })).map((p) => `after: ${p}`));
+      } catch (error) {
+        problems.push(`after: ${(error as Error).message}`);
+      }
+      current = next;
+      const row = { fault: c.name, ok: problems.length === 0, attempts: origin.polls.length, max_gap_ms: maxGap, problems };
+      report.push(row);
+      log(`fault ${c.name}: ${origin.polls.length} polls, longest gap ${maxGap ?? '-'} ms, ${row.ok ? 'ok' : `FAILED: ${problems.join('; ')}`}`);
+    }
+    await mkdir(args.out, { recursive: true });
+    await writeFile(join(args.out, `faults-${SEED}.json`), `${JSON.stringify({ seed: SEED, report }, null, 1)}\n`);
+    log(`faults: ${report.filter((r) => r.ok).length}/${report.length} passed`);
+  }
+
   const stepsSeen: Record<string, number> = {};
   let passed = 0;
   for (let k = 1; k <= kills; k++) {
@@ -494,11 +679,14 @@ async function main(): Promise<void> {
           if (await exists(join(stateDir, 'journal.json'))) return null;
           const on = s?.applied?.digest === next.digest ? next : s?.applied?.digest === old.digest ? old : null;
           if (on === null) return null;
+          // Cheap signs of a settled node first; the full check (CLI calls) only then.
+          const running = (await dockerJson(['ps', '--filter', `label=${LABEL}.managed-by`, '--format', '{{json .}}'])).length;
+          if (running !== 1) return null;
           const p = await checkNode(stateDir, config, on, { previous: previousOf(on) });
           return p.length === 0 ? on : null;
         },
-        60_000,
-        300,
+        30_000,
+        200,
       );
     } catch (error) {
       const s = await readState(stateDir);
@@ -548,6 +736,7 @@ async function main(): Promise<void> {
   if (ours.length > 0) await run('docker', ['rm', '-f', ...ours.map((c) => c.ID)]).catch(() => undefined);
   await run('docker', ['rmi', ...images.map((i) => `${REPO}:${i.tag}`)]).catch(() => undefined);
   await files.close();
+  await engine.close();
   await origin.close();
   await devOrigin.close();
   if (!args.keep) await rm(work, { recursive: true, force: true });
