@@ -565,7 +565,8 @@ async function main(): Promise<void> {
           runtimeState.fault = 'none';
           runtimeState.cleared();
         },
-        window: 14_000,
+        // Apply, the ACK timeout (5 s) and the restore all fit in it, even on a loaded machine.
+        window: 25_000,
       })),
       {
         name: 'docker engine unreachable mid-apply',
