@@ -750,7 +750,9 @@ async function main(): Promise<void> {
   // Clean up what this run created: its containers (by our label), its images, its files.
   const ours = (await dockerJson(['ps', '-a', '--filter', `label=${LABEL}.managed-by`, '--format', '{{json .}}'])) as { ID: string }[];
   if (ours.length > 0) await run('docker', ['rm', '-f', ...ours.map((c) => c.ID)]).catch(() => undefined);
-  await run('docker', ['rmi', ...images.map((i) => `${REPO}:${i.tag}`)]).catch(() => undefined);
+  // The Agent pulled by digest (untagged); every image of our repository goes, by id.
+  const ids = (await run('docker', ['images', '-q', REPO]).catch(() => ({ stdout: '' }))).stdout.split('\n').filter((id) => id !== '');
+  if (ids.length > 0) await run('docker', ['rmi', '-f', ...new Set(ids)]).catch(() => undefined);
   await files.close();
   await engine.close();
   await origin.close();
