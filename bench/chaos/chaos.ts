@@ -177,7 +177,7 @@ async function startSwitchableOrigin(target: string): Promise<SwitchableOrigin> 
 /** A unix socket in front of the Docker engine that can be stopped and started, so the engine "goes away" for this Agent only. */
 async function startEngineProxy(path: string): Promise<{ path: string; up: boolean; close(): Promise<void> }> {
   const sockets = new Set<Socket>();
-  const state = { path, up: true, close: async () => undefined as void };
+  const state = { up: true };
   const server = createNetServer((client) => {
     if (!state.up) return void client.destroy();
     const engine = netConnect('/var/run/docker.sock');
