@@ -50,6 +50,8 @@ export interface ApplierAdapterOptions {
     readonly label_prefix?: string;
     readonly name_prefix?: string;
   };
+  /** Told as each step starts: the daemon logs it (debug), so a log shows where an apply was when it stopped. */
+  readonly onStep?: (kind: string, index: number, line: string) => void;
 }
 
 /** The model store the engine mounts into runtime containers with `models: true` (SPEC §6). */
@@ -156,6 +158,7 @@ export function createApplierPort(options: ApplierAdapterOptions & { onEngineUna
           policy,
           ...(signal ? { signal } : {}),
           ...(onProgress ? { onProgress } : {}),
+          ...(options.onStep ? { onStep: (step: Step, index: number) => options.onStep?.(step.kind, index, mod.describeStep(step)) } : {}),
           ...(options.stableMs === undefined ? {} : { stableMs: options.stableMs }),
         });
         return { ok: true, durationMs: report.durationMs, steps: report.steps };

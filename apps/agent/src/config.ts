@@ -188,7 +188,7 @@ export function parseConfig(value: unknown, baseDir: string, file: string | null
     file,
     trust_root: config.trust_root.map(abs),
     state_dir: stateDir,
-    docker: { socket_path: abs(config.docker.socket_path) },
+    docker: { ...config.docker, socket_path: abs(config.docker.socket_path) },
     bridge: { ...config.bridge, listen, token_file: bridgeToken },
     control: { token_file: operatorToken },
   };

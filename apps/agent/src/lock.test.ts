@@ -1,4 +1,4 @@
-import { readFile, readdir, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
 import { tempDir } from '@resultity/testkit';
@@ -101,6 +101,18 @@ describe('acquireLock', () => {
       expect(holder?.nonce).toBe((winners[0] as PromiseFulfilledResult<{ holder: LockHolder }>).value.holder.nonce);
       for (const pid of pids) procs.die(pid);
     }
+  });
+
+  it('clears the temp files a writer killed mid-write left in the state directory (found by the chaos campaign)', async () => {
+    const dir = work.path;
+    await writeFile(join(dir, '.1fb07b53a129.tmp'), '{"half":');
+    await mkdir(join(dir, 'envelopes'), { recursive: true });
+    await writeFile(join(dir, 'envelopes', '.aaaaaaaaaaaa.tmp'), '{');
+    await writeFile(join(dir, 'state.json'), '{}');
+    const lock = await acquireLock(dir, procs.as(10));
+    expect((await readdir(dir)).sort()).toEqual(['agent.lock', 'envelopes', 'state.json']);
+    expect(await readdir(join(dir, 'envelopes'))).toEqual([]);
+    await lock.release();
   });
 
   it('releases only its own holding', async () => {

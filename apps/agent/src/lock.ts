@@ -2,7 +2,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { link, mkdir, open, readFile, rename, unlink } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 
-import { fsyncDirectory } from '@resultity/node-kit';
+import { fsyncDirectory, removeStaleTempFiles } from '@resultity/node-kit';
 
 import { AgentError } from './errors.js';
 
@@ -137,6 +137,9 @@ export async function acquireLock(dir: string, processes: ProcessPort = procfs):
     const outcome = await claim(path, record, processes, 0);
     if (outcome.kind === 'won') {
       await fsyncDirectory(dir);
+      // The holder is the state directory's only writer: what a killed writer left half-written
+      // is its to clear (the chaos campaign found these temp files outliving every restart).
+      await removeStaleTempFiles(dir);
       return {
         path,
         holder,

@@ -51,6 +51,7 @@ export function applierFor(config: AgentConfig, logger: Logger): ApplierPort {
     // Chunk lists come from the origin the snapshots come from (SPEC §5 chunks/{hex}.json).
     chunks: { origin: config.origin, network: config.network, connections: config.downloads.connections },
     reserveBytes: config.downloads.reserve_bytes,
+    onStep: (kind, index, line) => logger.debug({ step: kind, index, line }, 'apply step'),
     onEngineUnavailable: (error) => {
       if (warned) return;
       warned = true;

@@ -1,10 +1,10 @@
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
-import { readFileBounded } from './fs.js';
+import { readFileBounded, removeStaleTempFiles } from './fs.js';
 
 // Not the testkit's tempDir: the testkit stands on the snapshot package, which stands on this one.
 let dir: { path: string; cleanup: () => Promise<void> };
@@ -32,5 +32,25 @@ describe('readFileBounded', () => {
 
   it('refuses a missing file with IO and a plain reason', async () => {
     await expect(readFileBounded(join(dir.path, 'missing'), 10)).rejects.toMatchObject({ code: 'IO', message: expect.stringContaining('no such file') });
+  });
+});
+
+describe('removeStaleTempFiles', () => {
+  it('removes the temp files of unfinished atomic writes, at any depth it is given, and nothing else', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'node-kit-temps-'));
+    try {
+      await mkdir(join(dir, 'models', 'deep', 'deeper'), { recursive: true });
+      await writeFile(join(dir, '.0123456789ab.tmp'), 'half a state.json');
+      await writeFile(join(dir, 'models', '.abcdefabcdef.tmp'), 'half an index');
+      await writeFile(join(dir, 'models', 'deep', 'deeper', '.abcdefabcdef.tmp'), 'below the depth');
+      await writeFile(join(dir, 'state.json'), '{}');
+      await writeFile(join(dir, '.notours.tmp'), 'another tool');
+      const removed = await removeStaleTempFiles(dir, 1);
+      expect(removed.map((p) => p.slice(dir.length)).sort()).toEqual(['/.0123456789ab.tmp', '/models/.abcdefabcdef.tmp']);
+      expect((await readdir(dir)).sort()).toEqual(['.notours.tmp', 'models', 'state.json']);
+      expect(await readdir(join(dir, 'models', 'deep', 'deeper'))).toEqual(['.abcdefabcdef.tmp']);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 });

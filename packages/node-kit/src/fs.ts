@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { mkdir, open, rename, rm } from 'node:fs/promises';
+import { mkdir, open, readdir, rename, rm } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 
 import { CodedError } from './errors.js';
@@ -9,10 +9,13 @@ import { CodedError } from './errors.js';
  * new, never a mix: temp file, fsync, rename over, fsync of the directory. `mtime`, when
  * given, is the modification time the new file appears with.
  */
+/** The name writeFileAtomic gives its temp file; nothing else in a directory it writes looks like this. */
+export const ATOMIC_TEMP_PATTERN = /^\.[0-9a-f]{12}\.tmp$/;
+
 export async function writeFileAtomic(path: string, data: Uint8Array | string, mode = 0o644, mtime?: Date): Promise<void> {
   const dir = dirname(path);
   await mkdir(dir, { recursive: true });
-  const temp = join(dir, `.${randomBytes(6).toString('hex')}.tmp`);
+  const temp = join(dir, `.${randomBytes(6).toString('hex')}.tmp`); // ATOMIC_TEMP_PATTERN
   const file = await open(temp, 'wx', mode);
   try {
     await file.writeFile(data);
@@ -102,4 +105,27 @@ export function describeFsError(error: unknown): string {
     default:
       return code ?? (error as Error)?.message ?? String(error);
   }
+}
+
+/**
+ * Removes the temp files of writes a killed process never finished (writeFileAtomic's, by
+ * name), in `dir` and its subdirectories down to `depth`. A kill -9 between open and rename
+ * leaves one behind, and nothing else would ever remove it. Only the directory's single
+ * writer may call this (the Agent holds its lock), or another writer's temp file in flight
+ * would go. Returns what was removed.
+ */
+export async function removeStaleTempFiles(dir: string, depth = 2): Promise<string[]> {
+  const removed: string[] = [];
+  const entries = await readdir(dir, { withFileTypes: true }).catch(() => []);
+  for (const entry of entries) {
+    const path = join(dir, entry.name);
+    if (entry.isFile() && ATOMIC_TEMP_PATTERN.test(entry.name)) {
+      await rm(path, { force: true });
+      removed.push(path);
+    } else if (entry.isDirectory() && depth > 0) {
+      removed.push(...(await removeStaleTempFiles(path, depth - 1)));
+    }
+  }
+  if (removed.some((p) => dirname(p) === dir)) await fsyncDirectory(dir);
+  return removed;
 }
