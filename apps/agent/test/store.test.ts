@@ -78,7 +78,7 @@ describe('the model store over applies (real files, a real HTTP server)', () => 
     expect((await cli(['sync', '--once', '--config', s.config])).code).toBe(0);
     const collect = (await audit(s.stateDir)).filter((e) => e.type === 'collect').at(-1);
     expect(collect).toMatchObject({ ok: true, bytes_freed: before.collectable.bytes });
-    expect((collect?.removed as { file: string }[]).map((r) => r.file).sort()).toEqual([`sha256/${b.sha256}`, `staging/${stale}.part`]);
+    expect(((collect?.removed ?? []) as { file: string }[]).map((r) => r.file).sort()).toEqual([`sha256/${b.sha256}`, `staging/${stale}.part`]);
     expect(await readdir(join(models, 'sha256'))).toEqual([a.sha256]);
     expect(await readdir(join(models, 'staging'))).toEqual([]);
     expect((await storeStatus(s.config)).collectable).toEqual({ bytes: 0, count: 0 });
