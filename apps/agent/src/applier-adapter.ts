@@ -1,12 +1,38 @@
 import { join } from 'node:path';
 
-import type { ApplierPolicy, ApplierPorts, ContainerEngine, DefaultPortsOptions, HttpDownloaderOptions, NodeProfile, Step } from '@resultity/applier';
+import type {
+  ApplierPolicy,
+  ApplierPorts,
+  CollectableStore,
+  ContainerEngine,
+  DefaultPortsOptions,
+  HttpDownloaderOptions,
+  NodeProfile,
+  Step,
+  StoreFile,
+} from '@resultity/applier';
 import { environmentFromSnapshot } from '@resultity/bridge-protocol';
 
 import { AgentError, errorCode, errorMessage, isRetryable } from './errors.js';
-import type { ApplierPort, ApplyFailure, ObservedNode } from './ports.js';
+import type { ApplierPort, ApplyFailure, ApplyTarget, CollectResult, ObservedNode, StoreUsage } from './ports.js';
 
 type ApplierModule = typeof import('@resultity/applier');
+
+/** The default store (FsModelStore) can list and remove its files; a store injected by a test may not. */
+function collectable(models: ApplierPorts['models']): (ApplierPorts['models'] & CollectableStore) | null {
+  const m = models as Partial<CollectableStore>;
+  return typeof m.inventory === 'function' && typeof m.removeFile === 'function' ? (models as ApplierPorts['models'] & CollectableStore) : null;
+}
+
+/** A store file as the audit log names it: its path inside the store. */
+export function storeFileName(file: Pick<StoreFile, 'kind' | 'sha256'>): string {
+  return file.kind === 'blob' ? `sha256/${file.sha256}` : `staging/${file.sha256}.${file.kind === 'journal' ? 'chunks' : file.kind}`;
+}
+
+/** Every model a kept snapshot references, whatever the node's profile: a rollback to it must not download. */
+function keptModels(keep: readonly ApplyTarget[]): { sha256: string }[] {
+  return keep.flatMap((t) => t.snapshot.models.map((m) => ({ sha256: m.sha256 })));
+}
 
 /** The applier's error as a typed failure: ApplyError says itself whether it restored the previous state. */
 export function applyFailureFrom(error: unknown, applyError: ApplierModule['ApplyError'], signal?: AbortSignal): ApplyFailure {
@@ -161,7 +187,12 @@ export function createApplierPort(options: ApplierAdapterOptions & { onEngineUna
           ...(options.onStep ? { onStep: (step: Step, index: number) => options.onStep?.(step.kind, index, mod.describeStep(step)) } : {}),
           ...(options.stableMs === undefined ? {} : { stableMs: options.stableMs }),
         });
-        return { ok: true, durationMs: report.durationMs, steps: report.steps };
+        return {
+          ok: true,
+          durationMs: report.durationMs,
+          steps: report.steps,
+          ...(report.droppedMirrors.length > 0 ? { droppedMirrors: report.droppedMirrors } : {}),
+        };
       } catch (error) {
         return { ok: false, failure: applyFailureFrom(error, mod.ApplyError, signal) };
       }
@@ -178,6 +209,26 @@ export function createApplierPort(options: ApplierAdapterOptions & { onEngineUna
     async flags(target) {
       const { mod } = await load();
       return mod.evaluateParticipation(target.snapshot.participation, profile);
+    },
+
+    async storeUsage(keep): Promise<StoreUsage | null> {
+      const { mod, ports } = await load();
+      const store = collectable(ports.models);
+      if (store === null) return null;
+      const planned = mod.planCollection(await store.inventory(), keptModels(keep));
+      return { bytes: planned.storeBytes, collectable: { bytes: planned.bytes, count: planned.remove.length } };
+    },
+
+    async collect(keep): Promise<CollectResult> {
+      const { mod, ports } = await load();
+      const store = collectable(ports.models);
+      if (store === null) return { removed: [], bytesFreed: 0, failed: [] };
+      const report = await mod.executeCollection(mod.planCollection(await store.inventory(), keptModels(keep)), store);
+      return {
+        removed: report.removed.map((f) => ({ file: storeFileName(f), bytes: f.bytes })),
+        bytesFreed: report.bytesFreed,
+        failed: report.failed.map((f) => ({ file: storeFileName(f.file), message: f.message })),
+      };
     },
 
     async observe(): Promise<ObservedNode> {

@@ -32,6 +32,8 @@ export interface ApplyTransactionDeps {
   readonly retryBudget: number;
   readonly now: () => string;
   readonly loadTarget: (digest: string) => Promise<ApplyTarget | null>;
+  /** The snapshots whose models collection keeps (read after the apply is recorded). */
+  readonly keptTargets: () => Promise<{ targets: ApplyTarget[] } | { missing: string }>;
   readonly onProgress?: (event: ProgressInfo) => void;
 }
 
@@ -99,11 +101,56 @@ export class ApplyTransaction {
     });
     await store.clearJournal();
     await state.update((s) => store.prune(s));
-    await audit.append('applied', { digest: ref.digest, sequence: ref.sequence, reason: options.reason, duration_ms: executed.durationMs, runtime: runtime.outcome });
+    const dropped = executed.droppedMirrors ?? [];
+    for (const d of dropped) for (const m of d.mirrors) this.deps.metrics.mirrorFailure(m.code);
+    await audit.append('applied', {
+      digest: ref.digest,
+      sequence: ref.sequence,
+      reason: options.reason,
+      duration_ms: executed.durationMs,
+      runtime: runtime.outcome,
+      // Hosts are named here, in the local audit log, and nowhere that leaves the node.
+      ...(dropped.length > 0 ? { mirrors: dropped } : {}),
+    });
     await state.anchor();
+    await this.collect(target);
     this.deps.metrics.appliedSequence(ref.sequence);
     this.deps.logger.info({ digest: ref.digest, sequence: ref.sequence, reason: options.reason }, 'applied');
     return { result: 'applied', digest: ref.digest, sequence: ref.sequence };
+  }
+
+  /**
+   * Removes model files no snapshot the node may go back to references (`keptTargets`: the
+   * applied one, the one before it, a pinned one), after an apply that succeeded. A failed apply
+   * collects nothing: the node is on its last-known-good, and what it fetched for the failed
+   * target stays for the retry. The applied snapshot (and the model index) is always kept, so a
+   * file a running container may be reading for a model still announced is never removed. When
+   * a kept envelope cannot be read, nothing is collected: better a full disk later than a
+   * deleted model now. A failure here never fails the apply.
+   */
+  private async collect(applied: ApplyTarget): Promise<void> {
+    const { audit, applier, logger } = this.deps;
+    try {
+      const kept = await this.deps.keptTargets();
+      if ('missing' in kept) {
+        await audit.append('collect', { ok: false, code: 'STATE_CORRUPT', message: `the envelope of ${kept.missing} is missing; nothing collected` });
+        return;
+      }
+      const keep = kept.targets.some((t) => t.digest === applied.digest) ? kept.targets : [applied, ...kept.targets];
+      const result = await applier.collect(keep);
+      if (result.removed.length === 0 && result.failed.length === 0) return;
+      this.deps.metrics.collectedBytes(result.bytesFreed);
+      await audit.append('collect', {
+        ok: result.failed.length === 0,
+        kept: keep.map((t) => t.digest),
+        removed: result.removed,
+        bytes_freed: result.bytesFreed,
+        ...(result.failed.length > 0 ? { failed: result.failed } : {}),
+      });
+    } catch (error) {
+      logger.warn({ code: errorCode(error), err: errorMessage(error) }, 'collecting the model store failed');
+      await audit.append('collect', { ok: false, code: errorCode(error), message: errorMessage(error) });
+    }
   }
 
   /** Puts the last-known-good back (plan from reality toward it) and tells the runtime. */

@@ -15,6 +15,7 @@ export type AuditType =
   | 'apply-failed'
   | 'apply-cancelled'
   | 'applied'
+  | 'collect'
   | 'rollback'
   | 'runtime-ack'
   | 'runtime-nack'

@@ -113,6 +113,58 @@ describe('syncOnce', () => {
     expect((await store.read()).applied?.sequence).toBe(2);
   });
 
+  describe('collection', () => {
+    it('after an apply, collects keeping the applied snapshot and the one before it, and audits what was freed', async () => {
+      const first = publish(1);
+      const e = engine();
+      await e.syncOnce();
+      expect(applier.collected).toEqual([[first]]);
+      applier.collectable = { removed: [{ file: `sha256/${'c'.repeat(64)}`, bytes: 4096 }], bytesFreed: 4096, failed: [] };
+      const second = publish(2, { job: { max_tokens: 2048, max_queue_size: 8, execution_timeout_ms: 1000 } });
+      await e.syncOnce();
+      expect(applier.collected.at(-1)?.sort()).toEqual([first, second].sort());
+      expect(audit.entries.at(-1)).toMatchObject({ type: 'collect', ok: true, removed: [{ file: `sha256/${'c'.repeat(64)}`, bytes: 4096 }], bytes_freed: 4096 });
+      expect(audit.types().indexOf('collect')).toBeGreaterThan(audit.types().lastIndexOf('applied'));
+    });
+
+    it('collects nothing when the apply fails', async () => {
+      publish(1);
+      const e = engine();
+      await e.syncOnce();
+      const second = publish(2, { job: { max_tokens: 2048, max_queue_size: 8, execution_timeout_ms: 1000 } });
+      applier.failWith.set(second, { code: 'HEALTH_TIMEOUT', rolledBack: true });
+      await e.syncOnce();
+      expect(applier.collected).toHaveLength(1);
+      expect(audit.types()).not.toContain('collect');
+    });
+
+    it('keeps a pinned rollback target', async () => {
+      const first = publish(1);
+      const e = engine();
+      await e.syncOnce();
+      const second = publish(2, { job: { max_tokens: 2048, max_queue_size: 8, execution_timeout_ms: 1000 } });
+      await e.syncOnce();
+      expect(await e.rollback(first)).toMatchObject({ result: 'applied', digest: first });
+      expect(applier.collected.at(-1)?.sort()).toEqual([first, second].sort());
+      expect((await store.read()).pinned?.digest).toBe(first);
+    });
+  });
+
+  describe('a mirror dropped from a download that succeeded', () => {
+    it('is named in the applied audit entry and counted by code, and stays out of last_error', async () => {
+      const counted: string[] = [];
+      applier.dropMirrors = [{ model: 'llama@1.0.0', mirrors: [{ index: 1, code: 'MIRROR_CHUNK_MISMATCH', detail: 'mirror-b.internal: chunk 3' }] }];
+      const digest = publish(1);
+      const e = new SyncEngine({ ...engineDeps(), metrics: { ...noMetrics, mirrorFailure: (code: string) => counted.push(code) } });
+      expect(await e.syncOnce()).toMatchObject({ result: 'applied', digest });
+      expect(audit.entries.find((x) => x.type === 'applied')).toMatchObject({
+        mirrors: [{ model: 'llama@1.0.0', mirrors: [{ index: 1, code: 'MIRROR_CHUNK_MISMATCH', detail: 'mirror-b.internal: chunk 3' }] }],
+      });
+      expect(counted).toEqual(['MIRROR_CHUNK_MISMATCH']);
+      expect(JSON.stringify(await store.read())).not.toContain('mirror-b.internal');
+    });
+  });
+
   describe('when the network is down at start', () => {
     it('fails with FETCH_FAILED, applies nothing and keeps what runs', async () => {
       const first = publish(1);

@@ -103,6 +103,7 @@ export class SyncEngine {
       retryBudget: deps.retryBudget,
       now: () => this.now(),
       loadTarget: (digest) => this.loadTarget(digest),
+      keptTargets: () => this.keptTargets(),
       ...(deps.onProgress ? { onProgress: deps.onProgress } : {}),
     });
   }
@@ -388,6 +389,25 @@ export class SyncEngine {
       audit_head: this.deps.audit.head() ?? state.audit_head,
       sent_at: this.now(),
     };
+  }
+
+  /**
+   * The snapshots whose models collection keeps: the applied one, the one applied before it (an
+   * operator's rollback goes there by default, and `plan` retained its models) and a pinned one.
+   * Older envelopes are not kept: rolling back to one downloads its models again. `missing`
+   * names an envelope the state points at but the state directory lacks; then nothing is kept
+   * safely and nothing may be collected.
+   */
+  async keptTargets(): Promise<{ targets: ApplyTarget[] } | { missing: string }> {
+    const state = await this.state.read();
+    const digests = new Set([state.applied?.digest, previousApplied(state), state.pinned?.digest].filter((d): d is string => d !== undefined));
+    const targets: ApplyTarget[] = [];
+    for (const digest of digests) {
+      const target = await this.loadTarget(digest);
+      if (target === null) return { missing: digest };
+      targets.push(target);
+    }
+    return { targets };
   }
 
   /** The applied snapshot, read back from the state directory. */

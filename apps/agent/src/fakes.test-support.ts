@@ -1,7 +1,7 @@
 import type { AuditEntry, AuditHead, AuditSink, AuditType } from './audit.js';
 import { AgentError } from './errors.js';
 import type { LatestResult, Origin } from './origin-client.js';
-import type { ApplierPort, ApplyTarget, ExecuteResult, NotifyResult, ObservedNode, PlanResult, PlannedApply, RuntimeEnvironment, RuntimeNotifier } from './ports.js';
+import type { ApplierPort, ApplyTarget, CollectResult, DroppedMirrors, ExecuteResult, StoreUsage, NotifyResult, ObservedNode, PlanResult, PlannedApply, RuntimeEnvironment, RuntimeNotifier } from './ports.js';
 
 /** An in-memory origin for unit tests of the sync logic. */
 export class FakeOrigin implements Origin {
@@ -86,7 +86,8 @@ export class FakeApplier implements ApplierPort {
       return { ok: false, failure: { code: failure.code, message: `fake ${failure.code}`, retryable: failure.retryable ?? false, rolledBack: failure.rolledBack, cancelled: false } };
     }
     this.running = plan.target;
-    return { ok: true, durationMs: 1, steps: plan.steps.length };
+    const dropped = this.dropMirrors.splice(0);
+    return { ok: true, durationMs: 1, steps: plan.steps.length, ...(dropped.length > 0 ? { droppedMirrors: dropped } : {}) };
   }
 
   async environment(target: ApplyTarget): Promise<RuntimeEnvironment> {
@@ -105,6 +106,24 @@ export class FakeApplier implements ApplierPort {
 
   async flags(target: ApplyTarget) {
     return { mode: target.snapshot.participation.mode, subclouds: [] };
+  }
+
+  /** What collect was asked to keep, per call (digests). */
+  collected: string[][] = [];
+  /** What the next collect reports as removed. */
+  collectable: CollectResult = { removed: [], bytesFreed: 0, failed: [] };
+  /** Mirrors the next successful execute reports as dropped. */
+  dropMirrors: DroppedMirrors[] = [];
+
+  async storeUsage(): Promise<StoreUsage | null> {
+    return { bytes: 100, collectable: { bytes: this.collectable.bytesFreed, count: this.collectable.removed.length } };
+  }
+
+  async collect(keep: readonly ApplyTarget[]): Promise<CollectResult> {
+    this.collected.push(keep.map((t) => t.digest));
+    const result = this.collectable;
+    this.collectable = { removed: [], bytesFreed: 0, failed: [] };
+    return result;
   }
 }
 

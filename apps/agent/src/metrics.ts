@@ -14,6 +14,13 @@ export function createMetrics(): { registry: Registry; sink: MetricsSink } {
     registers: [registry],
   });
   const bytes = new Counter({ name: 'resultity_agent_downloaded_bytes_total', help: 'Bytes downloaded by kind', labelNames: ['kind'], registers: [registry] });
+  const mirrorFailures = new Counter({
+    name: 'resultity_agent_mirror_failures_total',
+    help: 'Mirrors given up on during model downloads, by failure code (whether or not another mirror completed the download)',
+    labelNames: ['code'],
+    registers: [registry],
+  });
+  const collected = new Counter({ name: 'resultity_agent_collected_bytes_total', help: 'Bytes freed from the model store by collection', registers: [registry] });
   return {
     registry,
     sink: {
@@ -21,6 +28,8 @@ export function createMetrics(): { registry: Registry; sink: MetricsSink } {
       syncResult: (code) => results.inc({ code }),
       applyDuration: (seconds) => durations.observe(seconds),
       bytesDownloaded: (kind, n) => bytes.inc({ kind }, n),
+      mirrorFailure: (code) => mirrorFailures.inc({ code }),
+      collectedBytes: (n) => collected.inc(n),
     },
   };
 }

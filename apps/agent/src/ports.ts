@@ -37,9 +37,18 @@ export interface ApplyFailure {
 /** The outcome of planning: the plan, or why there is none. */
 export type PlanResult = { readonly ok: true; readonly plan: PlannedApply } | { readonly ok: false; readonly failure: ApplyFailure };
 
+/**
+ * A mirror given up on during a model download that another mirror completed. `detail` names the
+ * host: for the local audit log only, like ApplyFailure's `mirrors`.
+ */
+export interface DroppedMirrors {
+  readonly model: string;
+  readonly mirrors: readonly { readonly index: number; readonly code: string; readonly detail: string }[];
+}
+
 /** The outcome of executing a plan. */
 export type ExecuteResult =
-  | { readonly ok: true; readonly durationMs: number; readonly steps: number }
+  | { readonly ok: true; readonly durationMs: number; readonly steps: number; readonly droppedMirrors?: readonly DroppedMirrors[] }
   | { readonly ok: false; readonly failure: ApplyFailure };
 
 /** A download's progress, shown on a terminal and in logs. */
@@ -48,6 +57,23 @@ export interface ProgressInfo {
   readonly name: string;
   readonly bytesDone: number;
   readonly bytesTotal: number | null;
+  /** A model download's average rate so far. */
+  readonly bytesPerSecond?: number;
+  /** A chunked model download's mirrors: verified bytes each delivered, requests in flight, and the code of one dropped. */
+  readonly mirrors?: readonly { readonly index: number; readonly bytes: number; readonly connections: number; readonly failure: { readonly code: string } | null }[];
+}
+
+/** The model store's size and what no kept snapshot needs, for `status`. */
+export interface StoreUsage {
+  readonly bytes: number;
+  readonly collectable: { readonly bytes: number; readonly count: number };
+}
+
+/** What a collection removed (file names are the store's: `sha256/<hex>`, `staging/<hex>.part`…). */
+export interface CollectResult {
+  readonly removed: readonly { readonly file: string; readonly bytes: number }[];
+  readonly bytesFreed: number;
+  readonly failed: readonly { readonly file: string; readonly message: string }[];
 }
 
 /** What runs on the node now, for `status`. */
@@ -70,6 +96,10 @@ export interface ApplierPort {
   observe(): Promise<ObservedNode>;
   /** The participation flags this node would get from a snapshot (for status and heartbeats). */
   flags(target: ApplyTarget): Promise<{ mode: string; subclouds: readonly string[] }>;
+  /** The store's size and what collection would remove while `keep` are the snapshots to keep; null for a store that cannot list itself. */
+  storeUsage(keep: readonly ApplyTarget[]): Promise<StoreUsage | null>;
+  /** Removes model files (and staged leftovers) that none of `keep` references nor the model index names. */
+  collect(keep: readonly ApplyTarget[]): Promise<CollectResult>;
 }
 
 /** What the runtime is told after an apply (the runtime bridge protocol's environment). */
@@ -109,6 +139,10 @@ export interface MetricsSink {
   syncResult(code: string): void;
   applyDuration(seconds: number): void;
   bytesDownloaded(kind: 'snapshot' | 'latest' | 'root' | 'model' | 'image', bytes: number): void;
+  /** A mirror given up on during a model download, by its failure code. */
+  mirrorFailure(code: string): void;
+  /** Bytes a collection freed from the model store. */
+  collectedBytes(bytes: number): void;
 }
 
-export const noMetrics: MetricsSink = { appliedSequence() {}, syncResult() {}, applyDuration() {}, bytesDownloaded() {} };
+export const noMetrics: MetricsSink = { appliedSequence() {}, syncResult() {}, applyDuration() {}, bytesDownloaded() {}, mirrorFailure() {}, collectedBytes() {} };

@@ -21,6 +21,7 @@ const report: StatusReport = {
   models: [{ name: 'llama', version: '1.2.0' }],
   flags: { mode: 'testnet', subclouds: ['eu-gpu'] },
   engine: 'ok',
+  store: { bytes: 3 * 1048576, collectable: { bytes: 1048576, count: 2 } },
   runtime: { last: { digest: `sha256:${'a'.repeat(64)}`, outcome: 'ack', at: '2026-11-26T00:00:00.000Z' }, connected: [] },
   pending_update: { agent: { version: '1.3.0', image: 'registry.example/agent', digest: 'sha256:e' } },
 };
@@ -36,6 +37,7 @@ describe('renderStatus', () => {
     expect(text).toMatch(/^models\s+llama@1\.2\.0$/m);
     expect(text).toMatch(/^flags\s+mode testnet; subclouds eu-gpu$/m);
     expect(text).toMatch(/^pending update\s+agent 1\.3\.0/m);
+    expect(text).toMatch(/^model store\s+3\.0 MiB; collectable 1\.0 MiB in 2 file\(s\)$/m);
   });
 
   it('escapes control characters that came from the network, even in a state written before they were escaped', () => {

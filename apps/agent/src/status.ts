@@ -21,6 +21,8 @@ export interface StatusReport {
   models: { name: string; version: string }[];
   flags: { mode: string; subclouds: readonly string[] } | null;
   engine: string;
+  /** The model store's size and what collection would remove now (null when it cannot be read). */
+  store: { bytes: number; collectable: { bytes: number; count: number } } | null;
   runtime: { last: { digest: string | null; outcome: string; at: string } | null; connected: { runtimeId: string; digest: string | null }[] };
   pending_update: { agent: { version: string; image: string; digest: string } | null };
 }
@@ -42,6 +44,9 @@ export async function collectStatus(parts: AgentParts, applier: ApplierPort, not
   } catch (error) {
     engine = `${errorCode(error)}: ${errorMessage(error)}`;
   }
+  // With an envelope missing, nothing is collectable: collection would refuse too.
+  const kept = await parts.engine.keptTargets().catch(() => null);
+  const usage = kept === null ? null : 'missing' in kept ? null : await applier.storeUsage(kept.targets).catch(() => null);
   return {
     network: parts.config.network,
     node_id: parts.config.node_id,
@@ -60,11 +65,16 @@ export async function collectStatus(parts: AgentParts, applier: ApplierPort, not
     models: observed ? [...observed.models] : (applied?.snapshot.models.map((m) => ({ name: m.name, version: m.version })) ?? []),
     flags: observed?.flags ?? (applied ? await applier.flags(applied).catch(() => null) : null),
     engine,
+    store: usage === null ? null : { bytes: usage.bytes, collectable: { bytes: usage.collectable.bytes, count: usage.collectable.count } },
     runtime: { last: state.runtime, connected: notifier ? [...notifier.connected()] : [] },
     pending_update: {
       agent: state.pending_agent_update ? { version: state.pending_agent_update.version, image: state.pending_agent_update.image, digest: state.pending_agent_update.digest } : null,
     },
   };
+}
+
+function mib(bytes: number): string {
+  return `${(bytes / 1048576).toFixed(1)} MiB`;
 }
 
 /** The readable table of `status`. */
@@ -89,6 +99,7 @@ export function renderStatus(report: StatusReport): string {
     ],
     ['models', report.models.length === 0 ? '(none)' : report.models.map((m) => `${m.name}@${m.version}`).join(', ')],
     ['flags', report.flags ? `mode ${report.flags.mode}; subclouds ${report.flags.subclouds.join(', ') || '(none)'}` : '-'],
+    ['model store', report.store ? `${mib(report.store.bytes)}; collectable ${mib(report.store.collectable.bytes)} in ${report.store.collectable.count} file(s)` : '-'],
     ['runtime', report.runtime.last ? `${report.runtime.last.outcome} for ${report.runtime.last.digest ?? '-'} at ${report.runtime.last.at}` : '-'],
     ['pending update', report.pending_update.agent ? `agent ${report.pending_update.agent.version} (${report.pending_update.agent.image})` : 'none'],
   ];

@@ -39,6 +39,7 @@ interface Context {
   options: ExecuteOptions;
   ids: Map<string, string>;
   mutating: number;
+  droppedMirrors: ApplyReport['droppedMirrors'];
 }
 
 const keyOf = (m: { name: string; version: string }) => `${m.name}@${m.version}`;
@@ -168,7 +169,7 @@ const executors: { [K in StepKind]: (step: Extract<Step, { kind: K }>, ctx: Cont
   'fetch-model': async (step, ctx) => {
     if (await ctx.ports.models.hasBlob(step.model.sha256)) return;
     ctx.mutating++;
-    await fetchModel(step.model, ctx.ports, {
+    const report = await fetchModel(step.model, ctx.ports, {
       ...(ctx.options.signal ? { signal: ctx.options.signal } : {}),
       onProgress: (done, total, detail) =>
         ctx.options.onProgress?.({
@@ -180,6 +181,7 @@ const executors: { [K in StepKind]: (step: Extract<Step, { kind: K }>, ctx: Cont
           ...(detail?.mirrors === undefined ? {} : { mirrors: detail.mirrors }),
         }),
     });
+    if (report.dropped.length > 0) ctx.droppedMirrors.push({ model: keyOf(step.model), mirrors: report.dropped });
   },
   'pull-image': pullImage,
   create: async (step, ctx) => {
@@ -361,7 +363,7 @@ export async function execute(steps: Step[], ports: ApplierPorts, options: Execu
     }
   }
 
-  const ctx: Context = { ports, options, ids: new Map(), mutating: 0 };
+  const ctx: Context = { ports, options, ids: new Map(), mutating: 0, droppedMirrors: [] };
   const touched = { containers: false, index: false, flags: false };
   for (const [index, step] of steps.entries()) {
     try {
@@ -382,5 +384,5 @@ export async function execute(steps: Step[], ports: ApplierPorts, options: Execu
       throw failure.withOutcome(step, true);
     }
   }
-  return { steps: steps.length, mutatingCalls: ctx.mutating, durationMs: ports.clock.now() - startedAt, rolledBack: false };
+  return { steps: steps.length, mutatingCalls: ctx.mutating, durationMs: ports.clock.now() - startedAt, rolledBack: false, droppedMirrors: ctx.droppedMirrors };
 }

@@ -118,6 +118,11 @@ function nextMove(error: unknown): 'retry' | 'next' | 'discard-and-next' | 'give
   return 'retry';
 }
 
+/** What a download that succeeded met on the way: the mirrors it gave up on, for the audit log and metrics. */
+export interface FetchReport {
+  dropped: MirrorFailure[];
+}
+
 /**
  * Downloads a model into the store: streamed, hashed while written, size-bounded, resumed with
  * a Range request after an interruption, and renamed into `sha256/<hex>` only once verified. A
@@ -127,12 +132,12 @@ export async function fetchModel(
   model: Model,
   ports: { models: ModelStore; downloader: Downloader; clock: Clock; chunks?: ChunkPorts },
   options: FetchModelOptions = {},
-): Promise<void> {
+): Promise<FetchReport> {
   const { models: store, downloader, clock } = ports;
   const sha256 = assertSha256(model.sha256);
   const size = model.size;
   const label = `${model.name}@${model.version}`;
-  if (await store.hasBlob(sha256)) return;
+  if (await store.hasBlob(sha256)) return { dropped: [] };
 
   const chunks = model.chunks;
   if (chunks !== undefined && ports.chunks !== undefined) {
@@ -142,8 +147,8 @@ export async function fetchModel(
     if (free < needed) {
       fail('INSUFFICIENT_SPACE', `model ${label} needs ${needed} more bytes in ${store.root}, ${free} are free`);
     }
-    await fetchChunked({ ...model, chunks }, { ...ports, chunks: ports.chunks }, options);
-    return;
+    const report = await fetchChunked({ ...model, chunks }, { ...ports, chunks: ports.chunks }, options);
+    return { dropped: report.mirrors.flatMap((m) => (m.failure === null ? [] : [m.failure])) };
   }
 
   const staged = await store.partSize(sha256);
@@ -185,7 +190,7 @@ export async function fetchModel(
         }
         await store.commitPart(sha256);
         options.onProgress?.(size, size);
-        return;
+        return { dropped: failures };
       } catch (error) {
         if (options.signal?.aborted) {
           throw new ApplyError('ABORTED', `download of ${label} was cancelled (the staged part is kept for a resume)`, {

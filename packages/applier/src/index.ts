@@ -24,6 +24,8 @@ export {
   DEFAULT_CONTAINER_PREFIX,
 } from './definition.js';
 export { execute } from './execute.js';
+export { planCollection, executeCollection } from './collect.js';
+export type { CollectableStore, CollectionPlan, CollectionReport, KeptModel, StoreFile, StoreInventory } from './collect.js';
 export type { ExecuteOptions } from './execute.js';
 export { readCurrentState, createDefaultPorts, modelPath, observedFrom } from './state.js';
 export type { DefaultPortsOptions } from './state.js';
@@ -31,7 +33,7 @@ export { fetchModel } from './fetch.js';
 export { fetchChunked, loadChunkList, DEFAULT_CONNECTIONS } from './chunked.js';
 export type { ChunkedFetchOptions, ChunkedReport, DownloadDetail, MirrorProgress } from './chunked.js';
 export { OriginChunkLists } from './chunk-lists.js';
-export type { FetchModelOptions } from './fetch.js';
+export type { FetchModelOptions, FetchReport } from './fetch.js';
 export { DockerEngine, dockerCreateOptions } from './docker.js';
 export type { DockerEngineOptions } from './docker.js';
 export { FsModelStore, assertSha256 } from './store.js';

@@ -4,10 +4,14 @@ import { join } from 'node:path';
 
 import { writeFileAtomic } from '@resultity/node-kit';
 
+import type { CollectableStore, StoreFile, StoreInventory } from './collect.js';
 import { fail } from './errors.js';
 import type { ChunkLayout, ChunkStaging, ChunkedPart, ModelIndexEntry, ModelStore, PartWriter } from './ports.js';
 
 const HEX64 = /^[0-9a-f]{64}$/;
+/** Staged files collection knows: only these names are ever removed from staging. */
+const STAGED = /^([0-9a-f]{64})\.(part|chunked|chunks)$/;
+const STAGED_KINDS = { part: 'part', chunked: 'chunked', chunks: 'journal' } as const;
 
 /** Refuses anything but 64 lowercase hex digits, so a store path can never escape the store. */
 export function assertSha256(sha256: string): string {
@@ -35,7 +39,7 @@ function isEntry(value: unknown): value is ModelIndexEntry {
  * (name@version → sha256), `<root>/staging/<hex>.part` for downloads in flight. Names never
  * become paths: only validated hex digests do.
  */
-export class FsModelStore implements ModelStore, ChunkStaging {
+export class FsModelStore implements ModelStore, ChunkStaging, CollectableStore {
   readonly root: string;
   private readonly blobs: string;
   private readonly staging: string;
@@ -273,6 +277,45 @@ export class FsModelStore implements ModelStore, ChunkStaging {
   async discardChunked(sha256: string): Promise<void> {
     await rm(this.journalPath(sha256), { force: true });
     await rm(this.chunkedPath(sha256), { force: true });
+  }
+
+  async inventory(): Promise<StoreInventory> {
+    const files: StoreFile[] = [];
+    const add = async (kind: StoreFile['kind'], sha256: string, path: string) => {
+      try {
+        const s = await stat(path);
+        // Allocated blocks: what removing the file gives back (a staged chunked file is sparse).
+        if (s.isFile()) files.push({ kind, sha256, bytes: s.blocks * 512 });
+      } catch {
+        // Gone between the listing and the stat: nothing to collect.
+      }
+    };
+    for (const hex of await this.listBlobs()) await add('blob', hex, join(this.blobs, hex));
+    let staged: string[] = [];
+    try {
+      staged = await readdir(this.staging);
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
+    }
+    for (const name of staged.sort()) {
+      const match = STAGED.exec(name);
+      if (match === null) continue;
+      const kind = STAGED_KINDS[match[2] as keyof typeof STAGED_KINDS];
+      await add(kind, match[1]!, join(this.staging, name));
+    }
+    return { index: await this.readIndex(), files };
+  }
+
+  async removeFile(file: Pick<StoreFile, 'kind' | 'sha256'>): Promise<void> {
+    const path =
+      file.kind === 'blob'
+        ? this.blobPath(file.sha256)
+        : file.kind === 'part'
+          ? this.partPath(file.sha256)
+          : file.kind === 'chunked'
+            ? this.chunkedPath(file.sha256)
+            : this.journalPath(file.sha256);
+    await rm(path, { force: true });
   }
 
   async commitChunked(sha256: string): Promise<void> {

@@ -1,6 +1,7 @@
 import type { ContainerSpec, Model, PortMapping, RestartPolicy } from '@resultity/snapshot';
 
 import type { MirrorProgress } from './chunked.js';
+import type { MirrorFailure } from './errors.js';
 
 /** What the node offers, from the Agent's configuration `profile`; subclouds require against it. */
 export interface NodeProfile {
@@ -184,4 +185,9 @@ export interface ApplyReport {
   mutatingCalls: number;
   durationMs: number;
   rolledBack: false;
+  /**
+   * Models whose download succeeded although some mirrors were given up on, with what each did
+   * wrong. `detail` names hosts: for the local audit log, never for text that leaves the node.
+   */
+  droppedMirrors: { model: string; mirrors: MirrorFailure[] }[];
 }

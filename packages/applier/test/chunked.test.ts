@@ -368,6 +368,14 @@ describe('execute with chunked models', () => {
     expect(last.mirrors?.reduce((n, m) => n + m.bytes, 0)).toBe(bytes.length);
   });
 
+  it('names in its report a mirror dropped from a download that the others completed', async () => {
+    const [good, bad] = await mirrors({}, { corruptAt: [0, CHUNK, 2 * CHUNK, 3 * CHUNK, 4 * CHUNK, 5 * CHUNK, 6 * CHUNK] });
+    const model = chunkedModel('dropped', bytes, CHUNK, [good!.url('/model.bin'), bad!.url('/model.bin')], origin);
+    const report = await execute([{ kind: 'fetch-model', model }], applierPorts(new FsModelStore(join(dir.path, 'store'))), { policy });
+    expect(sha256(await blob(model.sha256))).toBe(sha256(bytes));
+    expect(report.droppedMirrors).toEqual([{ model: 'dropped@1.0.0', mirrors: [expect.objectContaining({ index: 1, code: 'MIRROR_CHUNK_MISMATCH' })] }]);
+  });
+
   it('counts what a resumed chunked download already holds, so a nearly full disk does not refuse it', async () => {
     // 10 MiB of tmpfs (needs root, like models.test.ts's full disk): an 8 MiB model fits once.
     const mounted = join('/tmp', `resultity-applier-chunked-tmpfs-${process.pid}`);

@@ -1,6 +1,6 @@
 import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdir, readdir, readFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
 import { SnapshotSchema, type Model } from '@resultity/snapshot';
@@ -14,7 +14,9 @@ import {
   createDefaultPorts,
   desiredStateFrom,
   execute,
+  executeCollection,
   fetchModel,
+  planCollection,
   modelPath,
   plan,
   readCurrentState,
@@ -131,8 +133,10 @@ describe('fetchModel', () => {
     const bytes = generatedBytes(10_000, 17);
     const model = modelOf('mirrored', bytes);
     const withMirror = { ...model, urls: [server.url('/missing.bin'), ...model.urls] };
-    await fetchModel(withMirror, storeIn(dir.path));
+    const report = await fetchModel(withMirror, storeIn(dir.path));
     expect(existsSync(modelPath(new FsModelStore(dir.path), model))).toBe(true);
+    // The mirror given up on is reported even though the download succeeded.
+    expect(report.dropped).toEqual([expect.objectContaining({ index: 0, code: 'MIRROR_HTTP_STATUS' })]);
   });
 
   it('stops with ABORTED when cancelled mid-download', async () => {
@@ -143,6 +147,35 @@ describe('fetchModel', () => {
     const pending = fetchModel(model, storeIn(dir.path), { signal: controller.signal });
     setTimeout(() => controller.abort(), 200);
     expect((await rejection(pending)).code).toBe('ABORTED');
+  });
+});
+
+describe('collecting the store', () => {
+  it('lists blobs and staged files with their sizes and removes only what no kept model references', async () => {
+    const store = new FsModelStore(dir.path);
+    const kept = modelOf('kept', generatedBytes(200_000, 31));
+    const gone = modelOf('gone', generatedBytes(300_000, 32));
+    await fetchModel(kept, storeIn(dir.path));
+    await fetchModel(gone, storeIn(dir.path));
+    // Leftovers of downloads that were interrupted: a kept model's part stays, an unwanted model's go.
+    const stale = 'e'.repeat(64);
+    await mkdir(join(dir.path, 'staging'), { recursive: true });
+    await writeFile(join(dir.path, 'staging', `${stale}.chunked`), generatedBytes(40_000, 33));
+    await writeFile(join(dir.path, 'staging', `${stale}.chunks`), Buffer.alloc(100));
+    await writeFile(join(dir.path, 'staging', `${kept.sha256}.part`), Buffer.alloc(5000));
+    await writeFile(join(dir.path, 'staging', 'not-ours.txt'), 'x');
+
+    const inventory = await store.inventory();
+    const plan = planCollection(inventory, [kept]);
+    expect(plan.remove.map((f) => [f.kind, f.sha256])).toEqual(
+      [['blob', gone.sha256], ['chunked', stale], ['journal', stale]].sort((a, b) => a[1]!.localeCompare(b[1]!)),
+    );
+    expect(plan.bytes).toBeGreaterThanOrEqual(300_000 + 40_000);
+    const report = await executeCollection(plan, store);
+    expect(report.bytesFreed).toBe(plan.bytes);
+    expect(report.failed).toEqual([]);
+    expect((await readdir(join(dir.path, 'sha256'))).sort()).toEqual([kept.sha256]);
+    expect((await readdir(join(dir.path, 'staging'))).sort()).toEqual([`${kept.sha256}.part`, 'not-ours.txt'].sort());
   });
 });
 
