@@ -12,6 +12,8 @@ export const AGENT_ERROR_RETRYABLE = {
   TIMEOUT: true,
   TOO_LARGE: false,
   LATEST_INVALID: true,
+  // A long-poll origin at its bound of held requests (SPEC §5): it answers, it only asks to wait.
+  LONG_POLL_FULL: true,
   RUNTIME_NACK: false,
   RETRY_BUDGET_EXHAUSTED: false,
   STATE_CORRUPT: false,
