@@ -6,6 +6,7 @@
 //   pnpm build
 //   node --import tsx bench/fleet/hold-cost.ts --wait-s 30 --window-s 300
 //   node --import tsx bench/fleet/hold-cost.ts --wait-s 2 --window-s 120
+//   node --import tsx bench/fleet/hold-cost.ts --mode poll --wait-s 2 --window-s 120   (the same Agent polling every 2 s, for comparison)
 import { execFile, fork, spawn } from 'node:child_process';
 import { mkdir, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -18,7 +19,8 @@ import { freePort } from './lib.js';
 
 const here = new URL('.', import.meta.url).pathname;
 const agentCli = join(here, '../../apps/agent/dist/cli.js');
-const { values } = parseArgs({ options: { 'wait-s': { type: 'string', default: '30' }, 'window-s': { type: 'string', default: '300' }, 'settle-s': { type: 'string', default: '15' } } });
+const { values } = parseArgs({ options: { 'wait-s': { type: 'string', default: '30' }, 'window-s': { type: 'string', default: '300' }, 'settle-s': { type: 'string', default: '15' }, mode: { type: 'string', default: 'long-poll' } } });
+const polling = values.mode === 'poll';
 const waitS = Number(values['wait-s']);
 const windowS = Number(values['window-s']);
 const ticks = 100; // USER_HZ on Linux
@@ -36,7 +38,7 @@ const children: { kill(s?: NodeJS.Signals): boolean; exitCode: number | null }[]
 try {
   await mkdir(work, { recursive: true });
   const net = await createDevNetwork(join(work, 'net'), 'benchnet');
-  const s = devSnapshot({ network: 'benchnet', sequence: 1, pollSeconds: 600 });
+  const s = devSnapshot({ network: 'benchnet', sequence: 1, pollSeconds: polling ? waitS : 600 });
   await net.publish({ ...s, ttl: { ...s.ttl, heartbeat_interval_s: 3600 } });
   const stats = join(work, 'origin-stats.jsonl');
   const origin = fork(join(here, 'dev-origin.ts'), [net.originDir, String(await freePort()), '100', stats], { execArgv: ['--import', 'tsx'] });
@@ -51,7 +53,7 @@ try {
     bridge: { enabled: true, listen: '127.0.0.1:0' },
     status: { listen: '127.0.0.1:0' },
     docker: { socket_path: join(work, 'no-docker.sock') },
-    long_poll: { wait_s: waitS },
+    long_poll: { enabled: !polling, wait_s: waitS },
     log_level: 'warn',
   });
   await promisify(execFile)(process.execPath, [agentCli, 'sync', '--once', '--config', config]);
@@ -63,7 +65,7 @@ try {
     (await readFile(stats, 'utf8'))
       .split('\n')
       .filter(Boolean)
-      .reduce((n, l) => n + ((JSON.parse(l) as { counts: Record<string, number> }).counts.wait ?? 0), 0);
+      .reduce((n, l) => n + ((JSON.parse(l) as { counts: Record<string, number> }).counts[polling ? 'latest' : 'wait'] ?? 0), 0);
   const cpu0 = await cpuMs(pid);
   const waits0 = await waitsSoFar();
   const rss: number[] = [];
@@ -77,11 +79,12 @@ try {
   console.log(
     JSON.stringify({
       node: process.version,
+      mode: polling ? 'poll' : 'long-poll',
       wait_s: waitS,
       window_s: windowS,
-      long_polls_answered: polls,
+      checks: polls,
       agent_cpu_ms: cpu1 - cpu0,
-      cpu_ms_per_long_poll: +((cpu1 - cpu0) / Math.max(1, polls)).toFixed(2),
+      cpu_ms_per_check: +((cpu1 - cpu0) / Math.max(1, polls)).toFixed(2),
       cpu_ms_per_second_held: +((cpu1 - cpu0) / windowS).toFixed(3),
       rss_mb: { min: +Math.min(...rss).toFixed(1), max: +Math.max(...rss).toFixed(1) },
     }),

@@ -9,6 +9,8 @@
 import { mkdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
+import type { ApplierPort, ApplyTarget, AuditEntry, AuditSink, AuditType } from '../../apps/agent/src/index.js';
+
 type AgentLib = typeof import('../../apps/agent/src/index.js');
 const agent = (await import(new URL('../../apps/agent/dist/index.js', import.meta.url).href)) as AgentLib;
 
@@ -24,31 +26,31 @@ interface Start {
   readonly spreadMs: number;
 }
 
-const ApplierRunsNothing = {
-  async plan(target: any) {
+const ApplierRunsNothing: ApplierPort = {
+  async plan(target: ApplyTarget) {
     return { ok: true as const, plan: { target, steps: [], lines: [] } };
   },
   async execute() {
     return { ok: true as const, durationMs: 0, steps: 0 };
   },
-  async environment(target: any) {
+  async environment(target: ApplyTarget) {
     return { digest: target.digest, sequence: target.snapshot.sequence, job: target.snapshot.job, models: [], participation: { mode: target.snapshot.participation.mode, subclouds: [] } };
   },
   async observe() {
     return { containers: [], models: [], flags: null };
   },
-  async flags(target: any) {
+  async flags(target: ApplyTarget) {
     return { mode: target.snapshot.participation.mode, subclouds: [] };
   },
 };
 
-class CountingAudit {
+class CountingAudit implements AuditSink {
   private n = 0;
   head() {
     return this.n === 0 ? null : { index: this.n - 1, hash: '0'.repeat(64) };
   }
-  async append(type: string, data: Record<string, unknown>) {
-    return { seq: this.n++, time: '', type, prev: '', ...data } as any;
+  async append(type: AuditType, data: Record<string, unknown>): Promise<AuditEntry> {
+    return { seq: this.n++, time: '', type, prev: '', ...data };
   }
 }
 
@@ -79,10 +81,10 @@ async function start(s: Start): Promise<void> {
       agentVersion: '0.0.0-sim',
       trustRoots: [root],
       origin,
-      applier: ApplierRunsNothing as any,
+      applier: ApplierRunsNothing,
       notifier: agent.noRuntimeNotifier('simulated node'),
       store,
-      audit: new CountingAudit() as any,
+      audit: new CountingAudit(),
       clock: () => new Date(),
       logger: agent.silentLogger,
       metrics,
@@ -101,10 +103,10 @@ async function start(s: Start): Promise<void> {
   }
 }
 
-process.on('message', (m: { kind: string } & Record<string, any>) => {
+process.on('message', (m: { kind: string; sequence?: number }) => {
   if (m.kind === 'start') void start(m as unknown as Start).then(() => process.send?.({ kind: 'started' }));
   if (m.kind === 'target') {
-    target = m.sequence as number;
+    target = m.sequence ?? -1;
     appliedAt.clear();
   }
   if (m.kind === 'report') {
