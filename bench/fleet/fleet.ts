@@ -9,7 +9,7 @@
 // origin (startOriginServer, long-poll) runs in its own process and writes its request counts,
 // held requests and resident memory every 100 ms. State directories are on /dev/shm.
 import { type ChildProcess, fork } from 'node:child_process';
-import { mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 
@@ -93,11 +93,19 @@ try {
     const child = fork(join(here, 'nodes.ts'), [], { execArgv: ['--import', 'tsx', '--max-old-space-size=4096'] });
     workers.push(child);
     const count = Math.min(per, N - w * per);
-    await ask(child, { kind: 'start', origin: url, network, rootFile: net.rootFile, stateBase: join(work, 'state'), first: w * per, count, startWithinMs: pollS * 1000, longPoll: true, spreadMs }, 'started');
+    await ask(child, { kind: 'start', origin: url, network, rootFile: net.rootFile, stateBase: join(work, 'state'), first: w * per, count, startWithinMs: pollS * 1000, longPoll: true, spreadMs, target: 1, pollS }, 'started');
   }
-  for (const w of workers) w.send({ kind: 'target', sequence: 1 });
   const t1 = Date.now();
-  await waitFor('every node on snapshot 1', async () => (await reports()).reduce((n, r) => n + r.applied.length, 0) >= N, pollS * 3000 + 60_000, 2000);
+  await waitFor(
+    'every node on snapshot 1',
+    async () => {
+      const applied = (await reports()).reduce((n, r) => n + r.applied.length, 0);
+      if (process.env.FLEET_DEBUG) console.error(`${applied} nodes on snapshot 1`);
+      return applied >= N;
+    },
+    pollS * 3000 + 60_000,
+    2000,
+  );
   console.error(`all ${N} nodes on snapshot 1 after ${((Date.now() - t1) / 1000).toFixed(1)} s`);
   // One more interval, so that what is measured is a fleet in its steady state.
   await new Promise((r) => setTimeout(r, pollS * 1000));
@@ -107,8 +115,9 @@ try {
   for (const w of workers) w.send({ kind: 'target', sequence: 2 });
   // nginx's ETag is mtime and size: the new latest.json is written in another second.
   await new Promise((r) => setTimeout(r, 1100));
+  // From the start of the publish call: publish may set latest.json's mtime ahead, so it is no clock.
+  const t0 = Date.now();
   await net.publish(snapshot(2));
-  const t0 = (await stat(join(net.originDir, 'v1', network, 'latest.json'))).mtimeMs;
   const progress: { t: number; applied: number }[] = [];
   let after: Report[] = [];
   await waitFor(
@@ -139,7 +148,9 @@ try {
   if (kind === 'nginx') {
     await nginx?.close();
     nginx = null;
-    for (const line of (await readFile(accessLog, 'utf8')).split('\n')) {
+    const logText = await readFile(accessLog, 'utf8');
+    if (process.env.FLEET_DEBUG) console.error(`access log: ${logText.split('\n').length} lines, first ${logText.split('\n')[0]}, t0 ${t0}`);
+    for (const line of logText.split('\n')) {
       const m = /^(\d+\.\d+) (\d+) (\d+) "(\S+) (\S+)/.exec(line);
       if (!m) continue;
       const path = m[5] ?? '';
@@ -155,6 +166,12 @@ try {
       .map((s) => ({ ...s, t: s.t - t0 }));
   }
 
+  if (process.env.FLEET_DEBUG && kind === 'dev') console.error(originStats.filter((x) => x.t > -300 && x.t < tEnd + 300).map((x) => `${x.t} held ${x.held} ${JSON.stringify(x.counts)}`).join('\n'));
+  if (process.env.FLEET_DEBUG) {
+    const secs = new Map<number, number>();
+    for (const r of series) secs.set(Math.floor(r.t / 1000), (secs.get(Math.floor(r.t / 1000)) ?? 0) + 1);
+    console.error('requests per second relative to the publish', JSON.stringify([...secs.entries()].sort((a, b) => a[0] - b[0])));
+  }
   const bucket = (ms: number, from: number, to: number) => {
     const counts = new Map<number, number>();
     if (kind === 'nginx') {

@@ -24,6 +24,8 @@ interface Start {
   readonly startWithinMs: number;
   readonly longPoll: boolean;
   readonly spreadMs: number;
+  readonly target: number;
+  readonly pollS: number;
 }
 
 const ApplierRunsNothing: ApplierPort = {
@@ -54,13 +56,24 @@ class CountingAudit implements AuditSink {
   }
 }
 
+/** FLEET_DEBUG=1: the first node of each worker logs to stderr. */
+const debugLogger = {
+  ...agent.silentLogger,
+  info: (o: unknown, m?: string) => console.error('info', m, JSON.stringify(o)),
+  warn: (o: unknown, m?: string) => console.error('warn', m, JSON.stringify(o)),
+  error: (o: unknown, m?: string) => console.error('error', m, JSON.stringify(o)),
+};
+
 let target = -1;
 const appliedAt = new Map<number, number>();
 const daemons: InstanceType<AgentLib['Daemon']>[] = [];
 
 async function start(s: Start): Promise<void> {
+  // Nodes started early apply while later ones are still being built: count from the start.
+  target = s.target;
   const root = new Uint8Array(await readFile(s.rootFile));
-  const fallback = { poll_interval_s: 60, heartbeat_interval_s: 86_400, retry_initial_ms: 1000, retry_max_ms: 300_000, jitter: 0.1 };
+  // The configuration's timers (used until a snapshot is applied, and for the poll that follows that apply).
+  const fallback = { poll_interval_s: s.pollS, heartbeat_interval_s: 86_400, retry_initial_ms: 1000, retry_max_ms: 300_000, jitter: 0.1 };
   for (let i = 0; i < s.count; i++) {
     const id = s.first + i;
     const dir = join(s.stateBase, `n${id}`);
@@ -92,7 +105,7 @@ async function start(s: Start): Promise<void> {
     const daemon = new agent.Daemon({
       engine,
       origin,
-      logger: agent.silentLogger,
+      logger: process.env.FLEET_DEBUG && i === 0 ? debugLogger : agent.silentLogger,
       metrics,
       timers: async () => agent.timersFrom((await engine.appliedTarget())?.snapshot ?? null, fallback),
       longPoll: s.longPoll ? { waitS: 30, spreadMs: s.spreadMs, recheckMs: 600_000 } : null,
