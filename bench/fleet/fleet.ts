@@ -188,6 +188,22 @@ try {
     const mean = all.reduce((a, b) => a + b, 0) / all.length;
     return { bucket_ms: ms, peak_per_s: (Math.max(...all) * 1000) / ms, mean_per_s: (mean * 1000) / ms, peak_over_mean: +(Math.max(...all) / mean).toFixed(2), series: all };
   };
+  // When 99 % of the fleet had fetched the new envelope (it knew of the change), read on the
+  // origin's side: the simulated nodes' own apply work comes after this.
+  let fetched99: number | null = null;
+  if (kind === 'nginx') {
+    const times = series.filter((r) => r.t >= 0 && r.what === 'snapshot').map((r) => r.t);
+    fetched99 = times.length >= N * 0.99 ? Math.round(percentile(times, (N * 99) / times.length)) : null;
+  } else {
+    let total = 0;
+    for (const x of originStats.filter((x) => x.t >= 0)) {
+      total += x.counts.snapshot ?? 0;
+      if (total >= N * 0.99) {
+        fetched99 = x.t;
+        break;
+      }
+    }
+  }
   const windowEnd = Math.max(t99, 1000);
   const afterPublish = bucket(1000, 0, windowEnd);
   const steady = bucket(1000, -pollS * 1000, 0);
@@ -203,6 +219,7 @@ try {
     jitter: 0.1,
     spread_ms: spreadMs,
     ulimit_n: Number((await readFile('/proc/self/limits', 'utf8')).match(/Max open files\s+(\d+)/)?.[1]),
+    time_to_99_fetched_ms: fetched99,
     time_to_99_ms: Math.round(t99),
     time_to_100_ms: Math.round(tEnd),
     latency_p50_ms: Math.round(percentile(latencies, 50)),
