@@ -25,6 +25,8 @@ const { values } = parseArgs({
     origin: { type: 'string', default: 'nginx' },
     'poll-s': { type: 'string', default: '60' },
     'spread-ms': { type: 'string', default: '250' },
+    // How long nodes take to start (random phases) and the steady wait before the publish; default one poll interval.
+    'warm-s': { type: 'string' },
     out: { type: 'string' },
   },
 });
@@ -33,6 +35,7 @@ const W = Number(values.workers);
 const kind = values.origin as 'nginx' | 'dev';
 const pollS = Number(values['poll-s']);
 const spreadMs = Number(values['spread-ms']);
+const warmS = Number(values['warm-s'] ?? values['poll-s']);
 const work = `/dev/shm/fleet-${process.pid}`;
 const network = 'fleetnet';
 
@@ -93,7 +96,7 @@ try {
     const child = fork(join(here, 'nodes.ts'), [], { execArgv: ['--import', 'tsx', '--max-old-space-size=4096'] });
     workers.push(child);
     const count = Math.min(per, N - w * per);
-    await ask(child, { kind: 'start', origin: url, network, rootFile: net.rootFile, stateBase: join(work, 'state'), first: w * per, count, startWithinMs: pollS * 1000, longPoll: true, spreadMs, target: 1, pollS }, 'started');
+    await ask(child, { kind: 'start', origin: url, network, rootFile: net.rootFile, stateBase: join(work, 'state'), first: w * per, count, startWithinMs: warmS * 1000, longPoll: true, spreadMs, target: 1, pollS }, 'started');
   }
   const t1 = Date.now();
   await waitFor(
@@ -108,7 +111,7 @@ try {
   );
   console.error(`all ${N} nodes on snapshot 1 after ${((Date.now() - t1) / 1000).toFixed(1)} s`);
   // One more interval, so that what is measured is a fleet in its steady state.
-  await new Promise((r) => setTimeout(r, pollS * 1000));
+  await new Promise((r) => setTimeout(r, warmS * 1000));
 
   const before = await reports();
   const originRssBefore = kind === 'nginx' ? await procRssMb(nginx?.pid ?? 0) : null;
@@ -206,7 +209,7 @@ try {
   }
   const windowEnd = Math.max(t99, 1000);
   const afterPublish = bucket(1000, 0, windowEnd);
-  const steady = bucket(1000, -pollS * 1000, 0);
+  const steady = bucket(1000, -warmS * 1000, 0);
   const fine = bucket(100, 0, windowEnd);
   const served = kind === 'nginx' ? series.filter((r) => r.t >= 0 && r.t <= tEnd) : [];
   const byWhat = (rows: typeof series) => Object.fromEntries(['latest', 'wait', 'snapshot', 'root', 'other'].map((w) => [w, rows.filter((r) => r.what === w).length]));
@@ -216,6 +219,8 @@ try {
     nodes: N,
     workers: W,
     poll_s: pollS,
+    warm_s: warmS,
+    uv_threadpool_size: Number(process.env.UV_THREADPOOL_SIZE ?? 4),
     jitter: 0.1,
     spread_ms: spreadMs,
     ulimit_n: Number((await readFile('/proc/self/limits', 'utf8')).match(/Max open files\s+(\d+)/)?.[1]),
@@ -236,7 +241,7 @@ try {
           held_peak: Math.max(...originStats.map((s) => s.held)),
           held_at_publish: originStats.filter((s) => s.t < 0).at(-1)?.held ?? null,
           origin_rss_mb: {
-            steady_max: +(Math.max(...originStats.filter((s) => s.t < 0 && s.t > -pollS * 1000).map((s) => s.rss)) / 2 ** 20).toFixed(0),
+            steady_max: +(Math.max(...originStats.filter((s) => s.t < 0 && s.t > -warmS * 1000).map((s) => s.rss)) / 2 ** 20).toFixed(0),
             after_publish_max: +(Math.max(...originStats.filter((s) => s.t >= 0).map((s) => s.rss)) / 2 ** 20).toFixed(0),
           },
           requests_publish_to_last: Object.fromEntries(
