@@ -130,7 +130,9 @@ export class Daemon {
   status(): DaemonStatus {
     const polledMs = this.current?.pollMs ?? 60_000;
     // A held long-poll is a check that lasts its whole wait; health must not expire during one.
-    const pollMs = this.longPoll !== null && this.longPollMode === 'active' ? Math.max(polledMs, this.longPoll.waitS * 1000) : polledMs;
+    // Once anything fails, the poll interval rules again, so a lost origin turns unhealthy as before.
+    const holding = this.longPoll !== null && this.longPollMode === 'active' && this.failures === 0;
+    const pollMs = holding && this.longPoll !== null ? Math.max(polledMs, this.longPoll.waitS * 1000) : polledMs;
     return {
       healthy: isHealthy({ now: this.clock().getTime(), startedAt: this.startedAt, lastSuccessAt: this.lastSuccessAt, pollMs, applying: this.applying !== null }),
       applying: this.applying?.ref ?? null,
