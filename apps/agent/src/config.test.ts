@@ -24,6 +24,12 @@ describe('parseConfig', () => {
     });
     expect(config.allowed_registries).toEqual([]);
     expect(config.profile).toEqual({ vram_gb: 0, regions: [], gpu: [] });
+    expect(config.long_poll).toEqual({ enabled: true, wait_s: 30, spread_ms: 250, recheck_s: 600 });
+  });
+
+  it('keeps a long-poll wait within the 1 to 60 seconds SPEC §5 allows', () => {
+    expect(() => parseConfig({ ...minimal, long_poll: { wait_s: 61 } }, '/')).toThrow(/long_poll\.wait_s/);
+    expect(parseConfig({ ...minimal, long_poll: { enabled: false } }, '/').long_poll).toMatchObject({ enabled: false, wait_s: 30 });
   });
 
   it('names the field that is wrong', () => {

@@ -104,6 +104,18 @@ export const ConfigSchema = z.strictObject({
     .default({ allow_private_addresses: false, min_bytes_per_second: 64 * 1024, rate_window_ms: 30_000, connections: 8, reserve_bytes: 0, max_bytes_per_second: 0 }),
   retry_budget: z.number().int().min(1).default(5),
   history_size: z.number().int().min(1).max(1000).default(10),
+  // SPEC §5 long-poll: used against an origin that marks its answers, detected per origin; plain polling otherwise.
+  long_poll: z
+    .strictObject({
+      enabled: z.boolean().default(true),
+      // How long the origin may hold a request (SPEC §5 allows 1 to 60); the request timeout counts only after it.
+      wait_s: z.number().int().min(1).max(60).default(30),
+      // After a change, the snapshot fetch waits a random 0..spread_ms so a fleet does not arrive in the same millisecond.
+      spread_ms: z.number().int().min(0).max(60_000).default(250),
+      // How often an origin found not to long-poll (or full) is asked again.
+      recheck_s: z.number().int().min(1).max(86_400).default(600),
+    })
+    .default({ enabled: true, wait_s: 30, spread_ms: 250, recheck_s: 600 }),
   timers: TimersSchema.default({ poll_interval_s: 60, heartbeat_interval_s: 30, retry_initial_ms: 1000, retry_max_ms: 300_000, jitter: 0.1 }),
   status: z
     .strictObject({ listen: listenAddress.nullable().default('127.0.0.1:9464') })

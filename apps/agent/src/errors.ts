@@ -20,6 +20,8 @@ export const AGENT_ERROR_RETRYABLE = {
   TOO_LARGE: true,
   // latest.json did not parse: an unsigned hint, so nothing is known about any snapshot.
   LATEST_INVALID: true,
+  // A long-poll origin at its bound of held requests (SPEC §5): it answers, it only asks to wait.
+  LONG_POLL_FULL: true,
   // The runtime refused the verified snapshot's environment: it counts against that digest.
   RUNTIME_NACK: false,
   // The digest already spent its budget.

@@ -1,11 +1,12 @@
 import { writeFile } from 'node:fs/promises';
 
 import { createTestSigner, sampleSnapshot, tempDir, type TestSigner } from '@resultity/testkit';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 
 import { SyncEngine } from './engine.js';
 import { FakeApplier, FakeNotifier, FakeOrigin, MemoryAudit } from './fakes.test-support.js';
 import { Daemon, type TimerPort } from './loop.js';
+import { type LatestOptions, type LatestResult, OriginError } from './origin-client.js';
 import { noMetrics, silentLogger } from './ports.js';
 import { timersFrom } from './schedule.js';
 import { StateStore } from './state.js';
@@ -250,5 +251,140 @@ describe('Daemon', () => {
     expect(timers.fire(0)).toBeGreaterThan(0);
     await daemon.idle();
     expect((await store.read()).applied?.digest).toBe(second);
+  });
+});
+
+/** A FakeOrigin that answers `wait` requests from a script, as a long-poll origin would. */
+class LongPollOrigin extends FakeOrigin {
+  waits: (() => Promise<LatestResult>)[] = [];
+  waitsAsked = 0;
+  override async latest(etag: string | null, _signal?: AbortSignal, options?: LatestOptions): Promise<LatestResult> {
+    if (options?.waitS === undefined) return super.latest(etag);
+    this.waitsAsked += 1;
+    const next = this.waits.shift();
+    if (next === undefined) return new Promise<LatestResult>(() => undefined);
+    return next();
+  }
+}
+
+describe('Daemon with long-poll (the schedule it keeps)', () => {
+  let lp: LongPollOrigin;
+  let lpDaemon: Daemon;
+  let now: number;
+
+  beforeEach(async () => {
+    lp = new LongPollOrigin();
+    const lpEngine = new SyncEngine({
+      network: 'testnet',
+      nodeId: 'node-1',
+      retryBudget: 3,
+      maxSnapshotBytes: 1 << 20,
+      agentVersion: '0.1.0',
+      trustRoots: [signer.rootBytes],
+      origin: lp,
+      applier,
+      notifier: new FakeNotifier(),
+      store,
+      audit,
+      clock: () => new Date(),
+      logger: silentLogger,
+      metrics: noMetrics,
+    });
+    const fallback = { poll_interval_s: 60, heartbeat_interval_s: 30, retry_initial_ms: 1000, retry_max_ms: 8000, jitter: 0 };
+    lpDaemon = new Daemon({
+      engine: lpEngine,
+      origin: lp,
+      logger: silentLogger,
+      metrics: noMetrics,
+      timers: async () => timersFrom(null, fallback),
+      timerPort: timers,
+      random: () => 0.5,
+      clock: () => new Date(now),
+      longPoll: { waitS: 30, spreadMs: 250, recheckMs: 600_000 },
+    });
+    now = Date.parse('2026-11-26T00:00:00Z');
+    const signed = signer.sign(sampleSnapshot({ sequence: 1 }));
+    lp.publish(signed.digest, 1, signed.bytes);
+    await lpDaemon.start();
+    await lpDaemon.tickNow();
+    await lpDaemon.idle();
+  });
+
+  afterEach(async () => {
+    await lpDaemon.stop();
+  });
+
+  /** Runs the step due now (after the check: the long-poll) and waits until it has scheduled the next. */
+  async function longPollOnce(): Promise<void> {
+    const asked = lp.waitsAsked;
+    timers.fire(0);
+    await vi.waitFor(() => expect(lp.waitsAsked).toBe(asked + 1));
+    await vi.waitFor(() => expect(timers.delays().filter((d) => d !== 30_000)).toHaveLength(1));
+  }
+
+  it('long-polls right after a check, and fetches a change after its share of spread_ms', async () => {
+    const signed = signer.sign(sampleSnapshot({ sequence: 2 }));
+    lp.waits.push(async () => {
+      lp.publish(signed.digest, 2, signed.bytes);
+      return { status: 'ok', hint: { config_digest: signed.digest, sequence: 2 }, etag: `"${lp.etag}"`, bytes: 80, longPoll: true };
+    });
+    await longPollOnce();
+    // random() = 0.5 of spread_ms 250.
+    expect(timers.delays()).toContain(125);
+    expect(lpDaemon.status().longPoll).toBe('active');
+    timers.fire(125);
+    await lpDaemon.idle();
+    await vi.waitFor(async () => expect((await store.read()).applied?.sequence).toBe(2));
+  });
+
+  it('holds again at once when a wait ends with a 304', async () => {
+    lp.waits.push(async () => {
+      now += 30_000;
+      return { status: 'not-modified', longPoll: true };
+    });
+    await longPollOnce();
+    expect(timers.delays()).toContain(0);
+  });
+
+  it('waits the poll interval after a 304 that came long before the wait was over: the origin is not holding', async () => {
+    lp.waits.push(async () => ({ status: 'not-modified', longPoll: true }));
+    await longPollOnce();
+    expect(timers.delays()).toContain(60_000);
+  });
+
+  it('polls at the interval against an origin that answers the wait at once, unmarked', async () => {
+    lp.waits.push(async () => ({ status: 'not-modified', longPoll: false }));
+    await longPollOnce();
+    expect(lpDaemon.status().longPoll).toBe('unsupported');
+    expect(timers.delays()).toContain(60_000);
+    // The next step at the interval is a plain check: the recheck is ten minutes away.
+    timers.fire(60_000);
+    await lpDaemon.idle();
+    expect(lp.waitsAsked).toBe(1);
+  });
+
+  it("falls back to polling while the origin is full, until its Retry-After has passed, and counts no failure", async () => {
+    lp.waits.push(async () => {
+      throw new OriginError('LONG_POLL_FULL', 'full', { status: 503, retryAfterMs: 5000 });
+    });
+    await longPollOnce();
+    expect(lpDaemon.status()).toMatchObject({ longPoll: 'full', consecutiveFailures: 0 });
+    // Retry-After (5 s) is longer than the first backoff (1 s), and shorter than the interval.
+    expect(timers.delays()).toContain(5000);
+  });
+
+  it('backs off to a plain check when the long-poll breaks, spending no retry budget', async () => {
+    lp.waits.push(async () => {
+      throw new OriginError('FETCH_FAILED', 'socket hang up');
+    });
+    await longPollOnce();
+    expect(lpDaemon.status()).toMatchObject({ consecutiveFailures: 1, lastOutcome: { result: 'failed', code: 'FETCH_FAILED' } });
+    expect(timers.delays()).toContain(1000);
+    expect((await store.read()).failures).toEqual({});
+    timers.fire(1000);
+    await lpDaemon.idle();
+    // The plain check succeeded: long-poll resumes.
+    expect(lpDaemon.status().consecutiveFailures).toBe(0);
+    expect(timers.delays()).toContain(0);
   });
 });

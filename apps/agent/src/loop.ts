@@ -1,10 +1,10 @@
 import type { Candidate, SyncEngine, SyncOutcome, UnpinOutcome } from './engine.js';
 import { outcomeCode } from './engine.js';
 import { errorCode, errorMessage } from './errors.js';
-import type { Origin } from './origin-client.js';
+import { type LatestResult, type Origin, OriginError } from './origin-client.js';
 import type { Logger, MetricsSink } from './ports.js';
-import { type LoopTimers, backoffDelay, isHealthy, pollDelay } from './schedule.js';
-import type { SnapshotRef } from './state.js';
+import { type LongPollSettings, type LoopTimers, backoffDelay, isHealthy, pollDelay, recheckDelay, spreadDelay } from './schedule.js';
+import type { AgentState, SnapshotRef } from './state.js';
 
 /** Timer functions, injected so the loop runs under fake timers in tests. */
 export interface TimerPort {
@@ -28,7 +28,17 @@ export interface DaemonOptions {
   readonly clock?: () => Date;
   readonly random?: () => number;
   readonly timerPort?: TimerPort;
+  /** SPEC §5 long-poll, tried against the origin and kept only if it answers marked; absent: plain polling. */
+  readonly longPoll?: LongPollSettings | null;
 }
+
+/**
+ * Where long-poll stands with this origin: not configured, not known yet, in use, not
+ * supported (the origin answered a wait at once, unmarked: polling at the interval and asking
+ * again after the recheck), or full (the origin refused to hold one more: polling until its
+ * Retry-After, or the backoff, has passed).
+ */
+export type LongPollMode = 'off' | 'unknown' | 'active' | 'unsupported' | 'full';
 
 /** What `/status` and `/healthz` report about the running loop. */
 export interface DaemonStatus {
@@ -37,10 +47,19 @@ export interface DaemonStatus {
   readonly lastOutcome: SyncOutcome | null;
   readonly lastSuccessAt: string | null;
   readonly consecutiveFailures: number;
+  readonly longPoll: LongPollMode;
 }
 
 /** Used only until the first timers are read: a loop must keep a schedule even when that read fails. */
 const FALLBACK_TIMERS: LoopTimers = { pollMs: 60_000, heartbeatMs: 30_000, retryInitialMs: 1_000, retryMaxMs: 300_000, jitter: 0.1 };
+
+/** What the loop does when its timer fires: check now, or pick between a check and a long-poll. */
+type StepKind = 'check' | 'next';
+
+interface WatchTask {
+  readonly controller: AbortController;
+  done: Promise<void>;
+}
 
 interface ApplyTask {
   readonly ref: SnapshotRef;
@@ -69,12 +88,23 @@ export class Daemon {
   private current: LoopTimers | null = null;
   private stopped = false;
   private operator: Promise<SyncOutcome> | null = null;
+  private readonly longPoll: LongPollSettings | null;
+  private longPollMode: LongPollMode;
+  /** No long-poll before this time (ms): an origin that does not support it, or is full, is polled until then. */
+  private watchNotBefore = 0;
+  /** Consecutive LONG_POLL_FULL answers, for the backoff between them. */
+  private fullAnswers = 0;
+  private watching: WatchTask | null = null;
+  /** The ETag a long-poll answer taught that the engine has not seen; undefined: the engine's own. */
+  private watchEtag: string | undefined;
 
   constructor(private readonly options: DaemonOptions) {
     this.clock = options.clock ?? (() => new Date());
     this.random = options.random ?? Math.random;
     this.timerPort = options.timerPort ?? realTimers;
     this.startedAt = this.clock().getTime();
+    this.longPoll = options.longPoll ?? null;
+    this.longPollMode = this.longPoll === null ? 'off' : 'unknown';
   }
 
   /**
@@ -89,7 +119,7 @@ export class Daemon {
       });
       if (recovered) this.note(recovered);
       await this.loadTimers();
-      this.schedulePoll(0);
+      this.schedule(0, 'check');
       this.scheduleHeartbeat(0);
     })();
     this.ticking = recovering.finally(() => {
@@ -98,13 +128,18 @@ export class Daemon {
   }
 
   status(): DaemonStatus {
-    const pollMs = this.current?.pollMs ?? 60_000;
+    const polledMs = this.current?.pollMs ?? 60_000;
+    // A held long-poll is a check that lasts its whole wait; health must not expire during one.
+    // Once anything fails, the poll interval rules again, so a lost origin turns unhealthy as before.
+    const holding = this.longPoll !== null && this.longPollMode === 'active' && this.failures === 0;
+    const pollMs = holding && this.longPoll !== null ? Math.max(polledMs, this.longPoll.waitS * 1000) : polledMs;
     return {
       healthy: isHealthy({ now: this.clock().getTime(), startedAt: this.startedAt, lastSuccessAt: this.lastSuccessAt, pollMs, applying: this.applying !== null }),
       applying: this.applying?.ref ?? null,
       lastOutcome: this.lastOutcome,
       lastSuccessAt: this.lastSuccessAt === null ? null : new Date(this.lastSuccessAt).toISOString(),
       consecutiveFailures: this.failures,
+      longPoll: this.longPollMode,
     };
   }
 
@@ -113,6 +148,7 @@ export class Daemon {
     await this.ticking?.catch(() => undefined);
     if (this.pollTimer !== null) this.timerPort.clearTimeout(this.pollTimer);
     this.pollTimer = null;
+    await this.cancelWatch();
     await this.tick();
   }
 
@@ -146,7 +182,7 @@ export class Daemon {
   async unpin(): Promise<UnpinOutcome> {
     while (this.operator) await this.operator.catch(() => undefined);
     const outcome = await this.options.engine.unpin();
-    if (outcome.unpinned && !this.stopped && this.ticking === null) this.schedulePoll(0);
+    if (outcome.unpinned && !this.stopped && this.ticking === null) this.schedule(0, 'check');
     return outcome;
   }
 
@@ -157,6 +193,7 @@ export class Daemon {
     if (this.heartbeatTimer !== null) this.timerPort.clearTimeout(this.heartbeatTimer);
     this.stopController.abort();
     this.applying?.controller.abort();
+    await this.cancelWatch();
     await this.ticking?.catch(() => undefined);
     await this.applying?.done.catch(() => undefined);
     await this.operator?.catch(() => undefined);
@@ -170,13 +207,134 @@ export class Daemon {
     }
   }
 
-  private schedulePoll(ms: number): void {
+  /**
+   * Sets the one timer of the loop. A new decision supersedes a long-poll held now (an apply
+   * that failed wants its backoff check, not a wait of up to wait_s).
+   */
+  private schedule(ms: number, kind: StepKind): void {
     if (this.stopped) return;
     if (this.pollTimer !== null) this.timerPort.clearTimeout(this.pollTimer);
+    void this.cancelWatch();
     this.pollTimer = this.timerPort.setTimeout(() => {
       this.pollTimer = null;
-      void this.tick();
+      if (kind === 'next' && this.wantsWatch()) this.watch();
+      else void this.tick();
     }, ms);
+  }
+
+  /** Long-poll is worth a request now: configured, nothing failing (a failure backs off with plain checks), not paused. */
+  private wantsWatch(): boolean {
+    return this.longPoll !== null && this.failures === 0 && this.clock().getTime() >= this.watchNotBefore;
+  }
+
+  /** After a check: long-poll at once when it may be used; otherwise poll, but no later than the long-poll pause ends. */
+  private afterCheck(delay: number): number {
+    if (this.longPoll === null || this.failures > 0) return delay;
+    const remaining = this.watchNotBefore - this.clock().getTime();
+    return remaining <= 0 ? 0 : Math.min(delay, remaining);
+  }
+
+  private async cancelWatch(): Promise<void> {
+    const task = this.watching;
+    if (task === null) return;
+    this.watching = null;
+    task.controller.abort();
+    await task.done;
+  }
+
+  /** Starts one long-poll; when it ends, it schedules what comes next itself. */
+  private watch(): void {
+    if (this.stopped || this.watching !== null || this.longPoll === null) return;
+    const settings = this.longPoll;
+    const controller = new AbortController();
+    const task: WatchTask = { controller, done: Promise.resolve() };
+    task.done = this.runWatch(settings, controller.signal)
+      .catch((error: unknown): { ms: number; kind: StepKind } | null => {
+        // A bug here must not end the loop: back to a plain check after the backoff.
+        this.options.logger.error({ code: errorCode(error), err: errorMessage(error) }, 'long-poll failed');
+        this.note({ result: 'failed', code: errorCode(error), message: errorMessage(error) });
+        return { ms: backoffDelay(this.current ?? FALLBACK_TIMERS, this.failures, this.random()), kind: 'check' };
+      })
+      .then((next) => {
+        // Cancelled (a new decision, stop): whoever cancelled it schedules what comes next.
+        if (this.watching !== task) return;
+        this.watching = null;
+        if (next !== null) this.schedule(next.ms, next.kind);
+      });
+    this.watching = task;
+  }
+
+  /**
+   * One long-poll of latest.json with the ETag the engine acted on. It only learns that
+   * something changed: the check that follows (after the spread) reads latest.json and
+   * verifies as any poll does. Returns the next step, or null when it was cancelled.
+   */
+  private async runWatch(settings: LongPollSettings, signal: AbortSignal): Promise<{ ms: number; kind: StepKind } | null> {
+    const { origin, logger, metrics } = this.options;
+    const timers = this.current ?? FALLBACK_TIMERS;
+    const known = await this.options.engine.readState().catch(() => null);
+    const etag = this.watchEtag ?? known?.etag ?? null;
+    const startedAt = this.clock().getTime();
+    let answer: LatestResult;
+    try {
+      answer = await origin.latest(etag, AbortSignal.any([signal, this.stopController.signal]), { waitS: settings.waitS });
+    } catch (error) {
+      if (signal.aborted || this.stopped) return null;
+      const now = this.clock().getTime();
+      if (error instanceof OriginError && error.code === 'LONG_POLL_FULL') {
+        // The origin is reachable and said so: not a failure of the sync, but a request to hold off.
+        this.lastSuccessAt = now;
+        this.fullAnswers += 1;
+        const pause = Math.max(error.retryAfterMs ?? 0, backoffDelay(timers, this.fullAnswers, this.random()));
+        this.watchNotBefore = now + pause;
+        this.setMode('full', { retry_in_ms: pause });
+        return { ms: Math.min(pollDelay(timers, this.random()), pause), kind: 'next' };
+      }
+      // A long-poll that breaks is a transport failure: backoff, then a plain check. No
+      // digest's retry budget is touched: nothing was fetched, let alone refused.
+      logger.warn({ code: errorCode(error), err: errorMessage(error) }, 'long-poll broke');
+      this.note({ result: 'failed', code: errorCode(error), message: errorMessage(error) });
+      return { ms: backoffDelay(timers, this.failures, this.random()), kind: 'check' };
+    }
+    const now = this.clock().getTime();
+    this.lastSuccessAt = now;
+    if (answer.status === 'ok') metrics.bytesDownloaded('latest', answer.bytes);
+    const changed = answer.status === 'ok' && isNews(answer.hint, known);
+    if (answer.longPoll !== true) {
+      // A static server or a CDN: it answered at once, as to any poll. Poll at the interval.
+      this.watchNotBefore = now + recheckDelay(settings, timers, this.random());
+      this.setMode('unsupported', { recheck_in_ms: this.watchNotBefore - now });
+      return changed ? { ms: spreadDelay(settings, this.random()), kind: 'check' } : { ms: pollDelay(timers, this.random()), kind: 'next' };
+    }
+    this.fullAnswers = 0;
+    this.setMode('active', { wait_s: settings.waitS });
+    // A fleet hears of a change in the same millisecond; each node waits its own share of spread_ms.
+    if (changed) return { ms: spreadDelay(settings, this.random()), kind: 'check' };
+    if (answer.status === 'ok') {
+      // Nothing new to the engine, only a newer ETag for the same hint: hold with that one.
+      if (answer.etag !== null && answer.etag !== etag) {
+        this.watchEtag = answer.etag;
+        return { ms: 0, kind: 'next' };
+      }
+      return { ms: pollDelay(timers, this.random()), kind: 'next' };
+    }
+    // A 304 ends a held wait. One that comes well before the wait is over means the origin is
+    // not holding: ask again at the poll interval rather than at once, so it cannot become a spin.
+    const early = now - startedAt < settings.waitS * 500;
+    return { ms: early ? pollDelay(timers, this.random()) : 0, kind: 'next' };
+  }
+
+  private setMode(mode: LongPollMode, details: Record<string, unknown>): void {
+    if (mode === this.longPollMode) return;
+    this.longPollMode = mode;
+    const messages: Record<LongPollMode, string> = {
+      off: 'long-poll off',
+      unknown: 'long-poll not tried yet',
+      active: 'the origin long-polls: changes are heard as they are published',
+      unsupported: 'the origin does not long-poll: polling at the interval',
+      full: 'the origin holds all the long-polls it will: polling until it has room',
+    };
+    this.options.logger.info({ long_poll: mode, ...details }, messages[mode]);
   }
 
   private scheduleHeartbeat(ms: number): void {
@@ -211,6 +369,8 @@ export class Daemon {
    */
   private async runTick(): Promise<void> {
     if (this.stopped) return;
+    // The engine reads latest.json now: its ETag is the one to hold with from here on.
+    this.watchEtag = undefined;
     let delay: number | null = null;
     try {
       delay = await this.poll();
@@ -219,7 +379,7 @@ export class Daemon {
       this.note({ result: 'failed', code: errorCode(error), message: errorMessage(error) });
       delay = backoffDelay(this.current ?? FALLBACK_TIMERS, this.failures, this.random());
     } finally {
-      if (delay !== null) this.schedulePoll(delay);
+      if (delay !== null) this.schedule(this.afterCheck(delay), 'next');
     }
   }
 
@@ -288,7 +448,7 @@ export class Daemon {
       this.note(outcome);
       const timers = await this.loadTimers();
       if (outcome.result !== 'applied' && !this.stopped && this.applying === null) {
-        this.schedulePoll(backoffDelay(timers, this.failures, this.random()));
+        this.schedule(backoffDelay(timers, this.failures, this.random()), 'check');
       }
     });
   }
@@ -302,4 +462,10 @@ export class Daemon {
       this.failures = 0;
     }
   }
+}
+
+/** A hint the engine has not acted on: another digest or sequence than the latest it knows. */
+function isNews(hint: { config_digest: string; sequence: number }, known: AgentState | null): boolean {
+  const latest = known?.latest ?? null;
+  return latest === null || latest.digest !== hint.config_digest || latest.sequence !== hint.sequence;
 }

@@ -10,6 +10,7 @@ import { assertPathsShared } from './host-paths.js';
 import { type AgentConfig, BRIDGE_RUN_DIR, bridgeMountDir, parseListen } from './config.js';
 import { Daemon } from './loop.js';
 import { type ApplierPort, type Logger, type ProgressInfo, type RuntimeNotifier, noRuntimeNotifier } from './ports.js';
+import { longPollFrom } from './schedule.js';
 import { collectStatus } from './status.js';
 import { type StatusServer, startStatusServer } from './status-server.js';
 import { acquireLock } from './lock.js';
@@ -159,7 +160,14 @@ export async function startAgent(
         .append(ack.ok ? 'runtime-ack' : 'runtime-nack', { digest: ack.digest, late: true, acks: [{ runtime: ack.runtimeId, ok: ack.ok, code: ack.code ?? null }] })
         .catch(() => undefined);
     };
-    const daemon = new Daemon({ engine: parts.engine, origin: parts.origin, logger, metrics: parts.metrics.sink, timers: parts.timers });
+    const daemon = new Daemon({
+      engine: parts.engine,
+      origin: parts.origin,
+      logger,
+      metrics: parts.metrics.sink,
+      timers: parts.timers,
+      longPoll: longPollFrom(config.long_poll),
+    });
     const applied = (await parts.store.read()).applied;
     if (applied) parts.metrics.sink.appliedSequence(applied.sequence);
     if (config.status.listen !== null) {

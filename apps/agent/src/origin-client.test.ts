@@ -80,3 +80,60 @@ describe('createHttpOrigin', () => {
     await expect(origin(url).latest(null)).rejects.toMatchObject({ code: 'FETCH_FAILED' });
   });
 });
+
+describe('createHttpOrigin, long-poll (SPEC §5)', () => {
+  const hint = JSON.stringify({ config_digest: digest, sequence: 3 });
+
+  it('does not count a held wait against the request timeout, and reads its header', async () => {
+    let asked = '';
+    const url = await serve((req, res) => {
+      asked = req.url ?? '';
+      // Held past the client's 100 ms request timeout, as a long-poll origin does, then 304.
+      setTimeout(() => res.writeHead(304, { 'resultity-long-poll': '1', etag: '"e1"' }).end(), 400);
+    });
+    expect(await origin(url, { timeoutMs: 100 }).latest('"e1"', undefined, { waitS: 1 })).toEqual({ status: 'not-modified', longPoll: true });
+    expect(asked).toBe('/v1/testnet/latest.json?wait=1');
+  });
+
+  it('reads a marked 200 as the change it waited for', async () => {
+    const url = await serve((_req, res) => res.writeHead(200, { 'resultity-long-poll': '1', etag: '"e2"' }).end(hint));
+    expect(await origin(url).latest('"e1"', undefined, { waitS: 30 })).toMatchObject({ status: 'ok', etag: '"e2"', longPoll: true });
+  });
+
+  it('reads an unmarked answer to a wait as a server that ignores it (nginx, a CDN)', async () => {
+    const url = await serve((_req, res) => res.writeHead(200, { etag: '"e1"' }).end(hint));
+    expect(await origin(url).latest(null, undefined, { waitS: 30 })).toMatchObject({ status: 'ok', longPoll: false });
+  });
+
+  it('leaves plain polls unmarked', async () => {
+    const url = await serve((_req, res) => res.writeHead(304, { 'resultity-long-poll': '1' }).end());
+    expect(await origin(url).latest('"e1"')).toEqual({ status: 'not-modified' });
+  });
+
+  it("reads a marked 503 as LONG_POLL_FULL with the origin's Retry-After, and an unmarked one as HTTP_STATUS", async () => {
+    let marked = true;
+    const url = await serve((_req, res) => res.writeHead(503, marked ? { 'resultity-long-poll': '1', 'retry-after': '5' } : {}).end('{}'));
+    await expect(origin(url).latest('"e1"', undefined, { waitS: 30 })).rejects.toMatchObject({ code: 'LONG_POLL_FULL', retryable: true, retryAfterMs: 5000 });
+    marked = false;
+    await expect(origin(url).latest('"e1"', undefined, { waitS: 30 })).rejects.toMatchObject({ code: 'HTTP_STATUS', status: 503 });
+  });
+
+  describe('when the origin answers a wait with the header, then stops mid-way', () => {
+    it('reads a connection closed in the body as FETCH_FAILED', async () => {
+      const url = await serve((_req, res) => {
+        res.writeHead(200, { 'resultity-long-poll': '1', 'content-length': 200 });
+        res.write(hint.slice(0, 20));
+        setTimeout(() => res.destroy(), 20);
+      });
+      await expect(origin(url).latest('"e1"', undefined, { waitS: 1 })).rejects.toMatchObject({ code: 'FETCH_FAILED', retryable: true });
+    });
+
+    it('gives up on a body that stalls past the wait and the timeout with TIMEOUT', async () => {
+      const url = await serve((_req, res) => {
+        res.writeHead(200, { 'resultity-long-poll': '1', 'content-length': 200 });
+        res.write(hint.slice(0, 20));
+      });
+      await expect(origin(url, { timeoutMs: 100 }).latest('"e1"', undefined, { waitS: 1 })).rejects.toMatchObject({ code: 'TIMEOUT', retryable: true });
+    });
+  });
+});

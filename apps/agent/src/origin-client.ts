@@ -1,4 +1,4 @@
-import { type LatestHint, originPaths, parseLatestHint } from '@resultity/snapshot/origin';
+import { LONG_POLL_HEADER, type LatestHint, originPaths, parseLatestHint } from '@resultity/snapshot/origin';
 
 import { AgentError } from './errors.js';
 
@@ -16,29 +16,49 @@ export const ORIGIN_ERROR_RETRYABLE = {
   /** More bytes than the limit are not the content of the digest asked for: the origin is at fault. */
   TOO_LARGE: true,
   LATEST_INVALID: true,
+  /** A long-poll origin holding as many requests as it will (503 marked with the long-poll header). */
+  LONG_POLL_FULL: true,
 } as const;
 
 export type OriginErrorCode = keyof typeof ORIGIN_ERROR_RETRYABLE;
 
-/** A failure to talk to the origin; `status` is set for HTTP_STATUS. */
+/** A failure to talk to the origin; `status` is set for HTTP_STATUS and LONG_POLL_FULL. */
 export class OriginError extends AgentError {
   override readonly name = 'OriginError';
   readonly status: number | null;
+  /** LONG_POLL_FULL: the origin's Retry-After, in milliseconds, when it gave one. */
+  readonly retryAfterMs: number | null;
 
-  constructor(code: OriginErrorCode, message: string, options: { cause?: unknown; status?: number } = {}) {
+  constructor(code: OriginErrorCode, message: string, options: { cause?: unknown; status?: number; retryAfterMs?: number | null } = {}) {
     super(code, message, { ...(options.cause === undefined ? {} : { cause: options.cause }), retryable: ORIGIN_ERROR_RETRYABLE[code] });
     this.status = options.status ?? null;
+    this.retryAfterMs = options.retryAfterMs ?? null;
   }
 }
 
-/** What a poll of latest.json found: nothing new since the ETag, or a hint of what to fetch. */
+/**
+ * What a poll of latest.json found: nothing new since the ETag, or a hint of what to fetch.
+ * `longPoll` is set only on an answer to a `wait` request: true when the origin marked it
+ * with the long-poll header (it held the request), false when it ignored the wait (a static
+ * server, a CDN) and answered at once.
+ */
 export type LatestResult =
-  | { readonly status: 'not-modified' }
-  | { readonly status: 'ok'; readonly hint: LatestHint; readonly etag: string | null; readonly bytes: number };
+  | { readonly status: 'not-modified'; readonly longPoll?: boolean }
+  | { readonly status: 'ok'; readonly hint: LatestHint; readonly etag: string | null; readonly bytes: number; readonly longPoll?: boolean };
+
+/** How to ask for latest.json: at once (the default), or held by the origin for up to `waitS` seconds (SPEC §5 long-poll). */
+export interface LatestOptions {
+  readonly waitS?: number;
+}
 
 /** The origin as the sync loop sees it (SPEC §5); the default adapter is HTTP, tests may fake it. */
 export interface Origin {
-  latest(etag: string | null, signal?: AbortSignal): Promise<LatestResult>;
+  /**
+   * latest.json, conditional on `etag`. With `waitS` the request may be held (long-poll); an
+   * origin that cannot hold one (a fake, a static file tree) may ignore it and answer at once,
+   * which the caller reads as "long-poll not supported".
+   */
+  latest(etag: string | null, signal?: AbortSignal, options?: LatestOptions): Promise<LatestResult>;
   /** The envelope bytes published under a digest ("sha256:<hex>"), bounded by the size limit. */
   snapshot(digest: string, signal?: AbortSignal): Promise<Uint8Array>;
   /** Root envelope of a version, or null when the origin has none (404: the chain ends). */
@@ -147,14 +167,17 @@ export function createHttpOrigin(options: HttpOriginOptions): Origin {
   interface Exchange {
     readonly reply: HttpReply;
     readonly timeout: AbortSignal;
+    readonly timeoutMs: number;
   }
 
   async function request(
     path: string,
-    init: { method: 'GET' | 'POST'; headers?: Record<string, string>; body?: string; signal?: AbortSignal | undefined },
+    init: { method: 'GET' | 'POST'; headers?: Record<string, string>; body?: string; signal?: AbortSignal | undefined; heldMs?: number },
     what: string,
   ): Promise<Exchange> {
-    const timeout = AbortSignal.timeout(options.timeoutMs);
+    // A long-poll is held by design for up to its wait: only what comes after that is slow.
+    const timeoutMs = options.timeoutMs + (init.heldMs ?? 0);
+    const timeout = AbortSignal.timeout(timeoutMs);
     const signal = init.signal ? AbortSignal.any([init.signal, timeout]) : timeout;
     try {
       const reply = await transport(new URL(path, base), {
@@ -163,10 +186,10 @@ export function createHttpOrigin(options: HttpOriginOptions): Origin {
         ...(init.body === undefined ? {} : { body: init.body }),
         signal,
       });
-      return { reply, timeout };
+      return { reply, timeout, timeoutMs };
     } catch (cause) {
       if (init.signal?.aborted) throw new OriginError('ABORTED', `${what}: aborted`, { cause });
-      if (timeout.aborted) throw new OriginError('TIMEOUT', `${what}: no answer within ${options.timeoutMs} ms`, { cause });
+      if (timeout.aborted) throw new OriginError('TIMEOUT', `${what}: no answer within ${timeoutMs} ms`, { cause });
       throw new OriginError('FETCH_FAILED', `${what}: ${(cause as Error).message}${describeCause(cause)}`, { cause });
     }
   }
@@ -179,19 +202,35 @@ export function createHttpOrigin(options: HttpOriginOptions): Origin {
     } catch (cause) {
       if (cause instanceof AgentError) throw cause;
       if (signal?.aborted) throw new OriginError('ABORTED', `${what}: aborted`, { cause });
-      if (exchange.timeout.aborted) throw new OriginError('TIMEOUT', `${what}: body not read within ${options.timeoutMs} ms`, { cause });
+      if (exchange.timeout.aborted) throw new OriginError('TIMEOUT', `${what}: body not read within ${exchange.timeoutMs} ms`, { cause });
       throw new OriginError('FETCH_FAILED', `${what}: ${(cause as Error).message}`, { cause });
     }
   }
 
   return {
-    async latest(etag, signal) {
-      const what = `GET ${originPaths.latest(options.network)}`;
-      const exchange = await request(originPaths.latest(options.network), { method: 'GET', headers: etag ? { 'if-none-match': etag } : {}, signal }, what);
+    async latest(etag, signal, latestOptions = {}) {
+      const waitS = latestOptions.waitS;
+      const path = originPaths.latest(options.network) + (waitS === undefined ? '' : `?wait=${waitS}`);
+      const what = `GET ${path}`;
+      const exchange = await request(
+        path,
+        { method: 'GET', headers: etag ? { 'if-none-match': etag } : {}, signal, ...(waitS === undefined ? {} : { heldMs: waitS * 1000 }) },
+        what,
+      );
       const { reply } = exchange;
+      // Only an answer to a wait request says whether the origin long-polls; plain polls stay as they were.
+      const marked = waitS === undefined ? {} : { longPoll: reply.header(LONG_POLL_HEADER) === '1' };
       if (reply.status === 304) {
         reply.discard();
-        return { status: 'not-modified' };
+        return { status: 'not-modified', ...marked };
+      }
+      if (reply.status === 503 && marked.longPoll === true) {
+        reply.discard();
+        const retryAfterMs = parseRetryAfter(reply.header('retry-after'));
+        throw new OriginError('LONG_POLL_FULL', `${what}: the origin holds all the long-poll requests it will (503, Retry-After ${reply.header('retry-after') ?? 'none'})`, {
+          status: 503,
+          retryAfterMs,
+        });
       }
       if (reply.status !== 200) {
         reply.discard();
@@ -206,7 +245,7 @@ export function createHttpOrigin(options: HttpOriginOptions): Origin {
       }
       const hint = parseLatestHint(value);
       if (hint === null) throw new OriginError('LATEST_INVALID', `${what}: expected { config_digest: "sha256:<64 hex>", sequence }, got something else`);
-      return { status: 'ok', hint, etag: reply.header('etag'), bytes: bytes.byteLength };
+      return { status: 'ok', hint, etag: reply.header('etag'), bytes: bytes.byteLength, ...marked };
     },
 
     async snapshot(digest, signal) {
@@ -246,6 +285,12 @@ export function createHttpOrigin(options: HttpOriginOptions): Origin {
       }
     },
   };
+}
+
+/** Retry-After in seconds (the only form an origin of SPEC §5 sends); null for a date or anything else. */
+function parseRetryAfter(value: string | null): number | null {
+  if (value === null || !/^[0-9]{1,6}$/.test(value.trim())) return null;
+  return Number(value.trim()) * 1000;
 }
 
 function describeCause(error: unknown): string {

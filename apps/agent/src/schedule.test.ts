@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 
-import { backoffDelay, isHealthy, pollDelay, timersFrom } from './schedule.js';
+import { backoffDelay, isHealthy, longPollFrom, pollDelay, recheckDelay, spreadDelay, timersFrom } from './schedule.js';
 
 const fallback = { poll_interval_s: 60, heartbeat_interval_s: 30, retry_initial_ms: 1000, retry_max_ms: 10_000, jitter: 0.1 };
 
@@ -40,5 +40,22 @@ describe('isHealthy', () => {
   it('gives a fresh start two poll intervals before the first success', () => {
     expect(isHealthy({ ...base, now: 100_000, lastSuccessAt: null })).toBe(true);
     expect(isHealthy({ ...base, lastSuccessAt: null })).toBe(false);
+  });
+});
+
+describe('long-poll settings', () => {
+  const settings = longPollFrom({ enabled: true, wait_s: 30, spread_ms: 250, recheck_s: 600 });
+  it('are absent when long-poll is turned off', () => {
+    expect(longPollFrom({ enabled: false, wait_s: 30, spread_ms: 250, recheck_s: 600 })).toBeNull();
+  });
+  it('spread the fetch after a change over 0..spread_ms', () => {
+    if (settings === null) throw new Error('expected settings');
+    expect([0, 0.5, 0.999999].map((r) => spreadDelay(settings, r))).toEqual([0, 125, 250]);
+  });
+  it('spread the recheck of an origin like the poll interval', () => {
+    if (settings === null) throw new Error('expected settings');
+    const t = timersFrom(null, fallback);
+    expect(recheckDelay(settings, t, 0)).toBe(540_000);
+    expect(recheckDelay(settings, t, 0.5)).toBe(600_000);
   });
 });

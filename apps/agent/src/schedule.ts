@@ -28,6 +28,27 @@ export function pollDelay(timers: LoopTimers, random: number): number {
   return Math.max(1, Math.round(timers.pollMs * (1 + timers.jitter * (2 * random - 1))));
 }
 
+/** How the loop long-polls (SPEC §5), from the configuration's `long_poll`; absent: it only polls. */
+export interface LongPollSettings {
+  readonly waitS: number;
+  readonly spreadMs: number;
+  readonly recheckMs: number;
+}
+
+export function longPollFrom(config: { enabled: boolean; wait_s: number; spread_ms: number; recheck_s: number }): LongPollSettings | null {
+  return config.enabled ? { waitS: config.wait_s, spreadMs: config.spread_ms, recheckMs: config.recheck_s * 1000 } : null;
+}
+
+/** The random delay before fetching what a long-poll announced, in [0, spreadMs]: a fleet told at once spreads its fetches. */
+export function spreadDelay(settings: LongPollSettings, random: number): number {
+  return Math.round(settings.spreadMs * random);
+}
+
+/** When to ask again whether an origin long-polls, spread like the poll interval so a fleet does not recheck together. */
+export function recheckDelay(settings: LongPollSettings, timers: LoopTimers, random: number): number {
+  return Math.max(1, Math.round(settings.recheckMs * (1 + timers.jitter * (2 * random - 1))));
+}
+
 /** Exponential backoff after the n-th consecutive failure (n ≥ 1), capped, with downward jitter only. */
 export function backoffDelay(timers: LoopTimers, failures: number, random: number): number {
   const exp = timers.retryInitialMs * 2 ** Math.min(Math.max(failures - 1, 0), 40);

@@ -1,0 +1,176 @@
+// Publish → applied and publish → runtime ACK across N real Agent processes on loopback.
+//
+// Each Agent is `resultity-agent run` with its own state directory and runtime bridge (a unix
+// socket in its state directory); one stand-in process (runtime-standin.ts) holds a real
+// runtime-bridge connection to every Agent and ACKs each environment. The snapshots carry no
+// containers and no models, and the Agents are pointed at no Docker engine, so an apply is
+// the Agent's own work: latest.json, the envelope, verification, plan, journal, state, bridge.
+//
+//   pnpm build
+//   node --import tsx bench/fleet/agents.ts --agents 100 --origin dev --rounds 10
+//   node --import tsx bench/fleet/agents.ts --agents 100 --origin nginx --poll-s 5 --rounds 5
+//   ... --work-base /dev/shm   (state directories on tmpfs: the shared VM's disk out of the measure)
+//
+// Latencies are from the start of the publish call (signing and writing included) to the
+// Agent's audit entries `runtime-ack` and `applied` (the Agent's clock; one machine).
+import { type ChildProcess, spawn } from 'node:child_process';
+import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+
+import { createDevNetwork, devSnapshot, writeAgentConfig } from '@resultity/testkit/devnet';
+
+import { percentile, startNginx, waitFor } from './lib.js';
+
+const root = new URL('../../', import.meta.url).pathname;
+const agentCli = join(root, 'apps/agent/dist/cli.js');
+const snapshotCli = join(root, 'packages/snapshot/dist/cli.js');
+
+const { values } = parseArgs({
+  options: {
+    agents: { type: 'string', default: '100' },
+    origin: { type: 'string', default: 'dev' },
+    rounds: { type: 'string', default: '10' },
+    'poll-s': { type: 'string', default: '5' },
+    'spread-ms': { type: 'string', default: '250' },
+    // /tmp by default (the disk, every state write fsync'd); /dev/shm takes the disk out of what is measured.
+    'work-base': { type: 'string', default: tmpdir() },
+    out: { type: 'string' },
+  },
+});
+const N = Number(values.agents);
+const rounds = Number(values.rounds);
+const kind = values.origin as 'dev' | 'nginx';
+const pollS = kind === 'dev' ? 600 : Number(values['poll-s']);
+const spreadMs = Number(values['spread-ms']);
+
+const work = join(values['work-base'] ?? tmpdir(), `fleet-agents-${process.pid}`);
+const children: ChildProcess[] = [];
+let nginx: { url: string; close(): Promise<void> } | null = null;
+
+function snapshot(sequence: number) {
+  const s = devSnapshot({ network: 'benchnet', sequence, pollSeconds: pollS, maxTokens: 1000 + sequence });
+  // No heartbeats in the way of what is measured.
+  return { ...s, ttl: { ...s.ttl, heartbeat_interval_s: 3600, retry_initial_ms: 500, retry_max_ms: 5000 } };
+}
+
+async function appliedOf(stateDir: string): Promise<number | null> {
+  try {
+    return (JSON.parse(await readFile(join(stateDir, 'state.json'), 'utf8')) as { applied: { sequence: number } | null }).applied?.sequence ?? null;
+  } catch {
+    return null;
+  }
+}
+
+/** Time of the audit entries of type `type` for `digest`. */
+async function auditTime(stateDir: string, type: string, digest: string): Promise<number | null> {
+  const lines = (await readFile(join(stateDir, 'audit.jsonl'), 'utf8')).split('\n');
+  for (const line of lines) {
+    if (!line) continue;
+    const e = JSON.parse(line) as { type: string; time: string; digest?: string };
+    if (e.type === type && e.digest === digest) return Date.parse(e.time);
+  }
+  return null;
+}
+
+try {
+  await mkdir(work, { recursive: true });
+  const net = await createDevNetwork(join(work, 'net'), 'benchnet');
+  const first = await net.publish(snapshot(1));
+  let url: string;
+  if (kind === 'dev') {
+    const port = 18780 + (process.pid % 1000);
+    const origin = spawn(process.execPath, [snapshotCli, 'serve', '--origin', net.originDir, '--port', String(port), '--max-held', String(N + 100)], { stdio: 'ignore' });
+    children.push(origin);
+    url = `http://127.0.0.1:${port}`;
+    await waitFor('the dev origin', async () => (await fetch(`${url}/v1/benchnet/latest.json`)).ok, 10_000);
+  } else {
+    nginx = await startNginx({ dir: net.originDir, work: join(work, 'nginx'), connections: N * 2 + 64 });
+    url = nginx.url;
+  }
+
+  const stateDirs: string[] = [];
+  for (let i = 0; i < N; i++) {
+    const dir = join(work, `agent-${i}`);
+    await mkdir(dir, { recursive: true });
+    const config = await writeAgentConfig(join(dir, 'agent.json'), {
+      network: 'benchnet',
+      origin: url,
+      node_id: `bench-${i}`,
+      trust_root: [net.rootFile],
+      state_dir: join(dir, 'state'),
+      bridge: { enabled: true, ack_timeout_ms: 10_000 },
+      status: { listen: null },
+      docker: { socket_path: join(dir, 'no-docker.sock') },
+      long_poll: { enabled: true, spread_ms: spreadMs },
+      log_level: 'warn',
+    });
+    stateDirs.push(join(dir, 'state'));
+    const child = spawn(process.execPath, [agentCli, 'run', '--config', config], { stdio: ['ignore', 'ignore', 'inherit'] });
+    children.push(child);
+    // Starting a hundred Node processes at once on two cores only makes each start slower.
+    await new Promise((r) => setTimeout(r, 150));
+  }
+  await waitFor('every Agent on snapshot 1', async () => (await Promise.all(stateDirs.map(appliedOf))).every((s) => s === 1), 300_000);
+
+  // One stand-in process holds a runtime bridge to every Agent and ACKs what it is sent.
+  const standin = spawn(process.execPath, ['--import', 'tsx', join(root, 'bench/fleet/runtime-standin.ts'), ...stateDirs], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+    cwd: join(root, 'bench'),
+  });
+  children.push(standin);
+  await new Promise<void>((resolve, reject) => {
+    standin.stdout?.on('data', (d: Buffer) => {
+      if (d.toString().includes('connected')) resolve();
+    });
+    standin.once('exit', () => reject(new Error('the runtime stand-in exited')));
+  });
+
+  const applied: number[] = [];
+  const acked: number[] = [];
+  const publishMs: number[] = [];
+  for (let round = 0; round < rounds; round++) {
+    const sequence = round + 2;
+    // nginx's ETag is mtime and size; whole seconds apart keeps every publish visible.
+    if (kind === 'nginx') await new Promise((r) => setTimeout(r, 1100));
+    // From before the publish (signing and the fsync'd writes included, so latencies err long):
+    // publish sets latest.json's mtime a second past the previous one, so mtime is no clock.
+    const t0 = Date.now();
+    const published = await net.publish(snapshot(sequence));
+    publishMs.push(Date.now() - t0);
+    await waitFor(`every Agent on snapshot ${sequence}`, async () => (await Promise.all(stateDirs.map(appliedOf))).every((s) => s === sequence), 120_000);
+    for (const dir of stateDirs) {
+      // state.json can be written a moment before the audit entry that closes the apply.
+      let a: number | null = null;
+      let k: number | null = null;
+      await waitFor(`${dir}: the applied and runtime-ack entries of ${published.digest}`, async () => {
+        a = await auditTime(dir, 'applied', published.digest);
+        k = await auditTime(dir, 'runtime-ack', published.digest);
+        return a !== null && k !== null;
+      }, 30_000);
+      applied.push((a as unknown as number) - t0);
+      acked.push((k as unknown as number) - t0);
+    }
+    console.error(`round ${round + 1}/${rounds}: p50 applied ${percentile(applied, 50).toFixed(0)} ms, p99 ${percentile(applied, 99).toFixed(0)} ms`);
+  }
+  void first;
+  // For looking into where the time goes: the last round's audit entries of the first Agent.
+  if (process.env.FLEET_DUMP_AUDIT) console.error((await readFile(join(stateDirs[0] ?? '', 'audit.jsonl'), 'utf8')).split('\n').slice(-12).join('\n'));
+  const summary = (xs: number[]) => ({
+    n: xs.length,
+    p50: +percentile(xs, 50).toFixed(1),
+    p90: +percentile(xs, 90).toFixed(1),
+    p99: +percentile(xs, 99).toFixed(1),
+    max: +Math.max(...xs).toFixed(1),
+  });
+  const result = { node: process.version, agents: N, work: values['work-base'], origin: kind, poll_s: kind === 'nginx' ? pollS : null, spread_ms: spreadMs, rounds, applied_ms: summary(applied), runtime_ack_ms: summary(acked), publish_call_ms: summary(publishMs) };
+  console.log(JSON.stringify(result));
+  if (values.out) await writeFile(values.out, JSON.stringify({ ...result, samples: { applied, acked } }));
+} finally {
+  for (const child of children) if (child.exitCode === null) child.kill('SIGTERM');
+  await new Promise((r) => setTimeout(r, 1000));
+  for (const child of children) if (child.exitCode === null) child.kill('SIGKILL');
+  await nginx?.close();
+  await rm(work, { recursive: true, force: true });
+}
