@@ -18,6 +18,8 @@ import { parseArgs } from 'node:util';
 const here = new URL('.', import.meta.url);
 const agent = await import(new URL('../../apps/agent/dist/index.js', here).href);
 const snapshot = await import(new URL('../../packages/snapshot/dist/index.js', here).href);
+// The dev network's helpers live in the private testkit (TypeScript source): run this with tsx.
+const devnet = await import('@resultity/testkit/devnet');
 
 const { values } = parseArgs({ options: { rounds: { type: 'string', default: '200' } } });
 const rounds = Number(values.rounds);
@@ -45,7 +47,7 @@ function stats(samples) {
 
 const work = await mkdtemp(join(tmpdir(), 'agent-bench-'));
 try {
-  const net = await agent.createDevNetwork(join(work, 'net'), 'benchnet');
+  const net = await devnet.createDevNetwork(join(work, 'net'), 'benchnet');
   await (await import('node:fs/promises')).mkdir(net.originDir, { recursive: true });
   // The origin runs in a process of its own, so the CPU time measured below is the Agent's alone.
   const server = await startOriginProcess(net.originDir);
@@ -60,7 +62,7 @@ try {
   let sequence = 0;
   for (let i = 0; i < Math.max(10, Math.floor(rounds / 4)); i++) {
     sequence += 1;
-    await net.publish(agent.devSnapshot({ network: 'benchnet', sequence }));
+    await net.publish(devnet.devSnapshot({ network: 'benchnet', sequence }));
     const t = performance.now();
     const outcome = await parts.engine.syncOnce();
     newSamples.push(performance.now() - t);
@@ -91,7 +93,7 @@ try {
   // Large-snapshot verification, for scale (what `verify` costs inside a "new" cycle).
   const models = Array.from({ length: 200 }, (_, i) => ({ name: `model-${i}`, version: '1.0.0', sha256: 'a'.repeat(64), size: 1_000_000 + i, urls: [`https://models.example/m${i}.gguf`] }));
   const containers = Array.from({ length: 50 }, (_, i) => ({ name: `c-${i}`, image: `registry.example/r${i}`, tag: '1', digest: `sha256:${'b'.repeat(64)}`, env: { I: String(i) }, command: [], ports: [], restart: 'always' }));
-  const large = net.sign(agent.devSnapshot({ network: 'benchnet', sequence: 1, models, containers }));
+  const large = net.sign(devnet.devSnapshot({ network: 'benchnet', sequence: 1, models, containers }));
   const root = snapshot.walkRootChain([new Uint8Array(await (await import('node:fs/promises')).readFile(net.rootFile))]);
   const verify = [];
   for (let i = 0; i < rounds; i++) {

@@ -15,6 +15,8 @@ import { parseArgs, promisify } from 'node:util';
 const here = new URL('.', import.meta.url);
 const agent = await import(new URL('../../apps/agent/dist/index.js', here).href);
 const origin = await import(new URL('../../packages/snapshot/dist/origin/index.js', here).href);
+// The dev network's helpers live in the private testkit (TypeScript source): run this with tsx.
+const devnet = await import('@resultity/testkit/devnet');
 const cli = new URL('../../apps/agent/dist/cli.js', here).pathname;
 
 const { values } = parseArgs({ options: { 'settle-s': { type: 'string', default: '20' } } });
@@ -28,11 +30,11 @@ async function rssKb(pid) {
 const work = await mkdtemp(join(tmpdir(), 'agent-rss-'));
 let child;
 try {
-  const net = await agent.createDevNetwork(join(work, 'net'), 'benchnet');
+  const net = await devnet.createDevNetwork(join(work, 'net'), 'benchnet');
   await mkdir(net.originDir, { recursive: true });
   const server = await origin.startOriginServer({ dir: net.originDir });
-  await net.publish(agent.devSnapshot({ network: 'benchnet', sequence: 1, pollSeconds: 1 }));
-  const config = await agent.writeAgentConfig(join(work, 'agent.json'), {
+  await net.publish(devnet.devSnapshot({ network: 'benchnet', sequence: 1, pollSeconds: 1 }));
+  const config = await devnet.writeAgentConfig(join(work, 'agent.json'), {
     network: 'benchnet',
     origin: server.url,
     node_id: 'bench-node',
