@@ -1,5 +1,5 @@
 #!/usr/bin/env -S npx tsx
-// Crash-consistency campaign (issue 13): a real `resultity-agent run` daemon, a real Docker
+// Crash-consistency campaign: a real `resultity-agent run` daemon, a real Docker
 // engine and registry, a real origin, model file server and runtime bridge; the daemon is
 // killed with SIGKILL at points chosen by a seeded PRNG while it applies a rollout, then
 // restarted, and the node is checked to run exactly the old or the new configuration.
@@ -111,7 +111,7 @@ async function dockerJson(argv: string[]): Promise<unknown[]> {
 
 // ------------------------------------------------------------- origin switch -------------------
 
-/** What the origin proxy does to requests: pass them, or one of the faults of issue 13. */
+/** What the origin proxy does to requests: pass them, or one of the faults the campaign injects. */
 type OriginFault = 'none' | 'down' | '500' | '404' | 'timeout' | 'close-mid-body' | 'garbage' | 'oversized' | 'stale-latest' | 'missing-digest';
 
 interface SwitchableOrigin {

@@ -7,7 +7,7 @@ import { describe, expect, it } from 'vitest';
 import { parseConfig } from './config.js';
 import { AgentError } from './errors.js';
 
-// Fuzzing of the Agent's configuration parser (issue 13). FUZZ_RUNS=100000 is the long run
+// Fuzzing of the Agent's configuration parser. FUZZ_RUNS=100000 is the long run
 // (`pnpm fuzz`), FUZZ_SEED reproduces one; the suite runs 1,000. Inputs are valid
 // configurations with fields replaced, removed or added (at any depth) and random JSON.
 

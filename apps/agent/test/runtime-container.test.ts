@@ -12,7 +12,7 @@ import { readAuditEntries } from '../src/audit.js';
 import type { StatusReport } from '../src/status.js';
 import { CLI, type Setup, freePort, setup, waitForExit } from './helpers.js';
 
-// The whole node on the real engine and registry (issue 9, SPEC §6): the Agent daemon as a
+// The whole node on the real engine and registry (SPEC §6): the Agent daemon as a
 // process, the example runtime as an image pulled by digest, the bridge and the model store
 // mounted into its container.
 

@@ -5,7 +5,7 @@ import { CONFIG_DIGEST_PATTERN } from './environment.js';
 import { ProtocolError } from './errors.js';
 import { RUNTIME_ID_PATTERN, encodeMessage, parseAgentMessage, parseBridgeMessage, parseRuntimeMessage } from './messages.js';
 
-// Fuzzing of the bridge message parsers (issue 13). FUZZ_RUNS=100000 is the long run
+// Fuzzing of the bridge message parsers. FUZZ_RUNS=100000 is the long run
 // (`pnpm fuzz`), FUZZ_SEED reproduces one; the suite runs 1,000. Frames are random text and
 // bytes, random JSON, and valid messages with one field replaced, so that both refusals and
 // acceptances are reached.

@@ -9,7 +9,7 @@ import { SnapshotError } from './errors.js';
 import { type TrustedRoot, walkRootChain } from './root.js';
 import { ROOT_PAYLOAD_TYPE } from './schema.js';
 
-// Fuzzing of the root-chain walk (SPEC §4, issue 13): chains of one to four roots whose
+// Fuzzing of the root-chain walk (SPEC §4): chains of one to four roots whose
 // versions, networks, key sets, thresholds and signer sets are drawn at random, mostly right,
 // so that both accepted and refused chains are reached. Every accepted chain is re-judged link
 // by link by the node:crypto oracle of the testkit.

@@ -17,7 +17,7 @@ import { type TrustedRoot, signRoot, walkRootChain } from './root.js';
 import { ROOT_PAYLOAD_TYPE, SNAPSHOT_PAYLOAD_TYPE } from './schema.js';
 import { verifySnapshotEnvelope } from './verify.js';
 
-// Fuzzing of the envelope and snapshot parser and verifier (issue 13). FUZZ_RUNS=100000 is the
+// Fuzzing of the envelope and snapshot parser and verifier. FUZZ_RUNS=100000 is the
 // long run (`pnpm fuzz`); the suite runs a short one. Inputs range from random bytes to
 // envelopes signed by trusted and untrusted keys with one thing wrong, so that both refusals
 // and acceptances are reached; every acceptance is re-judged by the oracle in the testkit.
