@@ -28,9 +28,10 @@ async function until(what: string, probe: () => Promise<boolean>, ms = 120_000):
 }
 
 /** A build derived from `from` by a Dockerfile tail, pushed; returns its digest. */
-async function derive(work: string, from: BuiltImage, name: string, tail: string): Promise<{ ref: string; digest: string }> {
+async function derive(work: string, from: BuiltImage, name: string, tail: string, files: Record<string, string> = {}): Promise<{ ref: string; digest: string }> {
   const context = join(work, `build-${name}`);
   await mkdir(context, { recursive: true });
+  for (const [file, text] of Object.entries(files)) await writeFile(join(context, file), text);
   await writeFile(join(context, 'Dockerfile'), `FROM ${from.image}@${from.digest}\nLABEL org.opencontainers.image.version="${name}"\n${tail}\n`);
   const ref = `${from.image}:test-${name}-${runId}`;
   await docker('build', '-q', '-t', ref, context);
@@ -50,6 +51,7 @@ describe('the Agent following updates.agent in its container', () => {
   let exitsAtStart: { ref: string; digest: string };
   let standbyFails: { ref: string; digest: string };
   let runFails: { ref: string; digest: string };
+  let crashesAfterTakeover: { ref: string; digest: string };
   let net: DevNetwork;
   let origin: Awaited<ReturnType<typeof startOriginServer>>;
   let state: string;
@@ -81,7 +83,26 @@ describe('the Agent following updates.agent in its container', () => {
       'v3-run-fails',
       `ENTRYPOINT ["/usr/local/bin/node", "-e", "if (process.argv.includes('standby')) { process.argv.splice(1, 0, '${LAUNCHER}'); import('${LAUNCHER}'); } else { console.error('CONFIG_INVALID: this build cannot run'); process.exit(2); }"]`,
     );
-    derived.push(v2, exitsAtStart, standbyFails, runFails);
+    // A build that passes standby and takes over, then cannot reach its origin (so never has a
+    // successful sync) and exits a few seconds after every start: a crash loop after the takeover.
+    crashesAfterTakeover = await derive(work.path, v1, 'v3-crash-loop', 'COPY crash-loop.cjs /opt/crash-loop.cjs\nENTRYPOINT ["/usr/local/bin/node", "/opt/crash-loop.cjs"]', {
+      'crash-loop.cjs': `
+const http = require('node:http');
+const { syncBuiltinESMExports } = require('node:module');
+if (!process.argv.includes('standby')) {
+  const request = http.request;
+  http.request = function (...args) {
+    // The engine's socket stays reachable, so taking the lock and auditing the takeover work; the origin does not.
+    if (args.some((a) => a && typeof a === 'object' && !(a instanceof URL) && a.socketPath)) return request.apply(this, args);
+    throw new Error('this build cannot reach the origin');
+  };
+  syncBuiltinESMExports();
+  setTimeout(() => { console.error('this build cannot sync; exiting'); process.exit(3); }, 5000);
+}
+import('${LAUNCHER}');
+`,
+    });
+    derived.push(v2, exitsAtStart, standbyFails, runFails, crashesAfterTakeover);
 
     net = await createDevNetwork(join(work.path, 'net'), 'testnet');
     origin = await startOriginServer({ dir: net.originDir });
@@ -175,6 +196,8 @@ describe('the Agent following updates.agent in its container', () => {
     const takeover = log.find((e) => e.type === 'agent-takeover')!;
     successorId = String(takeover.container);
     expect(takeover.predecessor).toBe(containerId);
+    await until('v2 to confirm a successful sync', async () => (await audit()).some((e) => e.type === 'agent-confirmed' && e.container === successorId));
+    expect((await audit()).find((e) => e.type === 'agent-confirmed')!.seq).toBeGreaterThan(takeover.seq);
     const handover = log.find((e) => e.type === 'agent-handover')!;
     expect(handover).toMatchObject({ image_digest: v2.digest, predecessor: containerId });
     expect(handover.seq).toBeLessThan(takeover.seq);
@@ -227,6 +250,28 @@ describe('the Agent following updates.agent in its container', () => {
     await until('snapshot 6 to be applied', async () => (await audit()).some((e) => e.type === 'applied' && e.sequence === 6));
     expect(await entriesFor('agent-standby-passed', runFails.digest)).toHaveLength(1);
     expect((await audit()).filter((e) => e.type === 'agent-takeover')).toHaveLength(1);
+    await auditIntact();
+  }, 300_000);
+
+  it('gives the node back to v2 when a v3 takes over and then crash-loops, and does not try it again', async () => {
+    await publishWithAgentUpdate(7, crashesAfterTakeover.digest);
+    await until('the revert to be audited', async () => (await entriesFor('agent-update-reverted', crashesAfterTakeover.digest)).length > 0);
+    const log = await audit();
+    const [reverted] = await entriesFor('agent-update-reverted', crashesAfterTakeover.digest);
+    const crashed = String(reverted?.successor);
+    // It did take over (the lock and the audit log) before it failed: this is the case the guard is for.
+    const takeover = log.find((e) => e.type === 'agent-takeover' && e.container === crashed);
+    expect(takeover).toMatchObject({ predecessor: successorId });
+    expect(takeover!.seq).toBeLessThan(reverted!.seq);
+    expect(reverted).toMatchObject({ code: 'SUCCESSOR_NOT_CONFIRMED', attempt: 1 });
+    expect(log.some((e) => e.type === 'agent-confirmed' && e.container === crashed)).toBe(false);
+    // The crash-looping container is gone; v2 (never removed) restarts and holds the lock again.
+    expect(await docker('ps', '-aq', '--filter', `id=${crashed}`)).toBe('');
+    await until('v2 to run again and hold the lock', async () => (await runningId(successorId)) && (await lockHolder()).container === successorId);
+    await publishWithAgentUpdate(8, crashesAfterTakeover.digest);
+    await until('snapshot 8 to be applied by v2', async () => (await audit()).some((e) => e.type === 'applied' && e.sequence === 8));
+    expect(await entriesFor('agent-standby-passed', crashesAfterTakeover.digest)).toHaveLength(1);
+    expect((await lockHolder()).container).toBe(successorId);
     await auditIntact();
   }, 300_000);
 });
