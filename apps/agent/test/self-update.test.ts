@@ -42,6 +42,23 @@ async function derive(work: string, from: BuiltImage, name: string, tail: string
   return { ref, digest };
 }
 
+/** Cannot reach the origin when running as the Agent (standby works), and exits 5 s after every start. */
+const crashLoopScript = `
+const http = require('node:http');
+const { syncBuiltinESMExports } = require('node:module');
+if (!process.argv.includes('standby')) {
+  const request = http.request;
+  http.request = function (...args) {
+    // The engine's socket stays reachable, so taking the lock and auditing the takeover work; the origin does not.
+    if (args.some((a) => a && typeof a === 'object' && !(a instanceof URL) && a.socketPath)) return request.apply(this, args);
+    throw new Error('this build cannot reach the origin');
+  };
+  syncBuiltinESMExports();
+  setTimeout(() => { console.error('this build cannot sync; exiting'); process.exit(3); }, 5000);
+}
+import('${LAUNCHER}');
+`;
+
 describe('the Agent following updates.agent in its container', () => {
   let work: { path: string; cleanup: () => Promise<void> };
   let baseExisted = false;
@@ -52,6 +69,7 @@ describe('the Agent following updates.agent in its container', () => {
   let standbyFails: { ref: string; digest: string };
   let runFails: { ref: string; digest: string };
   let crashesAfterTakeover: { ref: string; digest: string };
+  let noOrigin: { ref: string; digest: string };
   let net: DevNetwork;
   let origin: Awaited<ReturnType<typeof startOriginServer>>;
   let state: string;
@@ -86,23 +104,13 @@ describe('the Agent following updates.agent in its container', () => {
     // A build that passes standby and takes over, then cannot reach its origin (so never has a
     // successful sync) and exits a few seconds after every start: a crash loop after the takeover.
     crashesAfterTakeover = await derive(work.path, v1, 'v3-crash-loop', 'COPY crash-loop.cjs /opt/crash-loop.cjs\nENTRYPOINT ["/usr/local/bin/node", "/opt/crash-loop.cjs"]', {
-      'crash-loop.cjs': `
-const http = require('node:http');
-const { syncBuiltinESMExports } = require('node:module');
-if (!process.argv.includes('standby')) {
-  const request = http.request;
-  http.request = function (...args) {
-    // The engine's socket stays reachable, so taking the lock and auditing the takeover work; the origin does not.
-    if (args.some((a) => a && typeof a === 'object' && !(a instanceof URL) && a.socketPath)) return request.apply(this, args);
-    throw new Error('this build cannot reach the origin');
-  };
-  syncBuiltinESMExports();
-  setTimeout(() => { console.error('this build cannot sync; exiting'); process.exit(3); }, 5000);
-}
-import('${LAUNCHER}');
-`,
+      'crash-loop.cjs': crashLoopScript,
     });
-    derived.push(v2, exitsAtStart, standbyFails, runFails, crashesAfterTakeover);
+    // The same, minus the exit: it takes over and would sit unconfirmed until killed.
+    noOrigin = await derive(work.path, v1, 'v3-no-origin', 'COPY no-origin.cjs /opt/no-origin.cjs\nENTRYPOINT ["/usr/local/bin/node", "/opt/no-origin.cjs"]', {
+      'no-origin.cjs': crashLoopScript.replace(/^\s*setTimeout.*$/m, ''),
+    });
+    derived.push(v2, exitsAtStart, standbyFails, runFails, crashesAfterTakeover, noOrigin);
 
     net = await createDevNetwork(join(work.path, 'net'), 'testnet');
     origin = await startOriginServer({ dir: net.originDir });
@@ -272,6 +280,42 @@ import('${LAUNCHER}');
     await until('snapshot 8 to be applied by v2', async () => (await audit()).some((e) => e.type === 'applied' && e.sequence === 8));
     expect(await entriesFor('agent-standby-passed', crashesAfterTakeover.digest)).toHaveLength(1);
     expect((await lockHolder()).container).toBe(successorId);
+    await auditIntact();
+  }, 300_000);
+
+  it('gives the node back to v2 when the successor is killed with SIGKILL after taking over, with one lock holder at a time', async () => {
+    await publishWithAgentUpdate(9, noOrigin.digest);
+    let killed = '';
+    await until('a v3 to take over', async () => {
+      const log = await audit();
+      const handover = log.find((e) => e.type === 'agent-handover' && e.image_digest === noOrigin.digest);
+      const takeover = handover && log.find((e) => e.type === 'agent-takeover' && e.seq > handover.seq);
+      killed = takeover ? String(takeover.container) : '';
+      return killed !== '';
+    });
+    await docker('kill', '-s', 'KILL', killed);
+    // Every holder seen from here on is v2 or the killed v3, and once v2 holds it again it never changes back.
+    const holders: string[] = [];
+    await until('the revert to be audited', async () => {
+      const holder = (await lockHolder()).container;
+      if (holder && holders.at(-1) !== holder) holders.push(holder);
+      return (await entriesFor('agent-update-reverted', noOrigin.digest)).length > 0;
+    });
+    await until('v2 to run again and hold the lock', async () => {
+      const holder = (await lockHolder()).container;
+      if (holder && holders.at(-1) !== holder) holders.push(holder);
+      return (await runningId(successorId)) && holder === successorId;
+    });
+    expect(holders.every((h) => h === successorId || h === killed)).toBe(true);
+    expect(holders.indexOf(successorId) === -1 || holders.slice(holders.indexOf(successorId)).every((h) => h === successorId)).toBe(true);
+    expect((await entriesFor('agent-update-reverted', noOrigin.digest))[0]).toMatchObject({ code: 'SUCCESSOR_NOT_CONFIRMED', successor: killed });
+    expect((await audit()).some((e) => e.type === 'agent-confirmed' && e.container === killed)).toBe(false);
+    expect(await docker('ps', '-aq', '--filter', `id=${killed}`)).toBe('');
+    await publishWithAgentUpdate(10, noOrigin.digest);
+    await until('snapshot 10 to be applied by v2', async () => (await audit()).some((e) => e.type === 'applied' && e.sequence === 10));
+    expect((await lockHolder()).container).toBe(successorId);
+    expect(await runningId(successorId)).toBe(true);
+    expect(await docker('ps', '-aq', '--filter', `label=io.resultity.agent-successor-of=${successorId}`)).toBe('');
     await auditIntact();
   }, 300_000);
 });
