@@ -70,6 +70,7 @@ describe('the Agent following updates.agent in its container', () => {
   let runFails: { ref: string; digest: string };
   let crashesAfterTakeover: { ref: string; digest: string };
   let noOrigin: { ref: string; digest: string };
+  let noOriginB: { ref: string; digest: string };
   let net: DevNetwork;
   let origin: Awaited<ReturnType<typeof startOriginServer>>;
   let state: string;
@@ -110,7 +111,11 @@ describe('the Agent following updates.agent in its container', () => {
     noOrigin = await derive(work.path, v1, 'v3-no-origin', 'COPY no-origin.cjs /opt/no-origin.cjs\nENTRYPOINT ["/usr/local/bin/node", "/opt/no-origin.cjs"]', {
       'no-origin.cjs': crashLoopScript.replace(/^\s*setTimeout.*$/m, ''),
     });
-    derived.push(v2, exitsAtStart, standbyFails, runFails, crashesAfterTakeover, noOrigin);
+    // Another digest of that build, for a second kill (the retry budget is per digest).
+    noOriginB = await derive(work.path, v1, 'v3-no-origin-b', 'COPY no-origin.cjs /opt/no-origin.cjs\nENTRYPOINT ["/usr/local/bin/node", "/opt/no-origin.cjs"]', {
+      'no-origin.cjs': crashLoopScript.replace(/^\s*setTimeout.*$/m, ''),
+    });
+    derived.push(v2, exitsAtStart, standbyFails, runFails, crashesAfterTakeover, noOrigin, noOriginB);
 
     net = await createDevNetwork(join(work.path, 'net'), 'testnet');
     origin = await startOriginServer({ dir: net.originDir });
@@ -315,6 +320,28 @@ describe('the Agent following updates.agent in its container', () => {
     await until('snapshot 10 to be applied by v2', async () => (await audit()).some((e) => e.type === 'applied' && e.sequence === 10));
     expect((await lockHolder()).container).toBe(successorId);
     expect(await runningId(successorId)).toBe(true);
+    expect(await docker('ps', '-aq', '--filter', `label=io.resultity.agent-successor-of=${successorId}`)).toBe('');
+    await auditIntact();
+  }, 300_000);
+
+  it('keeps v2 in charge when the successor is killed with SIGKILL as soon as it is started', async () => {
+    await publishWithAgentUpdate(11, noOriginB.digest);
+    let killed = '';
+    await until('the successor to be started', async () => {
+      killed = (await docker('ps', '-aq', '--no-trunc', '--filter', `label=io.resultity.agent-successor-of=${successorId}`)).split('\n')[0] ?? '';
+      return killed !== '';
+    });
+    await docker('kill', '-s', 'KILL', killed);
+    // Killed before or just after its takeover (the engine decides which): a failed hand-over or a revert, v2 either way.
+    const outcome = async () => [...(await entriesFor('agent-update-failed', noOriginB.digest)), ...(await entriesFor('agent-update-reverted', noOriginB.digest))];
+    await until('the failure to be audited', async () => (await outcome()).length > 0);
+    expect(await outcome()).toHaveLength(1);
+    expect((await outcome())[0]).toMatchObject({ successor: killed });
+    await until('v2 to run again and hold the lock', async () => (await runningId(successorId)) && (await lockHolder()).container === successorId);
+    expect(await docker('ps', '-aq', '--filter', `id=${killed}`)).toBe('');
+    await publishWithAgentUpdate(12, noOriginB.digest);
+    await until('snapshot 12 to be applied by v2', async () => (await audit()).some((e) => e.type === 'applied' && e.sequence === 12));
+    expect((await lockHolder()).container).toBe(successorId);
     expect(await docker('ps', '-aq', '--filter', `label=io.resultity.agent-successor-of=${successorId}`)).toBe('');
     await auditIntact();
   }, 300_000);
