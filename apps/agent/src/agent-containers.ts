@@ -157,6 +157,14 @@ export function dockerSuccessors(socketPath: string, labelPrefix = 'io.resultity
         return false;
       }
     },
+    async alive(id) {
+      try {
+        // A predecessor may have restarted before (after an earlier failed hand-over, say): that is not a crash loop.
+        return (await (await docker()).getContainer(id).inspect()).State.Running === true;
+      } catch {
+        return false;
+      }
+    },
     async remove(id) {
       await (await docker())
         .getContainer(id)

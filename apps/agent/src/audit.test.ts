@@ -91,4 +91,13 @@ describe('the anchored head', () => {
     await log.append('applied', {});
     expect((await verifyAuditFile(path, anchor)).ok).toBe(true);
   });
+
+  it('continues the chain another writer extended once reloaded', async () => {
+    const first = new AuditLog(path);
+    await first.append('start', {});
+    await new AuditLog(path).append('agent-takeover', {});
+    first.reload();
+    expect(await first.append('agent-update-reverted', {})).toMatchObject({ seq: 2 });
+    expect(await verifyAuditFile(path)).toMatchObject({ ok: true, entries: 3 });
+  });
 });

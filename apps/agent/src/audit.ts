@@ -25,6 +25,8 @@ export type AuditType =
   | 'agent-update-failed'
   | 'agent-handover'
   | 'agent-takeover'
+  | 'agent-confirmed'
+  | 'agent-update-reverted'
   | 'runtime-update'
   | 'budget-exhausted'
   | 'recover'
@@ -96,6 +98,16 @@ export class AuditLog implements AuditSink {
     }
     this.opened = true;
     if (torn > 0) await this.write('repair', { torn_bytes: torn, reason: 'a partial last line from an interrupted write was cut off' });
+  }
+
+  /**
+   * Forgets the cached head: the next append reads the log again. For a process that took the
+   * state lock back after another Agent held it and appended (a reverted hand-over).
+   */
+  reload(): void {
+    this.queue = this.queue.then(() => {
+      this.opened = false;
+    });
   }
 
   head(): AuditHead | null {

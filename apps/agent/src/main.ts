@@ -111,7 +111,7 @@ export async function startAgent(
     // The predecessor waits for this entry: written with the lock held, before this Agent applies anything.
     // Only while the predecessor still runs is this a hand-over: the same variables are there
     // again when this container is restarted later, long after the predecessor was removed.
-    const takingOver = handoverFrom !== undefined && (await dockerSuccessors(config.docker.socket_path).running(handoverFrom));
+    const takingOver = handoverFrom !== undefined && (await dockerSuccessors(config.docker.socket_path).alive(handoverFrom));
     if (takingOver) await parts.audit.append('agent-takeover', { predecessor: handoverFrom, container: await ownContainerId(), version: AGENT_VERSION });
     if (config.self_update.enabled && config.file !== null) {
       selfUpdater = new SelfUpdater({
@@ -143,6 +143,8 @@ export async function startAgent(
               releaseLock: () => lock.release(),
               retakeLock: async () => {
                 lock = await acquireLockWithin(config.state_dir, lockPort, 60_000);
+                // The successor may have appended while it held the lock: continue its chain, not ours.
+                parts.audit.reload();
               },
             },
             ready,
@@ -191,7 +193,9 @@ export async function startAgent(
       logger.info({ url: status.url }, 'status, /healthz and /metrics listening');
     }
     await daemon.start();
-    if (takingOver) await completeTakeover(config, parts.audit, logger, handoverFrom);
+    // The predecessor waits, alive and idle, for proof that this Agent works: one successful
+    // sync cycle. Only then is it removed; until then it can take the node back.
+    if (takingOver) void confirmTakeover(config, parts.audit, logger, handoverFrom, daemon);
     if (selfUpdater !== null) {
       // A trigger applied before this start (or before a crash) is followed up now, not at the next snapshot.
       const current = await parts.engine.appliedTarget().catch(() => null);
@@ -251,6 +255,17 @@ async function acquireLockWithin(dir: string, processes: ProcessPort, ms: number
       await new Promise((r) => setTimeout(r, 250));
     }
   }
+}
+
+/** Audits `agent-confirmed` once the loop has had a successful sync cycle, then completes the takeover. */
+async function confirmTakeover(config: AgentConfig, audit: AuditLog, logger: Logger, predecessor: string, daemon: Daemon): Promise<void> {
+  // Unref'd: an Agent stopped in-process before its first success must not be kept alive by this wait.
+  while (daemon.status().lastSuccessAt === null) await new Promise((r) => setTimeout(r, 250).unref());
+  const own = await ownContainerId();
+  // Confirming only while the predecessor runs: once it has reverted, this container is being removed.
+  if (!(await dockerSuccessors(config.docker.socket_path).alive(predecessor))) return;
+  await audit.append('agent-confirmed', { predecessor, container: own, version: AGENT_VERSION });
+  await completeTakeover(config, audit, logger, predecessor);
 }
 
 /** The successor's last step: remove the predecessor's container and take its name. */

@@ -28,9 +28,10 @@ async function until(what: string, probe: () => Promise<boolean>, ms = 120_000):
 }
 
 /** A build derived from `from` by a Dockerfile tail, pushed; returns its digest. */
-async function derive(work: string, from: BuiltImage, name: string, tail: string): Promise<{ ref: string; digest: string }> {
+async function derive(work: string, from: BuiltImage, name: string, tail: string, files: Record<string, string> = {}): Promise<{ ref: string; digest: string }> {
   const context = join(work, `build-${name}`);
   await mkdir(context, { recursive: true });
+  for (const [file, text] of Object.entries(files)) await writeFile(join(context, file), text);
   await writeFile(join(context, 'Dockerfile'), `FROM ${from.image}@${from.digest}\nLABEL org.opencontainers.image.version="${name}"\n${tail}\n`);
   const ref = `${from.image}:test-${name}-${runId}`;
   await docker('build', '-q', '-t', ref, context);
@@ -41,6 +42,23 @@ async function derive(work: string, from: BuiltImage, name: string, tail: string
   return { ref, digest };
 }
 
+/** Cannot reach the origin when running as the Agent (standby works), and exits 5 s after every start. */
+const crashLoopScript = `
+const http = require('node:http');
+const { syncBuiltinESMExports } = require('node:module');
+if (!process.argv.includes('standby')) {
+  const request = http.request;
+  http.request = function (...args) {
+    // The engine's socket stays reachable, so taking the lock and auditing the takeover work; the origin does not.
+    if (args.some((a) => a && typeof a === 'object' && !(a instanceof URL) && a.socketPath)) return request.apply(this, args);
+    throw new Error('this build cannot reach the origin');
+  };
+  syncBuiltinESMExports();
+  setTimeout(() => { console.error('this build cannot sync; exiting'); process.exit(3); }, 5000);
+}
+import('${LAUNCHER}');
+`;
+
 describe('the Agent following updates.agent in its container', () => {
   let work: { path: string; cleanup: () => Promise<void> };
   let baseExisted = false;
@@ -50,6 +68,9 @@ describe('the Agent following updates.agent in its container', () => {
   let exitsAtStart: { ref: string; digest: string };
   let standbyFails: { ref: string; digest: string };
   let runFails: { ref: string; digest: string };
+  let crashesAfterTakeover: { ref: string; digest: string };
+  let noOrigin: { ref: string; digest: string };
+  let noOriginB: { ref: string; digest: string };
   let net: DevNetwork;
   let origin: Awaited<ReturnType<typeof startOriginServer>>;
   let state: string;
@@ -81,7 +102,20 @@ describe('the Agent following updates.agent in its container', () => {
       'v3-run-fails',
       `ENTRYPOINT ["/usr/local/bin/node", "-e", "if (process.argv.includes('standby')) { process.argv.splice(1, 0, '${LAUNCHER}'); import('${LAUNCHER}'); } else { console.error('CONFIG_INVALID: this build cannot run'); process.exit(2); }"]`,
     );
-    derived.push(v2, exitsAtStart, standbyFails, runFails);
+    // A build that passes standby and takes over, then cannot reach its origin (so never has a
+    // successful sync) and exits a few seconds after every start: a crash loop after the takeover.
+    crashesAfterTakeover = await derive(work.path, v1, 'v3-crash-loop', 'COPY crash-loop.cjs /opt/crash-loop.cjs\nENTRYPOINT ["/usr/local/bin/node", "/opt/crash-loop.cjs"]', {
+      'crash-loop.cjs': crashLoopScript,
+    });
+    // The same, minus the exit: it takes over and would sit unconfirmed until killed.
+    noOrigin = await derive(work.path, v1, 'v3-no-origin', 'COPY no-origin.cjs /opt/no-origin.cjs\nENTRYPOINT ["/usr/local/bin/node", "/opt/no-origin.cjs"]', {
+      'no-origin.cjs': crashLoopScript.replace(/^\s*setTimeout.*$/m, ''),
+    });
+    // Another digest of that build, for a second kill (the retry budget is per digest).
+    noOriginB = await derive(work.path, v1, 'v3-no-origin-b', 'COPY no-origin.cjs /opt/no-origin.cjs\nENTRYPOINT ["/usr/local/bin/node", "/opt/no-origin.cjs"]', {
+      'no-origin.cjs': crashLoopScript.replace(/^\s*setTimeout.*$/m, ''),
+    });
+    derived.push(v2, exitsAtStart, standbyFails, runFails, crashesAfterTakeover, noOrigin, noOriginB);
 
     net = await createDevNetwork(join(work.path, 'net'), 'testnet');
     origin = await startOriginServer({ dir: net.originDir });
@@ -175,6 +209,8 @@ describe('the Agent following updates.agent in its container', () => {
     const takeover = log.find((e) => e.type === 'agent-takeover')!;
     successorId = String(takeover.container);
     expect(takeover.predecessor).toBe(containerId);
+    await until('v2 to confirm a successful sync', async () => (await audit()).some((e) => e.type === 'agent-confirmed' && e.container === successorId));
+    expect((await audit()).find((e) => e.type === 'agent-confirmed')!.seq).toBeGreaterThan(takeover.seq);
     const handover = log.find((e) => e.type === 'agent-handover')!;
     expect(handover).toMatchObject({ image_digest: v2.digest, predecessor: containerId });
     expect(handover.seq).toBeLessThan(takeover.seq);
@@ -227,6 +263,86 @@ describe('the Agent following updates.agent in its container', () => {
     await until('snapshot 6 to be applied', async () => (await audit()).some((e) => e.type === 'applied' && e.sequence === 6));
     expect(await entriesFor('agent-standby-passed', runFails.digest)).toHaveLength(1);
     expect((await audit()).filter((e) => e.type === 'agent-takeover')).toHaveLength(1);
+    await auditIntact();
+  }, 300_000);
+
+  it('gives the node back to v2 when a v3 takes over and then crash-loops, and does not try it again', async () => {
+    await publishWithAgentUpdate(7, crashesAfterTakeover.digest);
+    await until('the revert to be audited', async () => (await entriesFor('agent-update-reverted', crashesAfterTakeover.digest)).length > 0);
+    const log = await audit();
+    const [reverted] = await entriesFor('agent-update-reverted', crashesAfterTakeover.digest);
+    const crashed = String(reverted?.successor);
+    // It did take over (the lock and the audit log) before it failed: this is the case the guard is for.
+    const takeover = log.find((e) => e.type === 'agent-takeover' && e.container === crashed);
+    expect(takeover).toMatchObject({ predecessor: successorId });
+    expect(takeover!.seq).toBeLessThan(reverted!.seq);
+    expect(reverted).toMatchObject({ code: 'SUCCESSOR_NOT_CONFIRMED', attempt: 1 });
+    expect(log.some((e) => e.type === 'agent-confirmed' && e.container === crashed)).toBe(false);
+    // The crash-looping container is gone; v2 (never removed) restarts and holds the lock again.
+    expect(await docker('ps', '-aq', '--filter', `id=${crashed}`)).toBe('');
+    await until('v2 to run again and hold the lock', async () => (await runningId(successorId)) && (await lockHolder()).container === successorId);
+    await publishWithAgentUpdate(8, crashesAfterTakeover.digest);
+    await until('snapshot 8 to be applied by v2', async () => (await audit()).some((e) => e.type === 'applied' && e.sequence === 8));
+    expect(await entriesFor('agent-standby-passed', crashesAfterTakeover.digest)).toHaveLength(1);
+    expect((await lockHolder()).container).toBe(successorId);
+    await auditIntact();
+  }, 300_000);
+
+  it('gives the node back to v2 when the successor is killed with SIGKILL after taking over, with one lock holder at a time', async () => {
+    await publishWithAgentUpdate(9, noOrigin.digest);
+    let killed = '';
+    await until('a v3 to take over', async () => {
+      const log = await audit();
+      const handover = log.find((e) => e.type === 'agent-handover' && e.image_digest === noOrigin.digest);
+      const takeover = handover && log.find((e) => e.type === 'agent-takeover' && e.seq > handover.seq);
+      killed = takeover ? String(takeover.container) : '';
+      return killed !== '';
+    });
+    await docker('kill', '-s', 'KILL', killed);
+    // Every holder seen from here on is v2 or the killed v3, and once v2 holds it again it never changes back.
+    const holders: string[] = [];
+    await until('the revert to be audited', async () => {
+      const holder = (await lockHolder()).container;
+      if (holder && holders.at(-1) !== holder) holders.push(holder);
+      return (await entriesFor('agent-update-reverted', noOrigin.digest)).length > 0;
+    });
+    await until('v2 to run again and hold the lock', async () => {
+      const holder = (await lockHolder()).container;
+      if (holder && holders.at(-1) !== holder) holders.push(holder);
+      return (await runningId(successorId)) && holder === successorId;
+    });
+    expect(holders.every((h) => h === successorId || h === killed)).toBe(true);
+    expect(holders.indexOf(successorId) === -1 || holders.slice(holders.indexOf(successorId)).every((h) => h === successorId)).toBe(true);
+    expect((await entriesFor('agent-update-reverted', noOrigin.digest))[0]).toMatchObject({ code: 'SUCCESSOR_NOT_CONFIRMED', successor: killed });
+    expect((await audit()).some((e) => e.type === 'agent-confirmed' && e.container === killed)).toBe(false);
+    expect(await docker('ps', '-aq', '--filter', `id=${killed}`)).toBe('');
+    await publishWithAgentUpdate(10, noOrigin.digest);
+    await until('snapshot 10 to be applied by v2', async () => (await audit()).some((e) => e.type === 'applied' && e.sequence === 10));
+    expect((await lockHolder()).container).toBe(successorId);
+    expect(await runningId(successorId)).toBe(true);
+    expect(await docker('ps', '-aq', '--filter', `label=io.resultity.agent-successor-of=${successorId}`)).toBe('');
+    await auditIntact();
+  }, 300_000);
+
+  it('keeps v2 in charge when the successor is killed with SIGKILL as soon as it is started', async () => {
+    await publishWithAgentUpdate(11, noOriginB.digest);
+    let killed = '';
+    await until('the successor to be started', async () => {
+      killed = (await docker('ps', '-aq', '--no-trunc', '--filter', `label=io.resultity.agent-successor-of=${successorId}`)).split('\n')[0] ?? '';
+      return killed !== '';
+    });
+    await docker('kill', '-s', 'KILL', killed);
+    // Killed before or just after its takeover (the engine decides which): a failed hand-over or a revert, v2 either way.
+    const outcome = async () => [...(await entriesFor('agent-update-failed', noOriginB.digest)), ...(await entriesFor('agent-update-reverted', noOriginB.digest))];
+    await until('the failure to be audited', async () => (await outcome()).length > 0);
+    expect(await outcome()).toHaveLength(1);
+    expect((await outcome())[0]).toMatchObject({ successor: killed });
+    await until('v2 to run again and hold the lock', async () => (await runningId(successorId)) && (await lockHolder()).container === successorId);
+    expect(await docker('ps', '-aq', '--filter', `id=${killed}`)).toBe('');
+    await publishWithAgentUpdate(12, noOriginB.digest);
+    await until('snapshot 12 to be applied by v2', async () => (await audit()).some((e) => e.type === 'applied' && e.sequence === 12));
+    expect((await lockHolder()).container).toBe(successorId);
+    expect(await docker('ps', '-aq', '--filter', `label=io.resultity.agent-successor-of=${successorId}`)).toBe('');
     await auditIntact();
   }, 300_000);
 });
