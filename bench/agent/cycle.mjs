@@ -36,7 +36,14 @@ async function startOriginProcess(dir) {
     child.stdout.once('data', (d) => resolve(String(d).trim()));
     child.once('exit', (c) => reject(new Error(`origin exited with ${c}`)));
   });
-  return { url, close: () => new Promise((resolve) => { child.once('exit', resolve); child.kill('SIGTERM'); }) };
+  return {
+    url,
+    close: () =>
+      new Promise((resolve) => {
+        child.once('exit', resolve);
+        child.kill('SIGTERM');
+      }),
+  };
 }
 
 function stats(samples) {
@@ -52,7 +59,16 @@ try {
   // The origin runs in a process of its own, so the CPU time measured below is the Agent's alone.
   const server = await startOriginProcess(net.originDir);
   const config = agent.parseConfig(
-    { network: 'benchnet', origin: server.url, node_id: 'bench-node', trust_root: [net.rootFile], state_dir: join(work, 'state'), bridge: { enabled: false }, status: { listen: null }, log_level: 'silent' },
+    {
+      network: 'benchnet',
+      origin: server.url,
+      node_id: 'bench-node',
+      trust_root: [net.rootFile],
+      state_dir: join(work, 'state'),
+      bridge: { enabled: false },
+      status: { listen: null },
+      log_level: 'silent',
+    },
     work,
   );
   const applier = agent.applierFor(config, agent.silentLogger);
@@ -91,8 +107,23 @@ try {
   await server.close();
 
   // Large-snapshot verification, for scale (what `verify` costs inside a "new" cycle).
-  const models = Array.from({ length: 200 }, (_, i) => ({ name: `model-${i}`, version: '1.0.0', sha256: 'a'.repeat(64), size: 1_000_000 + i, urls: [`https://models.example/m${i}.gguf`] }));
-  const containers = Array.from({ length: 50 }, (_, i) => ({ name: `c-${i}`, image: `registry.example/r${i}`, tag: '1', digest: `sha256:${'b'.repeat(64)}`, env: { I: String(i) }, command: [], ports: [], restart: 'always' }));
+  const models = Array.from({ length: 200 }, (_, i) => ({
+    name: `model-${i}`,
+    version: '1.0.0',
+    sha256: 'a'.repeat(64),
+    size: 1_000_000 + i,
+    urls: [`https://models.example/m${i}.gguf`],
+  }));
+  const containers = Array.from({ length: 50 }, (_, i) => ({
+    name: `c-${i}`,
+    image: `registry.example/r${i}`,
+    tag: '1',
+    digest: `sha256:${'b'.repeat(64)}`,
+    env: { I: String(i) },
+    command: [],
+    ports: [],
+    restart: 'always',
+  }));
   const large = net.sign(devnet.devSnapshot({ network: 'benchnet', sequence: 1, models, containers }));
   const root = snapshot.walkRootChain([new Uint8Array(await (await import('node:fs/promises')).readFile(net.rootFile))]);
   const verify = [];

@@ -12,12 +12,16 @@ const downloader = new HttpDownloader({ allowPrivateAddresses: true, ...(input.m
 const chunks = { lists: new OriginChunkLists(input.origin, input.network, downloader), staging: store, connections: input.connections };
 let last;
 const t0 = process.hrtime.bigint();
-await fetchModel(input.model, { models: store, downloader, clock: systemClock, chunks }, {
-  onProgress: (done, _total, detail) => {
-    last = detail;
-    if (input.progress) process.stdout.write(`progress ${done}\n`);
+await fetchModel(
+  input.model,
+  { models: store, downloader, clock: systemClock, chunks },
+  {
+    onProgress: (done, _total, detail) => {
+      last = detail;
+      if (input.progress) process.stdout.write(`progress ${done}\n`);
+    },
   },
-});
+);
 const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
 const hwm = Number(/VmHWM:\s+(\d+) kB/.exec(readFileSync('/proc/self/status', 'utf8'))?.[1] ?? 0);
 process.stdout.write(`${JSON.stringify({ seconds, peakRssMiB: hwm / 1024, mirrors: last?.mirrors ?? [] })}\n`);

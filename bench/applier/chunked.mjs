@@ -72,7 +72,13 @@ http { log_format bytes '$bytes_sent'; access_log ${log} bytes; sendfile on; def
   return {
     url: `http://127.0.0.1:${port}`,
     /** Bytes this nginx sent since the log was last cleared (headers included). */
-    bytesSent: () => (existsSync(log) ? readFileSync(log, 'utf8').split('\n').filter(Boolean).reduce((n, l) => n + Number(l), 0) : 0),
+    bytesSent: () =>
+      existsSync(log)
+        ? readFileSync(log, 'utf8')
+            .split('\n')
+            .filter(Boolean)
+            .reduce((n, l) => n + Number(l), 0)
+        : 0,
     clearLog: () => writeFileSync(log, ''),
     stop: () => new Promise((resolve) => child.once('exit', resolve).kill('SIGTERM')),
   };
@@ -118,7 +124,16 @@ function modelAt(model, urls) {
 
 /** Ours, in a child process: seconds, peak RSS, the mirrors' report; `killAt` (fraction) sends SIGKILL once progress passes it. */
 async function ours(model, urls, origin, root, options = {}) {
-  const input = { model: modelAt(model, urls), root, origin, network: NETWORK, connections, progress: options.killAt !== undefined, fsync: options.fsync !== false, ...(options.maxBytesPerSecond ? { maxBytesPerSecond: options.maxBytesPerSecond } : {}) };
+  const input = {
+    model: modelAt(model, urls),
+    root,
+    origin,
+    network: NETWORK,
+    connections,
+    progress: options.killAt !== undefined,
+    fsync: options.fsync !== false,
+    ...(options.maxBytesPerSecond ? { maxBytesPerSecond: options.maxBytesPerSecond } : {}),
+  };
   const t0 = process.hrtime.bigint();
   const child = spawn(process.execPath, [join(here, 'chunked-run.mjs'), JSON.stringify(input)], { stdio: ['ignore', 'pipe', 'inherit'] });
   let result = null;
@@ -157,7 +172,22 @@ async function curlParallel(url, size, outDir, n) {
 }
 
 async function aria2(urls, outDir, n, checksum) {
-  const args = ['-q', '-x', String(n), '-s', String(n), '-k', `${chunkSize / MiB}M`, '--file-allocation=none', '--allow-overwrite=true', '--auto-file-renaming=false', '-d', outDir, '-o', 'out'];
+  const args = [
+    '-q',
+    '-x',
+    String(n),
+    '-s',
+    String(n),
+    '-k',
+    `${chunkSize / MiB}M`,
+    '--file-allocation=none',
+    '--allow-overwrite=true',
+    '--auto-file-renaming=false',
+    '-d',
+    outDir,
+    '-o',
+    'out',
+  ];
   if (checksum) args.push(`--checksum=sha-256=${checksum}`);
   const t0 = process.hrtime.bigint();
   await run('aria2c', [...args, ...urls]);
@@ -171,7 +201,15 @@ async function fresh(dir) {
 }
 
 const mibps = (s, mib = sizeMiB) => +(mib / s).toFixed(1);
-const report = { node: process.version, sizeMiB, runs, connections, chunkMiB: chunkSize / MiB, load: readFileSync('/proc/loadavg', 'utf8').trim(), scenarios: {} };
+const report = {
+  node: process.version,
+  sizeMiB,
+  runs,
+  connections,
+  chunkMiB: chunkSize / MiB,
+  load: readFileSync('/proc/loadavg', 'utf8').trim(),
+  scenarios: {},
+};
 const root = join(work, 'root');
 await mkdir(root, { recursive: true });
 const out = join(work, 'out');
@@ -308,7 +346,12 @@ if (scenarios.has('bad')) {
   const servers = [await startNginx('bad-0', root), await startNginx('bad-1', badRoot), await startNginx('bad-2', root)];
   try {
     await fresh(out);
-    const r = await ours(model, servers.map((s) => `${s.url}/${model.name}`), servers[0].url, join(out, 'store'));
+    const r = await ours(
+      model,
+      servers.map((s) => `${s.url}/${model.name}`),
+      servers[0].url,
+      join(out, 'store'),
+    );
     const stored = join(out, 'store', 'sha256', model.sha256);
     const hash = createHash('sha256');
     for await (const data of createReadStream(stored, { highWaterMark: 4 * MiB })) hash.update(data);
@@ -326,4 +369,3 @@ if (scenarios.has('bad')) {
 
 await rm(out, { recursive: true, force: true });
 console.log(JSON.stringify(report, null, 2));
-

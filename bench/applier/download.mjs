@@ -62,7 +62,15 @@ http { access_log off; sendfile on; server { listen 127.0.0.1:${port}; root ${di
   );
   const child = spawn('nginx', ['-p', prefix, '-c', conf], { stdio: 'inherit' });
   for (let i = 0; i < 50; i++) {
-    const ok = await new Promise((resolve) => net.connect(port, '127.0.0.1').once('connect', function () { this.destroy(); resolve(true); }).once('error', () => resolve(false)));
+    const ok = await new Promise((resolve) =>
+      net
+        .connect(port, '127.0.0.1')
+        .once('connect', function () {
+          this.destroy();
+          resolve(true);
+        })
+        .once('error', () => resolve(false)),
+    );
     if (ok) break;
     await new Promise((r) => setTimeout(r, 100));
   }
@@ -105,7 +113,10 @@ async function applierOnce(url, sha256, size, root, durable) {
     peak = Math.max(peak, process.memoryUsage.rss());
   }, 20);
   const t0 = process.hrtime.bigint();
-  await fetchModel({ name: 'bench', version: '1', sha256, size, urls: [url] }, { models: store, downloader: new HttpDownloader({ allowPrivateAddresses: true }), clock: systemClock });
+  await fetchModel(
+    { name: 'bench', version: '1', sha256, size, urls: [url] },
+    { models: store, downloader: new HttpDownloader({ allowPrivateAddresses: true }), clock: systemClock },
+  );
   const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
   clearInterval(sampler);
   peak = Math.max(peak, process.memoryUsage.rss());

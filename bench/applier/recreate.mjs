@@ -22,7 +22,10 @@ async function buildImage() {
   const dir = await mkdtemp(join(tmpdir(), 'resultity-bench-'));
   await copyFile(process.env.RESULTITY_BUSYBOX ?? '/bin/busybox', join(dir, 'busybox'));
   // A service that stops promptly on SIGTERM, as a real runtime would.
-  await writeFile(join(dir, 'Dockerfile'), 'FROM scratch\nCOPY busybox /bin/busybox\nCMD ["/bin/busybox","sh","-c","trap \'exit 0\' TERM; /bin/busybox sleep 3600 & wait"]\n');
+  await writeFile(
+    join(dir, 'Dockerfile'),
+    'FROM scratch\nCOPY busybox /bin/busybox\nCMD ["/bin/busybox","sh","-c","trap \'exit 0\' TERM; /bin/busybox sleep 3600 & wait"]\n',
+  );
   const image = `${registry}/applier-bench/svc`;
   await docker('build', '-q', '-t', `${image}:v1`, dir);
   await docker('push', '-q', `${image}:v1`);
@@ -42,8 +45,14 @@ const { image, digest } = await buildImage();
 const state = await mkdtemp(join(tmpdir(), 'resultity-bench-state-'));
 const ports = createDefaultPorts({ stateDir: state, policy });
 const base = {
-  schema: 1, network: 'testnet', sequence: 1, issued_at: '2026-11-25T12:00:00Z', expires_at: '2099-01-01T00:00:00Z', models: [],
-  job: { max_tokens: 1, max_queue_size: 1, execution_timeout_ms: 1000 }, participation: { mode: 'testnet', subclouds: [] },
+  schema: 1,
+  network: 'testnet',
+  sequence: 1,
+  issued_at: '2026-11-25T12:00:00Z',
+  expires_at: '2099-01-01T00:00:00Z',
+  models: [],
+  job: { max_tokens: 1, max_queue_size: 1, execution_timeout_ms: 1000 },
+  participation: { mode: 'testnet', subclouds: [] },
   ttl: { poll_interval_s: 60, heartbeat_interval_s: 30, retry_initial_ms: 1000, retry_max_ms: 2000, cache_ttl_s: 60 },
 };
 async function apply(generation, stableMs) {
@@ -51,7 +60,11 @@ async function apply(generation, stableMs) {
     ...base,
     runtime: { containers: [{ name: 'svc', image, tag: 'v1', digest, env: { GENERATION: String(generation) }, command: [], ports: [], restart: 'no' }] },
   });
-  const steps = plan(await readCurrentState(ports, policy), desiredStateFrom(snapshot, `sha256:${String(generation).padStart(64, '0')}`, { vram_gb: 0, regions: [], gpu: [] }), { policy });
+  const steps = plan(
+    await readCurrentState(ports, policy),
+    desiredStateFrom(snapshot, `sha256:${String(generation).padStart(64, '0')}`, { vram_gb: 0, regions: [], gpu: [] }),
+    { policy },
+  );
   await execute(steps, ports, { policy, stableMs, pollMs: 50, stopTimeoutSeconds: 10 });
 }
 
@@ -79,7 +92,9 @@ try {
     await docker('rm', '-f', fresh);
   }
 } finally {
-  const left = (await docker('ps', '-aq', '--filter', `label=${policy.labelPrefix}.managed-by`, '--filter', `label=${policy.labelPrefix}.bench`)).split('\n').filter(Boolean);
+  const left = (await docker('ps', '-aq', '--filter', `label=${policy.labelPrefix}.managed-by`, '--filter', `label=${policy.labelPrefix}.bench`))
+    .split('\n')
+    .filter(Boolean);
   const all = [
     ...left,
     ...(await docker('ps', '-aq', '--filter', `label=${policy.labelPrefix}.bench`)).split('\n').filter(Boolean),

@@ -93,7 +93,10 @@ async function buildImages(work: string): Promise<{ tag: string; digest: string 
     await mkdir(context, { recursive: true });
     await copyFile('/bin/busybox', join(context, 'busybox'));
     await writeFile(join(context, 'marker'), `chaos image ${tag}\n`);
-    await writeFile(join(context, 'Dockerfile'), 'FROM scratch\nCOPY busybox /bin/busybox\nCOPY marker /marker\nLABEL resultity.chaos=1\nCMD ["/bin/busybox", "sleep", "3600"]\n');
+    await writeFile(
+      join(context, 'Dockerfile'),
+      'FROM scratch\nCOPY busybox /bin/busybox\nCOPY marker /marker\nLABEL resultity.chaos=1\nCMD ["/bin/busybox", "sleep", "3600"]\n',
+    );
     await run('docker', ['build', '-q', '-t', `${REPO}:${tag}`, context], { timeout: 120_000 });
     await run('docker', ['push', `${REPO}:${tag}`], { timeout: 120_000 });
     const { stdout } = await run('docker', ['image', 'inspect', '--format', '{{json .RepoDigests}}', `${REPO}:${tag}`]);
@@ -106,7 +109,12 @@ async function buildImages(work: string): Promise<{ tag: string; digest: string 
 
 async function dockerJson(argv: string[]): Promise<unknown[]> {
   const { stdout } = await run('docker', argv, { timeout: 60_000 });
-  return stdout.trim() === '' ? [] : stdout.trim().split('\n').map((l) => JSON.parse(l));
+  return stdout.trim() === ''
+    ? []
+    : stdout
+        .trim()
+        .split('\n')
+        .map((l) => JSON.parse(l));
 }
 
 // ------------------------------------------------------------- origin switch -------------------
@@ -145,7 +153,8 @@ async function startSwitchableOrigin(target: string): Promise<SwitchableOrigin> 
     if (fault === 'garbage') return void res.writeHead(200, { 'content-type': 'application/json' }).end(randomBytes(512));
     if (fault === 'oversized' && !latest) return void res.writeHead(200, { 'content-type': 'application/json' }).end(Buffer.alloc(256 * 1024, 0x7b));
     if (fault === 'stale-latest' && latest && state.stale !== null) return void res.writeHead(200, { 'content-type': 'application/json' }).end(state.stale);
-    if (fault === 'missing-digest' && latest) return void res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ config_digest: `sha256:${'e'.repeat(64)}`, sequence: 1e6 }));
+    if (fault === 'missing-digest' && latest)
+      return void res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ config_digest: `sha256:${'e'.repeat(64)}`, sequence: 1e6 }));
     const forward = request({ host: upstream.hostname, port: upstream.port, path: req.url, method: req.method, headers: req.headers }, (answer) => {
       if (fault === 'close-mid-body') {
         const chunks: Buffer[] = [];
@@ -309,12 +318,22 @@ async function leftovers(stateDir: string): Promise<string[]> {
  * hash), the flags the daemon reports are its subclouds, the audit chain verifies and its
  * head is the one state.json anchors, and no temporary or staging file is left.
  */
-async function checkNode(stateDir: string, config: string, expected: Published, options: { runtime?: () => string | null; previous?: Published | undefined } = {}): Promise<string[]> {
+async function checkNode(
+  stateDir: string,
+  config: string,
+  expected: Published,
+  options: { runtime?: () => string | null; previous?: Published | undefined } = {},
+): Promise<string[]> {
   const problems: string[] = [];
   const state = await readState(stateDir);
   if (state?.applied?.digest !== expected.digest) problems.push(`state.json records ${state?.applied?.digest ?? 'nothing'}, expected ${expected.digest}`);
-  const containers = (await dockerJson(['ps', '-a', '--filter', `label=${LABEL}.managed-by`, '--format', '{{json .}}'])) as { ID: string; State: string; Names: string }[];
-  if (containers.length !== 1) problems.push(`expected 1 managed container, found ${containers.length}: ${containers.map((c) => `${c.Names}(${c.State})`).join(', ')}`);
+  const containers = (await dockerJson(['ps', '-a', '--filter', `label=${LABEL}.managed-by`, '--format', '{{json .}}'])) as {
+    ID: string;
+    State: string;
+    Names: string;
+  }[];
+  if (containers.length !== 1)
+    problems.push(`expected 1 managed container, found ${containers.length}: ${containers.map((c) => `${c.Names}(${c.State})`).join(', ')}`);
   for (const c of containers) {
     // A container removed between the listing and here is a node still changing: report it, do not crash.
     const inspected = await run('docker', ['inspect', c.ID]).catch(() => ({ stdout: '[]' }));
@@ -326,15 +345,21 @@ async function checkNode(stateDir: string, config: string, expected: Published, 
   }
   // The store holds the applied model, and may keep the one before it (retained for a rollback);
   // every blob is indexed (no orphan), every indexed blob is present and hashes to its name.
-  const index = (JSON.parse(await readFile(join(stateDir, 'models', 'index.json'), 'utf8').catch(() => '{"models":[]}')) as { models: { name: string; version: string; sha256: string }[] }).models;
+  const index = (
+    JSON.parse(await readFile(join(stateDir, 'models', 'index.json'), 'utf8').catch(() => '{"models":[]}')) as {
+      models: { name: string; version: string; sha256: string }[];
+    }
+  ).models;
   const allowed = new Set([expected.model.sha256, ...(options.previous ? [options.previous.model.sha256] : [])]);
   if (!index.some((m) => m.name === expected.model.name && m.version === expected.model.version && m.sha256 === expected.model.sha256)) {
     problems.push(`model index lacks ${expected.model.name}@${expected.model.version}`);
   }
-  for (const m of index) if (!allowed.has(m.sha256)) problems.push(`model index holds ${m.name}@${m.version}, of neither this configuration nor the one before`);
+  for (const m of index)
+    if (!allowed.has(m.sha256)) problems.push(`model index holds ${m.name}@${m.version}, of neither this configuration nor the one before`);
   const blobs = await readdir(join(stateDir, 'models', 'sha256')).catch(() => [] as string[]);
   const indexed = new Set(index.map((m) => m.sha256));
-  if (blobs.length !== indexed.size || blobs.some((b) => !indexed.has(b))) problems.push(`model blobs ${blobs.map((b) => b.slice(0, 8)).join(',')} are not the indexed ${[...indexed].map((b) => b.slice(0, 8)).join(',')}`);
+  if (blobs.length !== indexed.size || blobs.some((b) => !indexed.has(b)))
+    problems.push(`model blobs ${blobs.map((b) => b.slice(0, 8)).join(',')} are not the indexed ${[...indexed].map((b) => b.slice(0, 8)).join(',')}`);
   for (const blob of blobs) {
     const content = await readFile(join(stateDir, 'models', 'sha256', blob));
     if (createHash('sha256').update(content).digest('hex') !== blob) problems.push(`model blob ${blob.slice(0, 8)} does not hash to its name`);
@@ -342,7 +367,8 @@ async function checkNode(stateDir: string, config: string, expected: Published, 
   const status = await cli(['status', '--config', config, '--json']);
   try {
     const report = JSON.parse(status.stdout) as { flags?: { subclouds: string[] } | null };
-    if (JSON.stringify(report.flags?.subclouds ?? null) !== JSON.stringify(expected.subclouds)) problems.push(`flags ${JSON.stringify(report.flags)} expected subclouds ${expected.subclouds}`);
+    if (JSON.stringify(report.flags?.subclouds ?? null) !== JSON.stringify(expected.subclouds))
+      problems.push(`flags ${JSON.stringify(report.flags)} expected subclouds ${expected.subclouds}`);
   } catch {
     problems.push(`status --json did not answer JSON: ${status.stderr.slice(0, 200)}`);
   }
@@ -447,12 +473,25 @@ async function main(): Promise<void> {
       extra: { participation: { mode: 'testnet', subclouds: subclouds.map((id) => ({ id, require: {} })) } },
     });
     const { digest } = await net.publish(snapshot);
-    const published = { sequence, digest, image, step: String(sequence), model: { name: model.name, version: model.version, sha256: model.sha256 }, subclouds, maxTokens };
+    const published = {
+      sequence,
+      digest,
+      image,
+      step: String(sequence),
+      model: { name: model.name, version: model.version, sha256: model.sha256 },
+      subclouds,
+      maxTokens,
+    };
     bySequence.set(sequence, published);
     return published;
   };
 
-  const runtimeState: { digest: string | null; envs: number; fault: 'none' | 'nack' | 'late' | 'silent'; cleared: () => void } = { digest: null, envs: 0, fault: 'none', cleared: () => undefined };
+  const runtimeState: { digest: string | null; envs: number; fault: 'none' | 'nack' | 'late' | 'silent'; cleared: () => void } = {
+    digest: null,
+    envs: 0,
+    fault: 'none',
+    cleared: () => undefined,
+  };
   let daemon = startDaemon(config);
   await until('the bridge socket', () => exists(join(stateDir, 'run', 'bridge.sock')), 30_000);
   const bridge = connect({
@@ -474,7 +513,11 @@ async function main(): Promise<void> {
   bridge.catch((error: unknown) => log(`runtime bridge: ${String(error)}`));
 
   const converge = async (to: Published, ms = 90_000) => {
-    await until(`the node to converge on sequence ${to.sequence}`, async () => (await readState(stateDir))?.applied?.digest === to.digest && !(await exists(join(stateDir, 'journal.json'))), ms);
+    await until(
+      `the node to converge on sequence ${to.sequence}`,
+      async () => (await readState(stateDir))?.applied?.digest === to.digest && !(await exists(join(stateDir, 'journal.json'))),
+      ms,
+    );
     await until(`the runtime to be told of sequence ${to.sequence}`, async () => runtimeState.digest === to.digest, 30_000);
   };
 
@@ -526,7 +569,6 @@ async function main(): Promise<void> {
     await writeFile(join(args.out, 'soak.json'), `${JSON.stringify({ seed: SEED, rollouts: soak, samples, final: problems }, null, 1)}\n`);
     log(`soak done: ${problems.join('; ') || 'node on the last configuration, no leftovers'}`);
   }
-
 
   if (args.faults) {
     // Each fault: the Agent stays up, keeps the last good configuration while the fault lasts,
@@ -603,7 +645,9 @@ async function main(): Promise<void> {
       // retry budget): the node passes through the new configuration on every attempt, so
       // what must hold is the record (checked above) and the rollbacks, not a still picture.
       const held = c.name.startsWith('runtime')
-        ? (await auditLines(stateDir)).slice(auditBase).some((l) => l.includes('"type":"rollback"') && l.includes('"reason":"runtime-nack"') && l.includes(old.digest))
+        ? (await auditLines(stateDir))
+            .slice(auditBase)
+            .some((l) => l.includes('"type":"rollback"') && l.includes('"reason":"runtime-nack"') && l.includes(old.digest))
           ? []
           : ['no rollback after the runtime refused']
         : (await checkNode(stateDir, config, old, { previous: previousOf(old) })).filter(
@@ -615,12 +659,15 @@ async function main(): Promise<void> {
       problems.push(...held.map((p) => `during: ${p}`));
       const gaps = origin.polls.slice(1).map((t, i) => t - (origin.polls[i] as number));
       const maxGap = gaps.length > 0 ? Math.max(...gaps) : null;
-      if (c.origin && maxGap !== null && maxGap > RETRY_MAX_MS * 1.1 + REQUEST_TIMEOUT_MS + 500) problems.push(`a retry waited ${maxGap} ms, beyond retry_max_ms ${RETRY_MAX_MS} and the request timeout`);
+      if (c.origin && maxGap !== null && maxGap > RETRY_MAX_MS * 1.1 + REQUEST_TIMEOUT_MS + 500)
+        problems.push(`a retry waited ${maxGap} ms, beyond retry_max_ms ${RETRY_MAX_MS} and the request timeout`);
       if (c.origin && origin.polls.length < 2) problems.push(`only ${origin.polls.length} attempts during the fault`);
       c.clear();
       try {
         await converge(next, 60_000);
-        problems.push(...(await checkNode(stateDir, config, next, { runtime: () => runtimeState.digest, previous: previousOf(next) })).map((p) => `after: ${p}`));
+        problems.push(
+          ...(await checkNode(stateDir, config, next, { runtime: () => runtimeState.digest, previous: previousOf(next) })).map((p) => `after: ${p}`),
+        );
       } catch (error) {
         problems.push(`after: ${(error as Error).message}`);
       }
@@ -726,7 +773,9 @@ async function main(): Promise<void> {
     if (ok) passed++;
     const result = { kill: k, point, fired, at: where, recovered_to: recovered === null ? null : recovered === next ? 'new' : 'old', ok, problems };
     results.push(result);
-    log(`kill ${k}/${kills} [${point}${fired ? '' : ', after the apply'}] at ${where}: recovered to ${result.recovered_to ?? '?'}, ${ok ? 'ok' : `FAILED: ${problems.join('; ')}`}`);
+    log(
+      `kill ${k}/${kills} [${point}${fired ? '' : ', after the apply'}] at ${where}: recovered to ${result.recovered_to ?? '?'}, ${ok ? 'ok' : `FAILED: ${problems.join('; ')}`}`,
+    );
     if (!ok) {
       await mkdir(args.out, { recursive: true });
       await writeFile(join(args.out, `failure-${SEED}-${k}.log`), `${JSON.stringify(result, null, 1)}\n--- daemon output ---\n${daemon.output.join('\n')}\n`);

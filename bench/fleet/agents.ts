@@ -81,7 +81,9 @@ try {
   let url: string;
   if (kind === 'dev') {
     const port = 18780 + (process.pid % 1000);
-    const origin = spawn(process.execPath, [snapshotCli, 'serve', '--origin', net.originDir, '--port', String(port), '--max-held', String(N + 100)], { stdio: 'ignore' });
+    const origin = spawn(process.execPath, [snapshotCli, 'serve', '--origin', net.originDir, '--port', String(port), '--max-held', String(N + 100)], {
+      stdio: 'ignore',
+    });
     children.push(origin);
     url = `http://127.0.0.1:${port}`;
     await waitFor('the dev origin', async () => (await fetch(`${url}/v1/benchnet/latest.json`)).ok, 10_000);
@@ -144,11 +146,15 @@ try {
       // state.json can be written a moment before the audit entry that closes the apply.
       let a: number | null = null;
       let k: number | null = null;
-      await waitFor(`${dir}: the applied and runtime-ack entries of ${published.digest}`, async () => {
-        a = await auditTime(dir, 'applied', published.digest);
-        k = await auditTime(dir, 'runtime-ack', published.digest);
-        return a !== null && k !== null;
-      }, 30_000);
+      await waitFor(
+        `${dir}: the applied and runtime-ack entries of ${published.digest}`,
+        async () => {
+          a = await auditTime(dir, 'applied', published.digest);
+          k = await auditTime(dir, 'runtime-ack', published.digest);
+          return a !== null && k !== null;
+        },
+        30_000,
+      );
       applied.push((a as unknown as number) - t0);
       acked.push((k as unknown as number) - t0);
     }
@@ -164,7 +170,18 @@ try {
     p99: +percentile(xs, 99).toFixed(1),
     max: +Math.max(...xs).toFixed(1),
   });
-  const result = { node: process.version, agents: N, work: values['work-base'], origin: kind, poll_s: kind === 'nginx' ? pollS : null, spread_ms: spreadMs, rounds, applied_ms: summary(applied), runtime_ack_ms: summary(acked), publish_call_ms: summary(publishMs) };
+  const result = {
+    node: process.version,
+    agents: N,
+    work: values['work-base'],
+    origin: kind,
+    poll_s: kind === 'nginx' ? pollS : null,
+    spread_ms: spreadMs,
+    rounds,
+    applied_ms: summary(applied),
+    runtime_ack_ms: summary(acked),
+    publish_call_ms: summary(publishMs),
+  };
   console.log(JSON.stringify(result));
   if (values.out) await writeFile(values.out, JSON.stringify({ ...result, samples: { applied, acked } }));
 } finally {

@@ -96,7 +96,24 @@ try {
     const child = fork(join(here, 'nodes.ts'), [], { execArgv: ['--import', 'tsx', '--max-old-space-size=4096'] });
     workers.push(child);
     const count = Math.min(per, N - w * per);
-    await ask(child, { kind: 'start', origin: url, network, rootFile: net.rootFile, stateBase: join(work, 'state'), first: w * per, count, startWithinMs: warmS * 1000, longPoll: true, spreadMs, target: 1, pollS }, 'started');
+    await ask(
+      child,
+      {
+        kind: 'start',
+        origin: url,
+        network,
+        rootFile: net.rootFile,
+        stateBase: join(work, 'state'),
+        first: w * per,
+        count,
+        startWithinMs: warmS * 1000,
+        longPoll: true,
+        spreadMs,
+        target: 1,
+        pollS,
+      },
+      'started',
+    );
   }
   const t1 = Date.now();
   await waitFor(
@@ -157,7 +174,15 @@ try {
       const m = /^(\d+\.\d+) (\d+) (\d+) "(\S+) (\S+)/.exec(line);
       if (!m) continue;
       const path = m[5] ?? '';
-      const what = path.includes('wait=') ? 'wait' : path.includes('latest.json') ? 'latest' : path.includes('/snapshots/') ? 'snapshot' : path.includes('/root/') ? 'root' : 'other';
+      const what = path.includes('wait=')
+        ? 'wait'
+        : path.includes('latest.json')
+          ? 'latest'
+          : path.includes('/snapshots/')
+            ? 'snapshot'
+            : path.includes('/root/')
+              ? 'root'
+              : 'other';
       series.push({ t: Number(m[1]) * 1000 - t0, status: Number(m[2]), bytes: Number(m[3]), what });
     }
   } else {
@@ -169,7 +194,13 @@ try {
       .map((s) => ({ ...s, t: s.t - t0 }));
   }
 
-  if (process.env.FLEET_DEBUG && kind === 'dev') console.error(originStats.filter((x) => x.t > -300 && x.t < tEnd + 300).map((x) => `${x.t} held ${x.held} ${JSON.stringify(x.counts)}`).join('\n'));
+  if (process.env.FLEET_DEBUG && kind === 'dev')
+    console.error(
+      originStats
+        .filter((x) => x.t > -300 && x.t < tEnd + 300)
+        .map((x) => `${x.t} held ${x.held} ${JSON.stringify(x.counts)}`)
+        .join('\n'),
+    );
   if (process.env.FLEET_DEBUG) {
     const secs = new Map<number, number>();
     for (const r of series) secs.set(Math.floor(r.t / 1000), (secs.get(Math.floor(r.t / 1000)) ?? 0) + 1);
@@ -189,7 +220,13 @@ try {
     const all: number[] = [];
     for (let b = Math.floor(from / ms); b < Math.ceil(to / ms); b++) all.push(counts.get(b) ?? 0);
     const mean = all.reduce((a, b) => a + b, 0) / all.length;
-    return { bucket_ms: ms, peak_per_s: (Math.max(...all) * 1000) / ms, mean_per_s: (mean * 1000) / ms, peak_over_mean: +(Math.max(...all) / mean).toFixed(2), series: all };
+    return {
+      bucket_ms: ms,
+      peak_per_s: (Math.max(...all) * 1000) / ms,
+      mean_per_s: (mean * 1000) / ms,
+      peak_over_mean: +(Math.max(...all) / mean).toFixed(2),
+      series: all,
+    };
   };
   // When 99 % of the fleet had fetched the new envelope (it knew of the change), read on the
   // origin's side: the simulated nodes' own apply work comes after this.
@@ -212,7 +249,8 @@ try {
   const steady = bucket(1000, -warmS * 1000, 0);
   const fine = bucket(100, 0, windowEnd);
   const served = kind === 'nginx' ? series.filter((r) => r.t >= 0 && r.t <= tEnd) : [];
-  const byWhat = (rows: typeof series) => Object.fromEntries(['latest', 'wait', 'snapshot', 'root', 'other'].map((w) => [w, rows.filter((r) => r.what === w).length]));
+  const byWhat = (rows: typeof series) =>
+    Object.fromEntries(['latest', 'wait', 'snapshot', 'root', 'other'].map((w) => [w, rows.filter((r) => r.what === w).length]));
   const result = {
     node: process.version,
     origin: kind,
@@ -228,13 +266,20 @@ try {
     time_to_99_ms: Math.round(t99),
     time_to_100_ms: Math.round(tEnd),
     latency_p50_ms: Math.round(percentile(latencies, 50)),
-    requests_after_publish_1s: { peak_per_s: afterPublish.peak_per_s, mean_per_s: +afterPublish.mean_per_s.toFixed(1), peak_over_mean: afterPublish.peak_over_mean },
+    requests_after_publish_1s: {
+      peak_per_s: afterPublish.peak_per_s,
+      mean_per_s: +afterPublish.mean_per_s.toFixed(1),
+      peak_over_mean: afterPublish.peak_over_mean,
+    },
     requests_after_publish_100ms: { peak_per_s: fine.peak_per_s, mean_per_s: +fine.mean_per_s.toFixed(1), peak_over_mean: fine.peak_over_mean },
     requests_steady_1s: { peak_per_s: steady.peak_per_s, mean_per_s: +steady.mean_per_s.toFixed(1), peak_over_mean: steady.peak_over_mean },
     ...(kind === 'nginx'
       ? {
           served_publish_to_last: { requests: served.length, bytes: served.reduce((a, r) => a + r.bytes, 0), by_kind: byWhat(served) },
-          served_steady_interval: { requests: series.filter((r) => r.t >= -pollS * 1000 && r.t < 0).length, bytes: series.filter((r) => r.t >= -pollS * 1000 && r.t < 0).reduce((a, r) => a + r.bytes, 0) },
+          served_steady_interval: {
+            requests: series.filter((r) => r.t >= -pollS * 1000 && r.t < 0).length,
+            bytes: series.filter((r) => r.t >= -pollS * 1000 && r.t < 0).reduce((a, r) => a + r.bytes, 0),
+          },
           nginx_rss_mb: { before: originRssBefore, after: originRssAfter },
         }
       : {
@@ -245,7 +290,10 @@ try {
             after_publish_max: +(Math.max(...originStats.filter((s) => s.t >= 0).map((s) => s.rss)) / 2 ** 20).toFixed(0),
           },
           requests_publish_to_last: Object.fromEntries(
-            ['wait', 'latest', 'snapshot', 'root', 'other'].map((k) => [k, originStats.filter((s) => s.t >= 0 && s.t <= tEnd + 100).reduce((a, s) => a + (s.counts[k] ?? 0), 0)]),
+            ['wait', 'latest', 'snapshot', 'root', 'other'].map((k) => [
+              k,
+              originStats.filter((s) => s.t >= 0 && s.t <= tEnd + 100).reduce((a, s) => a + (s.counts[k] ?? 0), 0),
+            ]),
           ),
         }),
     worker_rss_mb: workerRss,
@@ -255,7 +303,14 @@ try {
   if (values.out) {
     await writeFile(
       values.out,
-      JSON.stringify({ ...result, progress, after_publish_1s: afterPublish.series, steady_1s: steady.series, after_publish_100ms: fine.series, origin_stats: kind === 'dev' ? originStats.filter((s) => s.t > -5000 && s.t < tEnd + 3000) : undefined }),
+      JSON.stringify({
+        ...result,
+        progress,
+        after_publish_1s: afterPublish.series,
+        steady_1s: steady.series,
+        after_publish_100ms: fine.series,
+        origin_stats: kind === 'dev' ? originStats.filter((s) => s.t > -5000 && s.t < tEnd + 3000) : undefined,
+      }),
     );
   }
 } finally {

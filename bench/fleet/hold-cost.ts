@@ -19,7 +19,14 @@ import { freePort } from './lib.js';
 
 const here = new URL('.', import.meta.url).pathname;
 const agentCli = join(here, '../../apps/agent/dist/cli.js');
-const { values } = parseArgs({ options: { 'wait-s': { type: 'string', default: '30' }, 'window-s': { type: 'string', default: '300' }, 'settle-s': { type: 'string', default: '15' }, mode: { type: 'string', default: 'long-poll' } } });
+const { values } = parseArgs({
+  options: {
+    'wait-s': { type: 'string', default: '30' },
+    'window-s': { type: 'string', default: '300' },
+    'settle-s': { type: 'string', default: '15' },
+    mode: { type: 'string', default: 'long-poll' },
+  },
+});
 const polling = values.mode === 'poll';
 const waitS = Number(values['wait-s']);
 const windowS = Number(values['window-s']);

@@ -34,11 +34,18 @@ export async function freePort(): Promise<number> {
 }
 
 /** Debian's nginx on a free loopback port serving `dir` statically; `accessLog` gets `$msec $status $bytes_sent $request`. */
-export async function startNginx(options: { dir: string; work: string; connections: number; accessLog?: string }): Promise<{ url: string; pid: number; close(): Promise<void> }> {
+export async function startNginx(options: {
+  dir: string;
+  work: string;
+  connections: number;
+  accessLog?: string;
+}): Promise<{ url: string; pid: number; close(): Promise<void> }> {
   await mkdir(join(options.work, 'logs'), { recursive: true });
   const port = await freePort();
   const conf = join(options.work, 'nginx.conf');
-  const log = options.accessLog ? `log_format fleet '$msec $status $bytes_sent "$request"';\n  access_log ${options.accessLog} fleet buffer=256k flush=1s;` : 'access_log off;';
+  const log = options.accessLog
+    ? `log_format fleet '$msec $status $bytes_sent "$request"';\n  access_log ${options.accessLog} fleet buffer=256k flush=1s;`
+    : 'access_log off;';
   await writeFile(
     conf,
     `daemon off;
@@ -69,11 +76,15 @@ http {
   );
   const child: ChildProcess = spawn('/usr/sbin/nginx', ['-p', options.work, '-c', conf], { stdio: ['ignore', 'ignore', 'inherit'] });
   const url = `http://127.0.0.1:${port}`;
-  await waitFor('nginx', async () => {
-    if (child.exitCode !== null) throw new Error('nginx exited');
-    await fetch(`${url}/`);
-    return true;
-  }, 10_000);
+  await waitFor(
+    'nginx',
+    async () => {
+      if (child.exitCode !== null) throw new Error('nginx exited');
+      await fetch(`${url}/`);
+      return true;
+    },
+    10_000,
+  );
   return {
     url,
     pid: child.pid ?? 0,

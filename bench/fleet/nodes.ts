@@ -36,7 +36,13 @@ const ApplierRunsNothing: ApplierPort = {
     return { ok: true as const, durationMs: 0, steps: 0 };
   },
   async environment(target: ApplyTarget) {
-    return { digest: target.digest, sequence: target.snapshot.sequence, job: target.snapshot.job, models: [], participation: { mode: target.snapshot.participation.mode, subclouds: [] } };
+    return {
+      digest: target.digest,
+      sequence: target.snapshot.sequence,
+      job: target.snapshot.job,
+      models: [],
+      participation: { mode: target.snapshot.participation.mode, subclouds: [] },
+    };
   },
   async observe() {
     return { containers: [], models: [], flags: null };

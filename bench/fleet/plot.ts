@@ -34,7 +34,9 @@ function chart(options: { title: string; x: string; y: string; series: readonly 
   const yMax = options.yMax ?? niceMax(Math.max(...all.map((p) => p[1])));
   const xMin = options.logX ? 10 : 0;
   const sx = (x: number) =>
-    options.logX ? m.l + ((Math.log10(Math.max(x, xMin)) - Math.log10(xMin)) / (Math.log10(xMax) - Math.log10(xMin))) * (W - m.l - m.r) : m.l + (x / xMax) * (W - m.l - m.r);
+    options.logX
+      ? m.l + ((Math.log10(Math.max(x, xMin)) - Math.log10(xMin)) / (Math.log10(xMax) - Math.log10(xMin))) * (W - m.l - m.r)
+      : m.l + (x / xMax) * (W - m.l - m.r);
   const sy = (y: number) => H - m.b - (y / yMax) * (H - m.t - m.b);
   const out: string[] = [];
   out.push(`<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" font-family="sans-serif" font-size="12">`);
@@ -50,7 +52,9 @@ function chart(options: { title: string; x: string; y: string; series: readonly 
     out.push(`<line x1="${m.l}" y1="${sy(t)}" x2="${W - m.r}" y2="${sy(t)}" stroke="#eee"/>`);
     out.push(`<text x="${m.l - 6}" y="${sy(t) + 4}" text-anchor="end">${+t.toFixed(2)}</text>`);
   }
-  out.push(`<line x1="${m.l}" y1="${H - m.b}" x2="${W - m.r}" y2="${H - m.b}" stroke="black"/><line x1="${m.l}" y1="${m.t}" x2="${m.l}" y2="${H - m.b}" stroke="black"/>`);
+  out.push(
+    `<line x1="${m.l}" y1="${H - m.b}" x2="${W - m.r}" y2="${H - m.b}" stroke="black"/><line x1="${m.l}" y1="${m.t}" x2="${m.l}" y2="${H - m.b}" stroke="black"/>`,
+  );
   out.push(`<text x="${(m.l + W - m.r) / 2}" y="${H - 12}" text-anchor="middle">${escape(options.x)}</text>`);
   out.push(`<text transform="translate(16 ${(m.t + H - m.b) / 2}) rotate(-90)" text-anchor="middle">${escape(options.y)}</text>`);
   options.series.forEach((s, i) => {
@@ -70,7 +74,10 @@ function chart(options: { title: string; x: string; y: string; series: readonly 
 }
 
 async function load<T>(name: string): Promise<T | null> {
-  return readFile(join(dir, name), 'utf8').then((t) => JSON.parse(t) as T, () => null);
+  return readFile(join(dir, name), 'utf8').then(
+    (t) => JSON.parse(t) as T,
+    () => null,
+  );
 }
 
 interface FleetRun {
@@ -108,7 +115,14 @@ if (nginx && dev) {
       series: [
         { label: 'the minute before the publish', color: '#7f8c8d', points: before.map(([t, n]) => [t + 60, n] as const), step: true },
         { label: 'from the publish to 99 % of the fleet', color: '#c0392b', points: after, step: true },
-        { label: `steady mean ${steadyMean.toFixed(0)}/s`, color: '#27ae60', points: [[0, steadyMean], [Math.max(after.length, 60), steadyMean]] },
+        {
+          label: `steady mean ${steadyMean.toFixed(0)}/s`,
+          color: '#27ae60',
+          points: [
+            [0, steadyMean],
+            [Math.max(after.length, 60), steadyMean],
+          ],
+        },
       ],
     }),
   );
@@ -135,7 +149,15 @@ for (const r of runs) {
 if (series.length > 0) {
   await writeFile(
     join(dir, 'agents-applied-cdf.svg'),
-    chart({ title: 'Publish → applied, real Agent processes on loopback (CDF)', x: 'milliseconds (log scale)', y: '% of applies', yMax: 100, logX: true, xMax: 100000, series }),
+    chart({
+      title: 'Publish → applied, real Agent processes on loopback (CDF)',
+      x: 'milliseconds (log scale)',
+      y: '% of applies',
+      yMax: 100,
+      logX: true,
+      xMax: 100000,
+      series,
+    }),
   );
 }
 console.log('written to', dir);

@@ -5,7 +5,9 @@
 //   node --import tsx bench/fleet/runtime-standin.ts STATE_DIR...
 import { join } from 'node:path';
 
-const bridge = (await import(new URL('../../apps/runtime-bridge/dist/index.js', import.meta.url).href)) as typeof import('../../apps/runtime-bridge/src/index.js');
+const bridge = (await import(
+  new URL('../../apps/runtime-bridge/dist/index.js', import.meta.url).href
+)) as typeof import('../../apps/runtime-bridge/src/index.js');
 
 const stateDirs = process.argv.slice(2);
 const bridges = await Promise.all(

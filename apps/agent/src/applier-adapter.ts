@@ -238,7 +238,11 @@ export function createApplierPort(options: ApplierAdapterOptions & { onEngineUna
       }
       const current = await mod.readCurrentState(ports, policy);
       return {
-        containers: current.containers.map((c) => ({ name: c.name, image: c.definition ? `${c.definition.image}@${c.definition.digest}` : c.tag, state: c.state })),
+        containers: current.containers.map((c) => ({
+          name: c.name,
+          image: c.definition ? `${c.definition.image}@${c.definition.digest}` : c.tag,
+          state: c.state,
+        })),
         models: current.models.filter((m) => m.present).map((m) => ({ name: m.name, version: m.version })),
         flags: current.flags,
       };

@@ -45,14 +45,26 @@ export interface ApplyTransactionDeps {
 export class ApplyTransaction {
   constructor(private readonly deps: ApplyTransactionDeps) {}
 
-  async run(target: ApplyTarget, bytes: Uint8Array, previous: ApplyTarget | null, signal: AbortSignal | undefined, options: ApplyOptions): Promise<ApplyResult> {
+  async run(
+    target: ApplyTarget,
+    bytes: Uint8Array,
+    previous: ApplyTarget | null,
+    signal: AbortSignal | undefined,
+    options: ApplyOptions,
+  ): Promise<ApplyResult> {
     const { state, store, audit, applier } = this.deps;
     const ref: SnapshotRef = { digest: target.digest, sequence: target.snapshot.sequence };
     const lastKnownGood = (await state.read()).applied;
 
     const planned = await applier.plan(target, previous);
     if (!planned.ok) {
-      await audit.append('apply-failed', { digest: ref.digest, sequence: ref.sequence, stage: 'plan', code: planned.failure.code, message: planned.failure.message });
+      await audit.append('apply-failed', {
+        digest: ref.digest,
+        sequence: ref.sequence,
+        stage: 'plan',
+        code: planned.failure.code,
+        message: planned.failure.message,
+      });
       return this.failed(ref, planned.failure);
     }
     const plan = planned.plan;

@@ -72,7 +72,10 @@ export class AuditLog implements AuditSink {
   private opened = false;
   private queue: Promise<unknown> = Promise.resolve();
 
-  constructor(readonly path: string, private readonly clock: () => Date = () => new Date()) {}
+  constructor(
+    readonly path: string,
+    private readonly clock: () => Date = () => new Date(),
+  ) {}
 
   private async open(): Promise<void> {
     if (this.opened) return;
@@ -157,7 +160,13 @@ export function verifyAuditText(text: string, anchor: AuditHead | null = null): 
   for (let i = 0; i < lines.length; i++) {
     const line = lines[i] ?? '';
     const entry = safeParse(line) as Partial<AuditEntry> | null;
-    const fail = (reason: string) => ({ ok: false as const, entries: lines.length, line: i + 1, seq: typeof entry?.seq === 'number' ? entry.seq : null, reason });
+    const fail = (reason: string) => ({
+      ok: false as const,
+      entries: lines.length,
+      line: i + 1,
+      seq: typeof entry?.seq === 'number' ? entry.seq : null,
+      reason,
+    });
     if (entry === null || typeof entry !== 'object' || Array.isArray(entry)) return fail('is not a JSON object');
     if (entry.seq !== i) return fail(`seq is ${String(entry.seq)}, expected ${i}`);
     if (entry.prev !== prev) return fail(`prev is ${String(entry.prev)}, expected ${prev} (the hash of line ${i})`);

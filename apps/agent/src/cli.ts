@@ -24,7 +24,10 @@ import { AGENT_VERSION } from './version.js';
 
 /** Exit codes: 0 converged or nothing new, 1 refused or failed, 2 bad usage or configuration. */
 class ExitError extends Error {
-  constructor(readonly exitCode: number, message: string) {
+  constructor(
+    readonly exitCode: number,
+    message: string,
+  ) {
     super(escapeControl(message));
   }
 }
@@ -63,7 +66,10 @@ function describeOutcomeRaw(outcome: SyncOutcome): { ok: boolean; line: string }
     case 'cancelled':
       return { ok: false, line: `ABORTED: the apply of ${outcome.digest} was cancelled` };
     case 'budget-exhausted':
-      return { ok: false, line: `RETRY_BUDGET_EXHAUSTED: ${outcome.digest} failed too often (last ${outcome.code}: ${outcome.message}); waiting for a newer snapshot` };
+      return {
+        ok: false,
+        line: `RETRY_BUDGET_EXHAUSTED: ${outcome.digest} failed too often (last ${outcome.code}: ${outcome.message}); waiting for a newer snapshot`,
+      };
     default:
       return { ok: false, line: `${outcome.code}: ${outcome.message}` };
   }
@@ -108,7 +114,9 @@ async function callDaemon(config: AgentConfig, route: '/v1/rollback' | '/v1/unpi
     req.on('error', reject);
     req.end(payload);
   }).catch((cause: unknown) => {
-    throw new AgentError('DAEMON_UNREACHABLE', `the daemon holds the state directory but its status endpoint ${where} did not answer: ${errorMessage(cause)}`, { cause });
+    throw new AgentError('DAEMON_UNREACHABLE', `the daemon holds the state directory but its status endpoint ${where} did not answer: ${errorMessage(cause)}`, {
+      cause,
+    });
   });
   let parsed: DaemonAnswer | null;
   try {
@@ -118,7 +126,10 @@ async function callDaemon(config: AgentConfig, route: '/v1/rollback' | '/v1/unpi
   }
   if (answer.status === 200 && parsed?.outcome !== undefined) return parsed.outcome;
   if (parsed?.code) throw Object.assign(new Error(parsed.message ?? 'refused'), { code: parsed.code });
-  throw new AgentError('DAEMON_UNREACHABLE', `the daemon answered ${answer.status} to ${route}${answer.status === 401 ? `: it refused the operator token in ${config.control.token_file}` : ''}`);
+  throw new AgentError(
+    'DAEMON_UNREACHABLE',
+    `the daemon answered ${answer.status} to ${route}${answer.status === 401 ? `: it refused the operator token in ${config.control.token_file}` : ''}`,
+  );
 }
 
 export function buildProgram(): Command {
@@ -275,7 +286,9 @@ export function buildProgram(): Command {
       } catch (error) {
         if (errorCode(error) !== 'LOCKED') throw error;
         outcome = (await callDaemon(config, '/v1/unpin', {}, error)) as UnpinOutcome;
-        process.stdout.write(outcome.unpinned ? `unpinned by the running daemon: ${outcome.digest} (was pinned until a sequence above ${outcome.untilAbove})\n` : 'not pinned\n');
+        process.stdout.write(
+          outcome.unpinned ? `unpinned by the running daemon: ${outcome.digest} (was pinned until a sequence above ${outcome.untilAbove})\n` : 'not pinned\n',
+        );
         return;
       }
       try {

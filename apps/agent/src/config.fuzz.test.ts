@@ -32,7 +32,10 @@ const replacement = fc.oneof(
 );
 
 /** Up to three edits, each at a path into the configuration: replace, delete, or add a key. */
-const edits = fc.array(fc.record({ path: fc.array(fc.nat(), { minLength: 1, maxLength: 3 }), op: fc.constantFrom('set', 'delete', 'add'), value: replacement }), { maxLength: 3 });
+const edits = fc.array(
+  fc.record({ path: fc.array(fc.nat(), { minLength: 1, maxLength: 3 }), op: fc.constantFrom('set', 'delete', 'add'), value: replacement }),
+  { maxLength: 3 },
+);
 
 function applyEdits(edits: readonly { path: number[]; op: string; value: unknown }[]): unknown {
   const config = structuredClone(BASE) as Record<string, unknown>;

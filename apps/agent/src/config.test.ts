@@ -56,7 +56,9 @@ describe('parseConfig', () => {
       { bridge: { token_file: '/srv/tokens/bridge.token' }, control: { token_file: '/srv/tokens/operator.token' } },
     ];
     for (const extra of refused) {
-      expect(() => parseConfig({ ...minimal, ...extra }, '/etc/resultity')).toThrow(expect.objectContaining({ code: 'CONFIG_INVALID', message: expect.stringContaining('control.token_file') }));
+      expect(() => parseConfig({ ...minimal, ...extra }, '/etc/resultity')).toThrow(
+        expect.objectContaining({ code: 'CONFIG_INVALID', message: expect.stringContaining('control.token_file') }),
+      );
     }
     expect(parseConfig({ ...minimal, control: { token_file: '/etc/resultity/operator.token' } }, '/').control.token_file).toBe('/etc/resultity/operator.token');
   });
@@ -84,7 +86,12 @@ describe('bridgeMountDir', () => {
 
 describe('containers', () => {
   it('marks containers io.resultity.* and names them resultity-* unless told otherwise', () => {
-    expect(parseConfig(minimal, '/').containers).toMatchObject({ label_prefix: 'io.resultity', name_prefix: 'resultity', allow_host_network: false, check_shared_paths: 'auto' });
+    expect(parseConfig(minimal, '/').containers).toMatchObject({
+      label_prefix: 'io.resultity',
+      name_prefix: 'resultity',
+      allow_host_network: false,
+      check_shared_paths: 'auto',
+    });
     expect(parseConfig({ ...minimal, containers: { label_prefix: 'io.resultity.node-b', name_prefix: 'node-b' } }, '/').containers).toMatchObject({
       label_prefix: 'io.resultity.node-b',
       name_prefix: 'node-b',

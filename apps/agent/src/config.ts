@@ -26,9 +26,7 @@ const TimersSchema = z
 /** The Agent's configuration file as validated; unknown keys are refused so a typo is never silently ignored. */
 export const ConfigSchema = z.strictObject({
   network: z.string().regex(NAME_PATTERN, 'must match ^[a-z0-9][a-z0-9._-]{0,62}$'),
-  origin: z
-    .string()
-    .refine((s) => URL.canParse(s) && ['http:', 'https:'].includes(new URL(s).protocol), 'must be an http(s) URL'),
+  origin: z.string().refine((s) => URL.canParse(s) && ['http:', 'https:'].includes(new URL(s).protocol), 'must be an http(s) URL'),
   node_id: z.string().regex(NODE_ID, 'must be 1-128 characters of A-Z a-z 0-9 . _ : -'),
   trust_root: z.array(path).min(1, 'must list at least one root envelope file, oldest first'),
   state_dir: path,
@@ -65,13 +63,17 @@ export const ConfigSchema = z.strictObject({
       // The labels and names that mark this Agent's containers. An Agent treats every container
       // under its label prefix as its own (and removes those its snapshot does not name), so two
       // Agents on one engine need different prefixes.
-      label_prefix: z.string().regex(/^[a-z0-9]+(?:[.-][a-z0-9]+)*$/, 'must be lowercase dot-separated words, like io.resultity').default('io.resultity'),
-      name_prefix: z.string().regex(/^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,39}$/, 'must be 1-40 characters of a-z A-Z 0-9 _ . - starting with a letter or digit').default('resultity'),
+      label_prefix: z
+        .string()
+        .regex(/^[a-z0-9]+(?:[.-][a-z0-9]+)*$/, 'must be lowercase dot-separated words, like io.resultity')
+        .default('io.resultity'),
+      name_prefix: z
+        .string()
+        .regex(/^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,39}$/, 'must be 1-40 characters of a-z A-Z 0-9 _ . - starting with a letter or digit')
+        .default('resultity'),
     })
     .default({ pids_limit: 4096, gpus: 0, allow_host_network: false, check_shared_paths: 'auto', label_prefix: 'io.resultity', name_prefix: 'resultity' }),
-  docker: z
-    .strictObject({ socket_path: path.default('/var/run/docker.sock') })
-    .default({ socket_path: '/var/run/docker.sock' }),
+  docker: z.strictObject({ socket_path: path.default('/var/run/docker.sock') }).default({ socket_path: '/var/run/docker.sock' }),
   // Following `updates.agent` only happens in a container (the Agent image); a candidate gets this long to pass standby.
   self_update: z
     .strictObject({
@@ -92,7 +94,11 @@ export const ConfigSchema = z.strictObject({
       // Loopback and private mirrors are for development and tests; a production node never fetches from its own networks.
       allow_private_addresses: z.boolean().default(false),
       // A mirror slower than this on average over a whole window is abandoned for the next one.
-      min_bytes_per_second: z.number().int().min(0).default(64 * 1024),
+      min_bytes_per_second: z
+        .number()
+        .int()
+        .min(0)
+        .default(64 * 1024),
       rate_window_ms: z.number().int().min(1).default(30_000),
       // Ranged requests in flight for one chunked model, spread over its mirrors.
       connections: z.number().int().min(1).max(64).default(8),
@@ -101,7 +107,14 @@ export const ConfigSchema = z.strictObject({
       // Bandwidth for model downloads, shared by every connection (0: unlimited), so a node can keep serving jobs while it fetches.
       max_bytes_per_second: z.number().int().min(0).default(0),
     })
-    .default({ allow_private_addresses: false, min_bytes_per_second: 64 * 1024, rate_window_ms: 30_000, connections: 8, reserve_bytes: 0, max_bytes_per_second: 0 }),
+    .default({
+      allow_private_addresses: false,
+      min_bytes_per_second: 64 * 1024,
+      rate_window_ms: 30_000,
+      connections: 8,
+      reserve_bytes: 0,
+      max_bytes_per_second: 0,
+    }),
   retry_budget: z.number().int().min(1).default(5),
   history_size: z.number().int().min(1).max(1000).default(10),
   // SPEC §5 long-poll: used against an origin that marks its answers, detected per origin; plain polling otherwise.
@@ -117,9 +130,7 @@ export const ConfigSchema = z.strictObject({
     })
     .default({ enabled: true, wait_s: 30, spread_ms: 250, recheck_s: 600 }),
   timers: TimersSchema.default({ poll_interval_s: 60, heartbeat_interval_s: 30, retry_initial_ms: 1000, retry_max_ms: 300_000, jitter: 0.1 }),
-  status: z
-    .strictObject({ listen: listenAddress.nullable().default('127.0.0.1:9464') })
-    .default({ listen: '127.0.0.1:9464' }),
+  status: z.strictObject({ listen: listenAddress.nullable().default('127.0.0.1:9464') }).default({ listen: '127.0.0.1:9464' }),
   log_level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
 });
 

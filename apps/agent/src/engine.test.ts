@@ -29,7 +29,9 @@ function engine(overrides: { retryBudget?: number; nodeId?: string; trustRoots?:
   return new SyncEngine(engineDeps(overrides));
 }
 
-function engineDeps(overrides: { retryBudget?: number; nodeId?: string; trustRoots?: Uint8Array[]; clock?: () => Date; origin?: Origin; audit?: AuditLog } = {}) {
+function engineDeps(
+  overrides: { retryBudget?: number; nodeId?: string; trustRoots?: Uint8Array[]; clock?: () => Date; origin?: Origin; audit?: AuditLog } = {},
+) {
   return {
     network: 'testnet',
     nodeId: overrides.nodeId ?? 'node-1',
@@ -123,7 +125,12 @@ describe('syncOnce', () => {
       const second = publish(2, { job: { max_tokens: 2048, max_queue_size: 8, execution_timeout_ms: 1000 } });
       await e.syncOnce();
       expect(applier.collected.at(-1)?.sort()).toEqual([first, second].sort());
-      expect(audit.entries.at(-1)).toMatchObject({ type: 'collect', ok: true, removed: [{ file: `sha256/${'c'.repeat(64)}`, bytes: 4096 }], bytes_freed: 4096 });
+      expect(audit.entries.at(-1)).toMatchObject({
+        type: 'collect',
+        ok: true,
+        removed: [{ file: `sha256/${'c'.repeat(64)}`, bytes: 4096 }],
+        bytes_freed: 4096,
+      });
       expect(audit.types().indexOf('collect')).toBeGreaterThan(audit.types().lastIndexOf('applied'));
     });
 
@@ -327,7 +334,10 @@ describe('syncOnce', () => {
   describe('root rotation', () => {
     it('walks to the next root the origin has and verifies with it', async () => {
       const newKey = generateSigningKey();
-      const { envelope } = signRoot({ network: 'testnet', version: 2, expiresAt: '2099-01-01T00:00:00Z', threshold: 1, keys: [newKey] }, [...signer.keys, newKey]);
+      const { envelope } = signRoot({ network: 'testnet', version: 2, expiresAt: '2099-01-01T00:00:00Z', threshold: 1, keys: [newKey] }, [
+        ...signer.keys,
+        newKey,
+      ]);
       origin.roots.set(2, envelopeBytes(envelope));
       publish(1, {}, [newKey]);
       expect((await engine().syncOnce()).result).toBe('applied');
@@ -368,7 +378,12 @@ describe('recover', () => {
     await e.syncOnce();
     const second = signer.sign(sampleSnapshot({ sequence: 2, job: { max_tokens: 1, max_queue_size: 1, execution_timeout_ms: 1 } }));
     await store.putEnvelope(second.digest, second.bytes);
-    await store.writeJournal({ from: { digest: first, sequence: 1 }, to: { digest: second.digest, sequence: 2 }, reason: 'sync', started_at: NOW.toISOString() });
+    await store.writeJournal({
+      from: { digest: first, sequence: 1 },
+      to: { digest: second.digest, sequence: 2 },
+      reason: 'sync',
+      started_at: NOW.toISOString(),
+    });
     const outcome = await engine().recover();
     expect(outcome).toEqual({ result: 'applied', digest: second.digest, sequence: 2 });
     expect(applier.running?.digest).toBe(second.digest);
@@ -381,7 +396,13 @@ describe('recover', () => {
     await e.syncOnce();
     const second = publish(2, { job: { max_tokens: 1, max_queue_size: 1, execution_timeout_ms: 1 } });
     await store.putEnvelope(second, origin.snapshots.get(second) as Uint8Array);
-    await store.writeJournal({ from: { digest: first, sequence: 1 }, to: { digest: second, sequence: 2 }, reason: 'sync', started_at: NOW.toISOString(), recoveries: 2 });
+    await store.writeJournal({
+      from: { digest: first, sequence: 1 },
+      to: { digest: second, sequence: 2 },
+      reason: 'sync',
+      started_at: NOW.toISOString(),
+      recoveries: 2,
+    });
     expect(await engine({ retryBudget: 2 }).recover()).toMatchObject({ result: 'failed', code: 'APPLY_INTERRUPTED' });
     expect(applier.running?.digest).toBe(first);
     expect(await store.readJournal()).toBeNull();
@@ -404,7 +425,12 @@ describe('recover', () => {
     await e.syncOnce();
     const second = signer.sign(sampleSnapshot({ sequence: 2, job: { max_tokens: 1, max_queue_size: 1, execution_timeout_ms: 1 } }));
     await store.putEnvelope(second.digest, second.bytes);
-    await store.writeJournal({ from: { digest: first, sequence: 1 }, to: { digest: second.digest, sequence: 2 }, reason: 'sync', started_at: NOW.toISOString() });
+    await store.writeJournal({
+      from: { digest: first, sequence: 1 },
+      to: { digest: second.digest, sequence: 2 },
+      reason: 'sync',
+      started_at: NOW.toISOString(),
+    });
     applier.failWith.set(second.digest, { code: 'PULL_FAILED', rolledBack: false });
     expect(await engine().recover()).toMatchObject({ result: 'failed', code: 'PULL_FAILED' });
     expect(applier.running?.digest).toBe(first);

@@ -80,9 +80,7 @@ export class SyncEngine {
 
   constructor(private readonly deps: EngineDeps) {
     this.state = new StateKeeper(deps.store, deps.audit, (cause) =>
-      deps.repairCorruptState === false
-        ? Promise.reject(cause)
-        : rebuildState(cause, { ...deps, trust: this.trust, now: () => this.now() }),
+      deps.repairCorruptState === false ? Promise.reject(cause) : rebuildState(cause, { ...deps, trust: this.trust, now: () => this.now() }),
     );
     this.trust = new TrustStore({
       provisioned: deps.trustRoots,
@@ -141,11 +139,20 @@ export class SyncEngine {
       await this.transaction.restore(state.applied, 'recover');
       await store.clearJournal();
       await this.state.anchor();
-      return { result: 'failed', code: 'STATE_CORRUPT', message: `journal names ${journal.to.digest}, which is not in the state directory`, digest: journal.to.digest };
+      return {
+        result: 'failed',
+        code: 'STATE_CORRUPT',
+        message: `journal names ${journal.to.digest}, which is not in the state directory`,
+        digest: journal.to.digest,
+      };
     }
     if (journal.recoveries >= this.deps.retryBudget) {
       // Every restart died in this apply: stop trying it, go back, and fail the digest.
-      await audit.append('recover', { digest: journal.to.digest, recoveries: journal.recoveries, resolution: 'too many interrupted attempts; restoring the last-known-good' });
+      await audit.append('recover', {
+        digest: journal.to.digest,
+        recoveries: journal.recoveries,
+        resolution: 'too many interrupted attempts; restoring the last-known-good',
+      });
       await this.transaction.restore(state.applied, 'recover');
       await store.clearJournal();
       const message = `the apply of ${journal.to.digest} was interrupted ${journal.recoveries} times`;
@@ -153,7 +160,13 @@ export class SyncEngine {
       await this.state.anchor();
       return { result: 'failed', code: 'APPLY_INTERRUPTED', message, digest: journal.to.digest };
     }
-    await audit.append('recover', { digest: journal.to.digest, from: journal.from?.digest ?? null, reason: journal.reason, recoveries: journal.recoveries + 1, resolution: 'finishing the interrupted apply' });
+    await audit.append('recover', {
+      digest: journal.to.digest,
+      from: journal.from?.digest ?? null,
+      reason: journal.reason,
+      recoveries: journal.recoveries + 1,
+      resolution: 'finishing the interrupted apply',
+    });
     return this.apply({ verified: target, bytes }, signal, { reason: journal.reason, recoveries: journal.recoveries + 1, pin: journal.reason === 'rollback' });
   }
 
@@ -320,7 +333,14 @@ export class SyncEngine {
       // Already running (an apply in flight may just have been cancelled): only pin it.
       const applied = state.applied;
       await this.state.update((s) => ({ ...s, pinned: { ...applied, until_above: untilAbove, at: this.now() } }));
-      await audit.append('rollback', { by: 'operator', from: chosen, to: chosen, sequence: applied.sequence, pinned_until_above: untilAbove, note: 'already applied; pinned' });
+      await audit.append('rollback', {
+        by: 'operator',
+        from: chosen,
+        to: chosen,
+        sequence: applied.sequence,
+        pinned_until_above: untilAbove,
+        note: 'already applied; pinned',
+      });
       await this.state.anchor();
       return { result: 'applied', digest: chosen, sequence: applied.sequence };
     }
@@ -336,7 +356,13 @@ export class SyncEngine {
       now: this.deps.clock(),
       maxBytes: this.deps.maxSnapshotBytes,
     });
-    await audit.append('rollback', { by: 'operator', from: state.applied?.digest ?? null, to: chosen, sequence: verified.snapshot.sequence, pinned_until_above: untilAbove });
+    await audit.append('rollback', {
+      by: 'operator',
+      from: state.applied?.digest ?? null,
+      to: chosen,
+      sequence: verified.snapshot.sequence,
+      pinned_until_above: untilAbove,
+    });
     return this.apply({ verified, bytes }, signal, { reason: 'rollback', pin: true });
   }
 
@@ -439,8 +465,17 @@ export class SyncEngine {
     if (!update || update.version === this.deps.agentVersion) return;
     const state = await this.state.read();
     if (state.pending_agent_update?.version === update.version && state.pending_agent_update.digest === update.digest) return;
-    await this.state.update((s) => ({ ...s, pending_agent_update: { version: update.version, image: update.image, digest: update.digest, seen_in: target.digest, at: this.now() } }));
-    await this.deps.audit.append('agent-update', { version: update.version, image: update.image, image_digest: update.digest, current: this.deps.agentVersion, seen_in: target.digest });
+    await this.state.update((s) => ({
+      ...s,
+      pending_agent_update: { version: update.version, image: update.image, digest: update.digest, seen_in: target.digest, at: this.now() },
+    }));
+    await this.deps.audit.append('agent-update', {
+      version: update.version,
+      image: update.image,
+      image_digest: update.digest,
+      current: this.deps.agentVersion,
+      seen_in: target.digest,
+    });
   }
 
   private async loadTarget(digest: string): Promise<ApplyTarget | null> {

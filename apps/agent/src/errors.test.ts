@@ -17,7 +17,8 @@ describe('isRetryable', () => {
   });
 
   it('treats every HTTP status and an oversized body as transport failures: neither is a refusal of verified bytes', () => {
-    for (const status of [400, 401, 403, 404, 408, 410, 429, 500, 502, 503, 504]) expect(isRetryable(new OriginError('HTTP_STATUS', 'x', { status }))).toBe(true);
+    for (const status of [400, 401, 403, 404, 408, 410, 429, 500, 502, 503, 504])
+      expect(isRetryable(new OriginError('HTTP_STATUS', 'x', { status }))).toBe(true);
     expect(isRetryable(new OriginError('TOO_LARGE', 'x'))).toBe(true);
     expect(isRetryable(new OriginError('LATEST_INVALID', 'x'))).toBe(true);
   });

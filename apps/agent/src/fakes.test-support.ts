@@ -1,7 +1,20 @@
 import type { AuditEntry, AuditHead, AuditSink, AuditType } from './audit.js';
 import { AgentError } from './errors.js';
 import type { LatestResult, Origin } from './origin-client.js';
-import type { ApplierPort, ApplyTarget, CollectResult, DroppedMirrors, ExecuteResult, StoreUsage, NotifyResult, ObservedNode, PlanResult, PlannedApply, RuntimeEnvironment, RuntimeNotifier } from './ports.js';
+import type {
+  ApplierPort,
+  ApplyTarget,
+  CollectResult,
+  DroppedMirrors,
+  ExecuteResult,
+  StoreUsage,
+  NotifyResult,
+  ObservedNode,
+  PlanResult,
+  PlannedApply,
+  RuntimeEnvironment,
+  RuntimeNotifier,
+} from './ports.js';
 
 /** An in-memory origin for unit tests of the sync logic. */
 export class FakeOrigin implements Origin {
@@ -83,7 +96,16 @@ export class FakeApplier implements ApplierPort {
     const failure = this.failWith.get(plan.target.digest);
     if (failure) {
       if (!failure.rolledBack) this.running = plan.target;
-      return { ok: false, failure: { code: failure.code, message: `fake ${failure.code}`, retryable: failure.retryable ?? false, rolledBack: failure.rolledBack, cancelled: false } };
+      return {
+        ok: false,
+        failure: {
+          code: failure.code,
+          message: `fake ${failure.code}`,
+          retryable: failure.retryable ?? false,
+          rolledBack: failure.rolledBack,
+          cancelled: false,
+        },
+      };
     }
     this.running = plan.target;
     const dropped = this.dropMirrors.splice(0);

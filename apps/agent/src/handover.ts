@@ -60,7 +60,12 @@ export async function handOver(
 ): Promise<'handed-over' | 'failed'> {
   const sleep = deps.sleep ?? ((ms: number) => new Promise<void>((r) => setTimeout(r, ms)));
   await deps.stopApplying();
-  await deps.audit.append('agent-handover', { image: ready.update.image, image_digest: ready.update.digest, version: ready.update.version, predecessor: ready.self.id });
+  await deps.audit.append('agent-handover', {
+    image: ready.update.image,
+    image_digest: ready.update.digest,
+    version: ready.update.version,
+    predecessor: ready.self.id,
+  });
   await deps.releaseLock();
   let successor: string | null = null;
   let tookOver = false;
@@ -93,7 +98,14 @@ export async function handOver(
   if (successor !== null) await deps.successors.remove(successor);
   await deps.retakeLock();
   await deps.attempts.write({ ...ready.attempts, [ready.update.digest]: ready.attempt });
-  const common = { version: ready.update.version, image: ready.update.image, image_digest: ready.update.digest, message: reason, attempt: ready.attempt, successor };
+  const common = {
+    version: ready.update.version,
+    image: ready.update.image,
+    image_digest: ready.update.digest,
+    message: reason,
+    attempt: ready.attempt,
+    successor,
+  };
   if (tookOver) await deps.audit.append('agent-update-reverted', { ...common, code: 'SUCCESSOR_NOT_CONFIRMED' });
   else await deps.audit.append('agent-update-failed', { ...common, stage: 'handover', code: 'HANDOVER_FAILED' });
   deps.logger.warn({ digest: ready.update.digest, reason, reverted: tookOver }, 'self-update: hand-over failed; this Agent stays');

@@ -39,7 +39,10 @@ export function namespacedProcesses(containers: ContainerLiveness, base: Process
     async alive(holder: LockHolder) {
       const { ns, container } = await me();
       // After a reboot nothing from before runs, whatever namespace it was in.
-      const boot = await readFile('/proc/sys/kernel/random/boot_id', 'utf8').then((b) => b.trim(), () => null);
+      const boot = await readFile('/proc/sys/kernel/random/boot_id', 'utf8').then(
+        (b) => b.trim(),
+        () => null,
+      );
       if (holder.boot_id !== 'legacy' && boot !== null && holder.boot_id !== boot) return false;
       if (holder.pid_ns === undefined || ns === null || holder.pid_ns === ns) return base.alive(holder);
       if (holder.container !== undefined) {

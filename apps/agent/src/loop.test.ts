@@ -363,7 +363,7 @@ describe('Daemon with long-poll (the schedule it keeps)', () => {
     expect(lp.waitsAsked).toBe(1);
   });
 
-  it("falls back to polling while the origin is full, until its Retry-After has passed, and counts no failure", async () => {
+  it('falls back to polling while the origin is full, until its Retry-After has passed, and counts no failure', async () => {
     lp.waits.push(async () => {
       throw new OriginError('LONG_POLL_FULL', 'full', { status: 503, retryAfterMs: 5000 });
     });

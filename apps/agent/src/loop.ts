@@ -134,7 +134,13 @@ export class Daemon {
     const holding = this.longPoll !== null && this.longPollMode === 'active' && this.failures === 0;
     const pollMs = holding && this.longPoll !== null ? Math.max(polledMs, this.longPoll.waitS * 1000) : polledMs;
     return {
-      healthy: isHealthy({ now: this.clock().getTime(), startedAt: this.startedAt, lastSuccessAt: this.lastSuccessAt, pollMs, applying: this.applying !== null }),
+      healthy: isHealthy({
+        now: this.clock().getTime(),
+        startedAt: this.startedAt,
+        lastSuccessAt: this.lastSuccessAt,
+        pollMs,
+        applying: this.applying !== null,
+      }),
       applying: this.applying?.ref ?? null,
       lastOutcome: this.lastOutcome,
       lastSuccessAt: this.lastSuccessAt === null ? null : new Date(this.lastSuccessAt).toISOString(),

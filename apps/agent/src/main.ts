@@ -56,7 +56,10 @@ export function applierFor(config: AgentConfig, logger: Logger): ApplierPort {
     onEngineUnavailable: (error) => {
       if (warned) return;
       warned = true;
-      logger.warn({ socket: config.docker.socket_path, err: errorMessage(error) }, 'Docker engine is not reachable: snapshots with containers cannot be applied until it is');
+      logger.warn(
+        { socket: config.docker.socket_path, err: errorMessage(error) },
+        'Docker engine is not reachable: snapshots with containers cannot be applied until it is',
+      );
     },
   });
 }
@@ -159,7 +162,11 @@ export async function startAgent(
     lateAck = (ack) => {
       logger.info({ runtime: ack.runtimeId, digest: ack.digest, ok: ack.ok, code: ack.code }, 'runtime answered outside an apply');
       void parts.audit
-        .append(ack.ok ? 'runtime-ack' : 'runtime-nack', { digest: ack.digest, late: true, acks: [{ runtime: ack.runtimeId, ok: ack.ok, code: ack.code ?? null }] })
+        .append(ack.ok ? 'runtime-ack' : 'runtime-nack', {
+          digest: ack.digest,
+          late: true,
+          acks: [{ runtime: ack.runtimeId, ok: ack.ok, code: ack.code ?? null }],
+        })
         .catch(() => undefined);
     };
     const daemon = new Daemon({
@@ -239,10 +246,11 @@ async function startBridge(config: AgentConfig, logger: Logger, onLateAck: (ack:
     }
     return await startBridgeNotifier({ listen, tokenFile: config.bridge.token_file, logger, ackTimeoutMs: config.bridge.ack_timeout_ms, onLateAck });
   } catch (cause) {
-    throw new AgentError('BRIDGE_BIND_FAILED', `cannot host the runtime bridge on ${config.bridge.listen}: ${errorCode(cause)}: ${errorMessage(cause)}`, { cause });
+    throw new AgentError('BRIDGE_BIND_FAILED', `cannot host the runtime bridge on ${config.bridge.listen}: ${errorCode(cause)}: ${errorMessage(cause)}`, {
+      cause,
+    });
   }
 }
-
 
 /** acquireLock, waiting while another holder is live, up to `ms`. */
 async function acquireLockWithin(dir: string, processes: ProcessPort, ms: number) {
@@ -279,6 +287,8 @@ async function completeTakeover(config: AgentConfig, audit: AuditLog, logger: Lo
   } catch (error) {
     // The predecessor stopped applying before it released the lock; leaving its container is untidy, not unsafe.
     logger.warn({ predecessor, err: errorMessage(error) }, 'self-update: could not remove the predecessor container');
-    await audit.append('agent-update-failed', { stage: 'cleanup', code: 'PREDECESSOR_NOT_REMOVED', message: errorMessage(error), predecessor }).catch(() => undefined);
+    await audit
+      .append('agent-update-failed', { stage: 'cleanup', code: 'PREDECESSOR_NOT_REMOVED', message: errorMessage(error), predecessor })
+      .catch(() => undefined);
   }
 }

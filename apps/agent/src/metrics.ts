@@ -20,7 +20,11 @@ export function createMetrics(): { registry: Registry; sink: MetricsSink } {
     labelNames: ['code'],
     registers: [registry],
   });
-  const collected = new Counter({ name: 'resultity_agent_collected_bytes_total', help: 'Bytes freed from the model store by collection', registers: [registry] });
+  const collected = new Counter({
+    name: 'resultity_agent_collected_bytes_total',
+    help: 'Bytes freed from the model store by collection',
+    registers: [registry],
+  });
   return {
     registry,
     sink: {

@@ -227,10 +227,14 @@ export function createHttpOrigin(options: HttpOriginOptions): Origin {
       if (reply.status === 503 && marked.longPoll === true) {
         reply.discard();
         const retryAfterMs = parseRetryAfter(reply.header('retry-after'));
-        throw new OriginError('LONG_POLL_FULL', `${what}: the origin holds all the long-poll requests it will (503, Retry-After ${reply.header('retry-after') ?? 'none'})`, {
-          status: 503,
-          retryAfterMs,
-        });
+        throw new OriginError(
+          'LONG_POLL_FULL',
+          `${what}: the origin holds all the long-poll requests it will (503, Retry-After ${reply.header('retry-after') ?? 'none'})`,
+          {
+            status: 503,
+            retryAfterMs,
+          },
+        );
       }
       if (reply.status !== 200) {
         reply.discard();

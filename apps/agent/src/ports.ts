@@ -60,7 +60,12 @@ export interface ProgressInfo {
   /** A model download's average rate so far. */
   readonly bytesPerSecond?: number;
   /** A chunked model download's mirrors: verified bytes each delivered, requests in flight, and the code of one dropped. */
-  readonly mirrors?: readonly { readonly index: number; readonly bytes: number; readonly connections: number; readonly failure: { readonly code: string } | null }[];
+  readonly mirrors?: readonly {
+    readonly index: number;
+    readonly bytes: number;
+    readonly connections: number;
+    readonly failure: { readonly code: string } | null;
+  }[];
 }
 
 /** The model store's size and what no kept snapshot needs, for `status`. */
@@ -145,4 +150,11 @@ export interface MetricsSink {
   collectedBytes(bytes: number): void;
 }
 
-export const noMetrics: MetricsSink = { appliedSequence() {}, syncResult() {}, applyDuration() {}, bytesDownloaded() {}, mirrorFailure() {}, collectedBytes() {} };
+export const noMetrics: MetricsSink = {
+  appliedSequence() {},
+  syncResult() {},
+  applyDuration() {},
+  bytesDownloaded() {},
+  mirrorFailure() {},
+  collectedBytes() {},
+};

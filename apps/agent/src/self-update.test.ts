@@ -11,7 +11,10 @@ describe('decideSelfUpdate', () => {
   });
 
   it('refuses an image from a registry that is not allowed', () => {
-    expect(decideSelfUpdate(update, [digest('a')], 'registry.example', ['other.example'], {}, 3)).toEqual({ kind: 'not-allowed', registry: 'registry.example' });
+    expect(decideSelfUpdate(update, [digest('a')], 'registry.example', ['other.example'], {}, 3)).toEqual({
+      kind: 'not-allowed',
+      registry: 'registry.example',
+    });
   });
 
   it('tries a new digest by digest, counting the attempt', () => {
@@ -23,6 +26,9 @@ describe('decideSelfUpdate', () => {
   });
 
   it('stops once the digest has failed retry_budget times', () => {
-    expect(decideSelfUpdate(update, [digest('a')], 'registry.example', ['registry.example'], { [digest('b')]: 3 }, 3)).toEqual({ kind: 'budget-exhausted', attempts: 3 });
+    expect(decideSelfUpdate(update, [digest('a')], 'registry.example', ['registry.example'], { [digest('b')]: 3 }, 3)).toEqual({
+      kind: 'budget-exhausted',
+      attempts: 3,
+    });
   });
 });

@@ -152,7 +152,12 @@ export class SelfUpdater {
       case 'current':
         return;
       case 'not-allowed':
-        await audit.append('agent-update-failed', { ...base, stage: 'allowlist', code: 'REGISTRY_NOT_ALLOWED', message: `registry ${decision.registry} is not allowed` });
+        await audit.append('agent-update-failed', {
+          ...base,
+          stage: 'allowlist',
+          code: 'REGISTRY_NOT_ALLOWED',
+          message: `registry ${decision.registry} is not allowed`,
+        });
         return;
       case 'budget-exhausted':
         logger.info({ digest: update.digest, attempts: decision.attempts }, 'self-update: retry budget of this digest is spent');
@@ -170,7 +175,13 @@ export class SelfUpdater {
       await fail('pull', 'PULL_FAILED', errorMessage(error));
       return;
     }
-    const result = await containers.runStandby(self, decision.ref, ['standby', '--config', this.options.configPath], { RESULTITY_AGENT_IMAGE_DIGEST: update.digest }, this.options.standbyTimeoutMs);
+    const result = await containers.runStandby(
+      self,
+      decision.ref,
+      ['standby', '--config', this.options.configPath],
+      { RESULTITY_AGENT_IMAGE_DIGEST: update.digest },
+      this.options.standbyTimeoutMs,
+    );
     if (!result.ok) {
       await fail('standby', result.code, result.output, { exit_code: result.exitCode });
       return;

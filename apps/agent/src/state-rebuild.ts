@@ -54,7 +54,13 @@ export async function rebuildState(cause: unknown, deps: RebuildDeps): Promise<A
   if (applied !== null && highWater !== null && applied.sequence < highWater.sequence) {
     state = { ...state, pinned: { ...applied, until_above: highWater.sequence, at } };
   }
-  await audit.append('repair', { what: 'state.json', code: 'STATE_CORRUPT', moved_to: aside, applied: applied?.digest ?? null, high_water: highWater?.sequence ?? null });
+  await audit.append('repair', {
+    what: 'state.json',
+    code: 'STATE_CORRUPT',
+    moved_to: aside,
+    applied: applied?.digest ?? null,
+    high_water: highWater?.sequence ?? null,
+  });
   state = { ...state, audit_head: audit.head() };
   await store.write(state);
   logger.error({ code: 'STATE_CORRUPT', err: message }, 'state.json was corrupt; rebuilt from what could be verified');

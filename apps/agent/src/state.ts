@@ -16,7 +16,14 @@ const ErrorRecord = z.object({ code: z.string(), message: z.string(), at: z.stri
 /** The last error the Agent met, as status and heartbeats report it. */
 export type ErrorRecord = z.infer<typeof ErrorRecord>;
 
-const Failure = z.object({ sequence: z.number().int().min(0), attempts: z.number().int().min(0), code: z.string(), message: z.string(), failed: z.boolean(), at: z.string() });
+const Failure = z.object({
+  sequence: z.number().int().min(0),
+  attempts: z.number().int().min(0),
+  code: z.string(),
+  message: z.string(),
+  failed: z.boolean(),
+  at: z.string(),
+});
 /** A digest's failed attempts; `failed` once the retry budget is spent. */
 export type FailureRecord = z.infer<typeof Failure>;
 
@@ -43,7 +50,10 @@ const StateSchema = z.object({
   pending_agent_update: UpdateRecord.nullable(),
   runtime: z.object({ digest: digest.nullable(), outcome: z.string(), at: z.string() }).nullable(),
   /** The audit log's last entry when this file was written: `audit verify` finds entries cut from the end or a rewritten log. */
-  audit_head: z.object({ index: z.number().int().min(0), hash: z.string().regex(/^[0-9a-f]{64}$/) }).nullable().default(null),
+  audit_head: z
+    .object({ index: z.number().int().min(0), hash: z.string().regex(/^[0-9a-f]{64}$/) })
+    .nullable()
+    .default(null),
 });
 /** Everything the Agent remembers between runs, in one atomically replaced file. */
 export type AgentState = z.infer<typeof StateSchema>;
@@ -107,7 +117,11 @@ export class StateStore {
    * what is there was written by the Agent, but a damaged or tampered file must not hang or
    * exhaust it.
    */
-  constructor(readonly dir: string, private readonly historySize = 10, private readonly maxFileBytes = 64 * 1024 * 1024) {
+  constructor(
+    readonly dir: string,
+    private readonly historySize = 10,
+    private readonly maxFileBytes = 64 * 1024 * 1024,
+  ) {
     this.paths = statePaths(dir);
   }
 
@@ -131,7 +145,8 @@ export class StateStore {
       throw new AgentError('STATE_CORRUPT', `${this.paths.state} is not JSON: ${(cause as Error).message}`, { cause });
     }
     const parsed = StateSchema.safeParse(value);
-    if (!parsed.success) throw new AgentError('STATE_CORRUPT', `${this.paths.state}: ${parsed.error.issues[0]?.path.join('.')}: ${parsed.error.issues[0]?.message}`);
+    if (!parsed.success)
+      throw new AgentError('STATE_CORRUPT', `${this.paths.state}: ${parsed.error.issues[0]?.path.join('.')}: ${parsed.error.issues[0]?.message}`);
     this.cached = { state: parsed.data, identity };
     return parsed.data;
   }

@@ -38,7 +38,10 @@ export interface StatusServerOptions {
 const MAX_CONTROL_BODY = 4096;
 
 class BodyError extends Error {
-  constructor(readonly status: number, message: string) {
+  constructor(
+    readonly status: number,
+    message: string,
+  ) {
     super(message);
   }
 }

@@ -68,7 +68,9 @@ export async function collectStatus(parts: AgentParts, applier: ApplierPort, not
     store: usage === null ? null : { bytes: usage.bytes, collectable: { bytes: usage.collectable.bytes, count: usage.collectable.count } },
     runtime: { last: state.runtime, connected: notifier ? [...notifier.connected()] : [] },
     pending_update: {
-      agent: state.pending_agent_update ? { version: state.pending_agent_update.version, image: state.pending_agent_update.image, digest: state.pending_agent_update.digest } : null,
+      agent: state.pending_agent_update
+        ? { version: state.pending_agent_update.version, image: state.pending_agent_update.image, digest: state.pending_agent_update.digest }
+        : null,
     },
   };
 }
@@ -95,11 +97,18 @@ export function renderStatus(report: StatusReport): string {
     ['container engine', report.engine],
     [
       'containers',
-      report.containers === null ? '(engine not reachable)' : report.containers.length === 0 ? '(none)' : report.containers.map((c) => `${c.name} [${c.state}] ${c.image}`).join('\n'),
+      report.containers === null
+        ? '(engine not reachable)'
+        : report.containers.length === 0
+          ? '(none)'
+          : report.containers.map((c) => `${c.name} [${c.state}] ${c.image}`).join('\n'),
     ],
     ['models', report.models.length === 0 ? '(none)' : report.models.map((m) => `${m.name}@${m.version}`).join(', ')],
     ['flags', report.flags ? `mode ${report.flags.mode}; subclouds ${report.flags.subclouds.join(', ') || '(none)'}` : '-'],
-    ['model store', report.store ? `${mib(report.store.bytes)}; collectable ${mib(report.store.collectable.bytes)} in ${report.store.collectable.count} file(s)` : '-'],
+    [
+      'model store',
+      report.store ? `${mib(report.store.bytes)}; collectable ${mib(report.store.collectable.bytes)} in ${report.store.collectable.count} file(s)` : '-',
+    ],
     ['runtime', report.runtime.last ? `${report.runtime.last.outcome} for ${report.runtime.last.digest ?? '-'} at ${report.runtime.last.at}` : '-'],
     ['pending update', report.pending_update.agent ? `agent ${report.pending_update.agent.version} (${report.pending_update.agent.image})` : 'none'],
   ];

@@ -64,7 +64,8 @@ describe('markFailed', () => {
 
   it('remembers only the newest sixteen digests', () => {
     let state = emptyState();
-    for (let i = 0; i < 20; i++) state = markFailed(state, { digest: `sha256:${i.toString(16).padStart(64, '0')}`, sequence: i }, { code: 'X', message: 'x', at }, 3).state;
+    for (let i = 0; i < 20; i++)
+      state = markFailed(state, { digest: `sha256:${i.toString(16).padStart(64, '0')}`, sequence: i }, { code: 'X', message: 'x', at }, 3).state;
     expect(Object.keys(state.failures)).toHaveLength(16);
   });
 });

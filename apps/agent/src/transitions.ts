@@ -55,7 +55,10 @@ export function markFailed(
   return {
     state: {
       ...state,
-      failures: { ...Object.fromEntries(kept), [ref.digest]: { sequence: ref.sequence, attempts, code: failure.code, message: failure.message, failed: exhausted, at: failure.at } },
+      failures: {
+        ...Object.fromEntries(kept),
+        [ref.digest]: { sequence: ref.sequence, attempts, code: failure.code, message: failure.message, failed: exhausted, at: failure.at },
+      },
       last_error: { code: failure.code, message: failure.message, at: failure.at, digest: ref.digest },
     },
     exhausted,

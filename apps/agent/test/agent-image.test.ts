@@ -47,14 +47,20 @@ describe('the Agent image', () => {
   });
 
   it('carries its version in the OCI labels and prints it with --version', async () => {
-    const labels = JSON.parse(await docker('image', 'inspect', '--format', '{{json .Config.Labels}}', `${built.image}@${built.digest}`)) as Record<string, string>;
+    const labels = JSON.parse(await docker('image', 'inspect', '--format', '{{json .Config.Labels}}', `${built.image}@${built.digest}`)) as Record<
+      string,
+      string
+    >;
     expect(labels['org.opencontainers.image.version']).toBe(pkg.version);
     expect(labels['org.opencontainers.image.title']).toBe('resultity-agent');
     expect(await docker('run', '--rm', '--network', 'none', `${built.image}@${built.digest}`, '--version')).toBe(pkg.version);
   });
 
   it('defaults to the daemon on /etc/resultity/agent.json', async () => {
-    const config = JSON.parse(await docker('image', 'inspect', '--format', '{{json .Config}}', `${built.image}@${built.digest}`)) as { Entrypoint: string[]; Cmd: string[] };
+    const config = JSON.parse(await docker('image', 'inspect', '--format', '{{json .Config}}', `${built.image}@${built.digest}`)) as {
+      Entrypoint: string[];
+      Cmd: string[];
+    };
     expect(config.Entrypoint.at(-1)).toMatch(/@resultity\/agent\/bin\/resultity-agent\.js$/);
     expect(config.Cmd).toEqual(['run', '--config', '/etc/resultity/agent.json']);
   });

@@ -12,7 +12,6 @@ import { type Setup, cli, setup } from './helpers.js';
 const run = promisify(execFile);
 const REGISTRY = process.env.RESULTITY_TEST_REGISTRY ?? '127.0.0.1:5000';
 
-
 // PID 1 ignores SIGTERM unless it traps it; trapping keeps every stop short.
 const SERVE = ['/bin/busybox', 'sh', '-c', 'trap "exit 0" TERM; while true; do /bin/busybox sleep 1; done'];
 
@@ -40,7 +39,9 @@ describe('containers on the real Docker engine', () => {
   });
 
   function container(command: string[]) {
-    return [{ name: 'worker', image: image.image, tag: image.tag, digest: image.digest, env: { AGENT_TEST: work.path }, command, ports: [], restart: 'no' as const }];
+    return [
+      { name: 'worker', image: image.image, tag: image.tag, digest: image.digest, env: { AGENT_TEST: work.path }, command, ports: [], restart: 'no' as const },
+    ];
   }
 
   it('runs the snapshot container, then rolls back to it when the next one crashes', async () => {
@@ -66,7 +67,18 @@ describe('containers on the real Docker engine', () => {
   });
 
   it('refuses an image from a registry that is not allowed, changing nothing', async () => {
-    const other = [{ name: 'worker', image: 'registry.example/other/busybox', tag: '1', digest: image.digest, env: { AGENT_TEST: work.path }, command: [], ports: [], restart: 'no' as const }];
+    const other = [
+      {
+        name: 'worker',
+        image: 'registry.example/other/busybox',
+        tag: '1',
+        digest: image.digest,
+        env: { AGENT_TEST: work.path },
+        command: [],
+        ports: [],
+        restart: 'no' as const,
+      },
+    ];
     await s.net.publish(devSnapshot({ network: 'testnet', sequence: 3, containers: other }));
     const result = await cli(['sync', '--once', '--config', s.config], { timeoutMs: 120_000 });
     expect(result.code).toBe(1);

@@ -185,7 +185,11 @@ describe('the daemon', () => {
     expect(denied.status).toBe(401);
     // The runtime's credential is not the operator's: a runtime cannot roll its node back.
     const bridgeToken = (await readFile(join(s.stateDir, 'run', 'bridge.token'), 'utf8')).trim();
-    const runtimeAsks = await fetch(`http://127.0.0.1:${statusPort}/v1/rollback`, { method: 'POST', body: '{}', headers: { authorization: `Bearer ${bridgeToken}` } });
+    const runtimeAsks = await fetch(`http://127.0.0.1:${statusPort}/v1/rollback`, {
+      method: 'POST',
+      body: '{}',
+      headers: { authorization: `Bearer ${bridgeToken}` },
+    });
     expect(runtimeAsks.status).toBe(401);
 
     daemon.child.kill('SIGTERM');

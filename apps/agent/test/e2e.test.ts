@@ -4,7 +4,15 @@ import { join } from 'node:path';
 import { originPaths } from '@resultity/snapshot/origin';
 import { createHash } from 'node:crypto';
 
-import { SNAPSHOT_PAYLOAD_TYPE, type SnapshotErrorCode, canonicalBytes, generateSigningKey, isRetryableCode, signEnvelope, signRoot } from '@resultity/snapshot';
+import {
+  SNAPSHOT_PAYLOAD_TYPE,
+  type SnapshotErrorCode,
+  canonicalBytes,
+  generateSigningKey,
+  isRetryableCode,
+  signEnvelope,
+  signRoot,
+} from '@resultity/snapshot';
 import { tempDir } from '@resultity/testkit';
 import { devSnapshot } from '@resultity/testkit/devnet';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -26,7 +34,10 @@ async function writeLatest(dir: string, digest: string, sequence: number) {
 
 async function auditTypes(stateDir: string): Promise<{ type: string; code?: string }[]> {
   const text = await readFile(join(stateDir, 'audit.jsonl'), 'utf8');
-  return text.trim().split('\n').map((l) => JSON.parse(l) as { type: string; code?: string });
+  return text
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l) as { type: string; code?: string });
 }
 
 async function status(config: string): Promise<{ applied: { digest: string; sequence: number } | null; last_error: { code: string } | null }> {

@@ -141,7 +141,16 @@ describe('the runtime as a container of the Agent (SPEC §6)', () => {
   }
 
   // A container that asks for neither the bridge nor the models, beside the runtime.
-  const plain = () => ({ name: 'plain', image: busybox.image, tag: busybox.tag, digest: busybox.digest, env: { AGENT_TEST: work.path }, command: SERVE, ports: [], restart: 'always' as const });
+  const plain = () => ({
+    name: 'plain',
+    image: busybox.image,
+    tag: busybox.tag,
+    digest: busybox.digest,
+    env: { AGENT_TEST: work.path },
+    command: SERVE,
+    ports: [],
+    restart: 'always' as const,
+  });
 
   beforeAll(async () => {
     work = await tempDir('agent-runtime-container-');
@@ -193,10 +202,14 @@ describe('the runtime as a container of the Agent (SPEC §6)', () => {
       devSnapshot({ network: 'testnet', sequence: 1, models: [tiny1], maxTokens: 1000, pollSeconds: 1, containers: [runtimeContainer(), plain()] }),
     );
     startDaemon();
-    await until('snapshot 1 applied with the runtime ACK', async () => {
-      const st = await status();
-      return st.applied?.digest === first.digest && st.runtime.last?.digest === first.digest && st.runtime.last.outcome === 'ack';
-    }, 180_000);
+    await until(
+      'snapshot 1 applied with the runtime ACK',
+      async () => {
+        const st = await status();
+        return st.applied?.digest === first.digest && st.runtime.last?.digest === first.digest && st.runtime.last.outcome === 'ack';
+      },
+      180_000,
+    );
     const st = await status();
     expect(st.runtime.connected).toEqual([{ runtimeId: 'inference-1', digest: first.digest }]);
 
@@ -204,7 +217,11 @@ describe('the runtime as a container of the Agent (SPEC §6)', () => {
     expect(runtime.running).toBe(true);
     const modelsDir = join(s.stateDir, 'models');
     expect(runtime.env).toEqual(
-      expect.arrayContaining(['RESULTITY_BRIDGE_SOCKET=/run/resultity/bridge.sock', 'RESULTITY_BRIDGE_TOKEN_FILE=/run/resultity/bridge.token', `RESULTITY_MODELS_DIR=${modelsDir}`]),
+      expect.arrayContaining([
+        'RESULTITY_BRIDGE_SOCKET=/run/resultity/bridge.sock',
+        'RESULTITY_BRIDGE_TOKEN_FILE=/run/resultity/bridge.token',
+        `RESULTITY_MODELS_DIR=${modelsDir}`,
+      ]),
     );
     // What the runtime was told, read from inside its container, opens there and hashes right.
     const environment = await getJson(runtime.id, '/v1/environment');
@@ -250,13 +267,26 @@ describe('the runtime as a container of the Agent (SPEC §6)', () => {
     expect(environment).toMatchObject({ digest: second.digest, job: { max_tokens: 50 }, models: [{ name: 'tiny', version: '2', sha256: tiny2.sha256 }] });
     expect(await sha256Inside(id, environment.models[0].path)).toBe(tiny2.sha256);
     expect(await job(id, { model: 'tiny', max_tokens: 900 })).toMatchObject({ status: 400, body: { code: 'MAX_TOKENS_EXCEEDED' } });
-    expect(await job(id, { model: 'tiny', max_tokens: 5 })).toMatchObject({ status: 200, body: { tokens: 5, digest: second.digest, limits: { max_tokens: 50 } } });
+    expect(await job(id, { model: 'tiny', max_tokens: 5 })).toMatchObject({
+      status: 200,
+      body: { tokens: 5, digest: second.digest, limits: { max_tokens: 50 } },
+    });
     expect(await inFlight).toMatchObject({ status: 200, body: { tokens: 900, digest: first.digest, limits: { max_tokens: 1000 } } });
 
     const after = await only('inference');
     expect(after).toMatchObject({ id, startedAt: runtimeBefore.startedAt, restarts: 0, running: true });
     // The engine saw nothing happen to the container: no stop, kill, die, start or destroy.
-    const events = await docker('events', '--since', String(since), '--until', String(Math.floor(Date.now() / 1000) + 1), '--filter', `container=${id}`, '--format', '{{.Action}}');
+    const events = await docker(
+      'events',
+      '--since',
+      String(since),
+      '--until',
+      String(Math.floor(Date.now() / 1000) + 1),
+      '--filter',
+      `container=${id}`,
+      '--format',
+      '{{.Action}}',
+    );
     expect(events.split('\n').filter((a) => /^(create|start|stop|kill|die|restart|destroy)$/.test(a))).toEqual([]);
   }, 180_000);
 
@@ -270,7 +300,13 @@ describe('the runtime as a container of the Agent (SPEC §6)', () => {
       devSnapshot({ network: 'testnet', sequence: 3, models: [tiny3], maxTokens: 60, pollSeconds: 1, containers: [runtimeContainer(), plain()] }),
     );
     const entries = () => readAuditEntries(join(s.stateDir, 'audit.jsonl'));
-    await until('the rollback after the NACK', async () => (await entries()).some((e) => e.type === 'runtime-nack' && e.digest === third.digest) && (await entries()).some((e) => e.type === 'rollback' && e.reason === 'runtime-nack' && e.to === second.digest), 120_000);
+    await until(
+      'the rollback after the NACK',
+      async () =>
+        (await entries()).some((e) => e.type === 'runtime-nack' && e.digest === third.digest) &&
+        (await entries()).some((e) => e.type === 'rollback' && e.reason === 'runtime-nack' && e.to === second.digest),
+      120_000,
+    );
     await until('the runtime back on snapshot 2', async () => (await status()).runtime.connected[0]?.digest === second.digest);
 
     const st = await status();

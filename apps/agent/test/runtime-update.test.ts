@@ -38,7 +38,10 @@ describe('updates.runtime moves the runtime container to the next image version'
     work = await tempDir('agent-runtime-update-');
     // Two versions of one runtime: the same code, two version labels, so two digests.
     for (const v of ['a', 'b']) built.push(await buildExampleRuntimeImage({ registry, tag: `test-${v}-${runId}`, version: `0.0.0-${v}.${runId}` }));
-    s = await setup(work.path, 'dev', { bridge: { enabled: true, ack_timeout_ms: 20_000 }, timers: { poll_interval_s: 1, heartbeat_interval_s: 1, retry_initial_ms: 100, retry_max_ms: 500 } });
+    s = await setup(work.path, 'dev', {
+      bridge: { enabled: true, ack_timeout_ms: 20_000 },
+      timers: { poll_interval_s: 1, heartbeat_interval_s: 1, retry_initial_ms: 100, retry_max_ms: 500 },
+    });
   }, 300_000);
 
   afterAll(async () => {
@@ -60,17 +63,36 @@ describe('updates.runtime moves the runtime container to the next image version'
   it('recreates the container on the new digest, and the new version acks over the reconnected bridge', async () => {
     const [a, b] = built as [BuiltImage, BuiltImage];
     // The container entry stays on version a in both snapshots: only the trigger moves it.
-    const inference: ContainerSpec = { name: 'inference', image: a.image, tag: a.tag, digest: a.digest, env: { AGENT_TEST: work.path }, command: [], ports: [], restart: 'always', bridge: true, models: false };
+    const inference: ContainerSpec = {
+      name: 'inference',
+      image: a.image,
+      tag: a.tag,
+      digest: a.digest,
+      env: { AGENT_TEST: work.path },
+      command: [],
+      ports: [],
+      restart: 'always',
+      bridge: true,
+      models: false,
+    };
     const audit = () => readAuditEntries(join(s.stateDir, 'audit.jsonl'));
     const ackedBy = async (digest: string, runtime: string) =>
-      (await audit()).some((e) => e.type === 'runtime-ack' && e.digest === digest && (e.acks as { runtime: string; ok: boolean }[]).some((x) => x.runtime === runtime && x.ok));
+      (await audit()).some(
+        (e) => e.type === 'runtime-ack' && e.digest === digest && (e.acks as { runtime: string; ok: boolean }[]).some((x) => x.runtime === runtime && x.ok),
+      );
 
     const first = await s.net.publish(devSnapshot({ network: 'testnet', sequence: 1, pollSeconds: 1, containers: [inference] }));
     agent = await startAgent(await loadConfig(s.config), { logger: silentLogger });
     await until('version a to ack snapshot 1', () => ackedBy(first.digest, `example-runtime:${a.version}`));
 
     const second = await s.net.publish(
-      devSnapshot({ network: 'testnet', sequence: 2, pollSeconds: 1, containers: [inference], extra: { updates: { runtime: { version: b.version, image: b.image, digest: b.digest } } } }),
+      devSnapshot({
+        network: 'testnet',
+        sequence: 2,
+        pollSeconds: 1,
+        containers: [inference],
+        extra: { updates: { runtime: { version: b.version, image: b.image, digest: b.digest } } },
+      }),
     );
     await until('version b to ack snapshot 2', () => ackedBy(second.digest, `example-runtime:${b.version}`));
 
@@ -84,6 +106,11 @@ describe('updates.runtime moves the runtime container to the next image version'
     const imageId = await docker('inspect', '--format', '{{.Image}}', mine[0]!);
     const repoDigests = JSON.parse(await docker('image', 'inspect', '--format', '{{json .RepoDigests}}', imageId)) as string[];
     expect(repoDigests).toContain(`${b.image}@${b.digest}`);
-    expect((await audit()).find((e) => e.type === 'runtime-update')).toMatchObject({ version: b.version, image_digest: b.digest, container: 'inference', seen_in: second.digest });
+    expect((await audit()).find((e) => e.type === 'runtime-update')).toMatchObject({
+      version: b.version,
+      image_digest: b.digest,
+      container: 'inference',
+      seen_in: second.digest,
+    });
   }, 240_000);
 });

@@ -38,7 +38,11 @@ describe('the runtime bridge the Agent hosts', () => {
   beforeAll(async () => {
     work = await tempDir('agent-runtime-');
     statusPort = await freePort();
-    s = await setup(work.path, 'dev', { status: { listen: `127.0.0.1:${statusPort}` }, bridge: { enabled: true, ack_timeout_ms: 5000 }, timers: { poll_interval_s: 1, heartbeat_interval_s: 1, retry_initial_ms: 100, retry_max_ms: 500 } });
+    s = await setup(work.path, 'dev', {
+      status: { listen: `127.0.0.1:${statusPort}` },
+      bridge: { enabled: true, ack_timeout_ms: 5000 },
+      timers: { poll_interval_s: 1, heartbeat_interval_s: 1, retry_initial_ms: 100, retry_max_ms: 500 },
+    });
   });
 
   afterAll(async () => {
@@ -81,10 +85,16 @@ describe('the runtime bridge the Agent hosts', () => {
   });
 
   it('sends heartbeats with the applied digest to the origin', async () => {
-    const nodes = async () => ((await (await fetch(`${s.origin.url}/v1/testnet/nodes`)).json()) as { nodes: { node_id: string; body: Record<string, unknown> }[] }).nodes;
+    const nodes = async () =>
+      ((await (await fetch(`${s.origin.url}/v1/testnet/nodes`)).json()) as { nodes: { node_id: string; body: Record<string, unknown> }[] }).nodes;
     await until('a heartbeat naming the applied snapshot', async () => (await nodes()).some((n) => n.node_id === 'node-test-1' && n.body.sequence === 1));
     const body = (await nodes())[0]?.body;
-    expect(body).toMatchObject({ config_digest: expect.stringMatching(/^sha256:/), sequence: 1, agent_version: expect.any(String), status: expect.any(String) });
+    expect(body).toMatchObject({
+      config_digest: expect.stringMatching(/^sha256:/),
+      sequence: 1,
+      agent_version: expect.any(String),
+      status: expect.any(String),
+    });
   });
 
   it('reports unhealthy once no check has succeeded for twice the poll interval, and keeps what runs', async () => {

@@ -28,7 +28,13 @@ async function until(what: string, probe: () => Promise<boolean>, ms = 120_000):
 }
 
 /** A build derived from `from` by a Dockerfile tail, pushed; returns its digest. */
-async function derive(work: string, from: BuiltImage, name: string, tail: string, files: Record<string, string> = {}): Promise<{ ref: string; digest: string }> {
+async function derive(
+  work: string,
+  from: BuiltImage,
+  name: string,
+  tail: string,
+  files: Record<string, string> = {},
+): Promise<{ ref: string; digest: string }> {
   const context = join(work, `build-${name}`);
   await mkdir(context, { recursive: true });
   for (const [file, text] of Object.entries(files)) await writeFile(join(context, file), text);
@@ -104,17 +110,29 @@ describe('the Agent following updates.agent in its container', () => {
     );
     // A build that passes standby and takes over, then cannot reach its origin (so never has a
     // successful sync) and exits a few seconds after every start: a crash loop after the takeover.
-    crashesAfterTakeover = await derive(work.path, v1, 'v3-crash-loop', 'COPY crash-loop.cjs /opt/crash-loop.cjs\nENTRYPOINT ["/usr/local/bin/node", "/opt/crash-loop.cjs"]', {
-      'crash-loop.cjs': crashLoopScript,
-    });
+    crashesAfterTakeover = await derive(
+      work.path,
+      v1,
+      'v3-crash-loop',
+      'COPY crash-loop.cjs /opt/crash-loop.cjs\nENTRYPOINT ["/usr/local/bin/node", "/opt/crash-loop.cjs"]',
+      {
+        'crash-loop.cjs': crashLoopScript,
+      },
+    );
     // The same, minus the exit: it takes over and would sit unconfirmed until killed.
     noOrigin = await derive(work.path, v1, 'v3-no-origin', 'COPY no-origin.cjs /opt/no-origin.cjs\nENTRYPOINT ["/usr/local/bin/node", "/opt/no-origin.cjs"]', {
       'no-origin.cjs': crashLoopScript.replace(/^\s*setTimeout.*$/m, ''),
     });
     // Another digest of that build, for a second kill (the retry budget is per digest).
-    noOriginB = await derive(work.path, v1, 'v3-no-origin-b', 'COPY no-origin.cjs /opt/no-origin.cjs\nENTRYPOINT ["/usr/local/bin/node", "/opt/no-origin.cjs"]', {
-      'no-origin.cjs': crashLoopScript.replace(/^\s*setTimeout.*$/m, ''),
-    });
+    noOriginB = await derive(
+      work.path,
+      v1,
+      'v3-no-origin-b',
+      'COPY no-origin.cjs /opt/no-origin.cjs\nENTRYPOINT ["/usr/local/bin/node", "/opt/no-origin.cjs"]',
+      {
+        'no-origin.cjs': crashLoopScript.replace(/^\s*setTimeout.*$/m, ''),
+      },
+    );
     derived.push(v2, exitsAtStart, standbyFails, runFails, crashesAfterTakeover, noOrigin, noOriginB);
 
     net = await createDevNetwork(join(work.path, 'net'), 'testnet');
@@ -157,12 +175,18 @@ describe('the Agent following updates.agent in its container', () => {
 
   afterAll(async () => {
     if (containerId) {
-      for (const filter of [`label=io.resultity.agent-standby-of=${containerId}`, `label=io.resultity.agent-successor-of=${containerId}`, `name=^${container}`]) {
+      for (const filter of [
+        `label=io.resultity.agent-standby-of=${containerId}`,
+        `label=io.resultity.agent-successor-of=${containerId}`,
+        `name=^${container}`,
+      ]) {
         const ids = (await docker('ps', '-aq', '--filter', filter).catch(() => '')).split('\n').filter(Boolean);
         if (ids.length > 0) await docker('rm', '-f', ...ids).catch(() => undefined);
       }
       if (successorId) {
-        const standbys = (await docker('ps', '-aq', '--filter', `label=io.resultity.agent-standby-of=${successorId}`).catch(() => '')).split('\n').filter(Boolean);
+        const standbys = (await docker('ps', '-aq', '--filter', `label=io.resultity.agent-standby-of=${successorId}`).catch(() => ''))
+          .split('\n')
+          .filter(Boolean);
         if (standbys.length > 0) await docker('rm', '-f', ...standbys).catch(() => undefined);
         await docker('rm', '-f', successorId).catch(() => undefined);
       }
@@ -184,10 +208,13 @@ describe('the Agent following updates.agent in its container', () => {
   const audit = (): Promise<AuditEntry[]> => readAuditEntries(join(state, 'audit.jsonl')).catch(() => []);
   const entriesFor = async (type: string, digest: string) => (await audit()).filter((e) => e.type === type && e.image_digest === digest);
   const publishWithAgentUpdate = (sequence: number, digest: string) =>
-    net.publish(devSnapshot({ network: 'testnet', sequence, pollSeconds: 1, extra: { updates: { agent: { version: `0.0.0-${sequence}`, image: v1.image, digest } } } }));
+    net.publish(
+      devSnapshot({ network: 'testnet', sequence, pollSeconds: 1, extra: { updates: { agent: { version: `0.0.0-${sequence}`, image: v1.image, digest } } } }),
+    );
   const runningId = async (id: string) => (await docker('inspect', '--format', '{{.State.Running}}', id).catch(() => 'gone')) === 'true';
   const lockHolder = async () => JSON.parse((await readFile(join(state, 'agent.lock'), 'utf8').catch(() => '{}')) || '{}') as { container?: string };
-  const standbyContainers = async (of: string) => (await docker('ps', '-aq', '--filter', `label=io.resultity.agent-standby-of=${of}`)).split('\n').filter(Boolean);
+  const standbyContainers = async (of: string) =>
+    (await docker('ps', '-aq', '--filter', `label=io.resultity.agent-standby-of=${of}`)).split('\n').filter(Boolean);
   const auditIntact = async () => {
     const verified = await cli(['audit', 'verify', '--config', join(work.path, 'etc', 'agent.json')]);
     expect(verified.stdout).toMatch(/^audit log intact/);
@@ -333,7 +360,10 @@ describe('the Agent following updates.agent in its container', () => {
     });
     await docker('kill', '-s', 'KILL', killed);
     // Killed before or just after its takeover (the engine decides which): a failed hand-over or a revert, v2 either way.
-    const outcome = async () => [...(await entriesFor('agent-update-failed', noOriginB.digest)), ...(await entriesFor('agent-update-reverted', noOriginB.digest))];
+    const outcome = async () => [
+      ...(await entriesFor('agent-update-failed', noOriginB.digest)),
+      ...(await entriesFor('agent-update-reverted', noOriginB.digest)),
+    ];
     await until('the failure to be audited', async () => (await outcome()).length > 0);
     expect(await outcome()).toHaveLength(1);
     expect((await outcome())[0]).toMatchObject({ successor: killed });

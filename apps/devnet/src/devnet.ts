@@ -177,12 +177,18 @@ async function main(): Promise<number> {
   // Without Docker the example runtime is a process of this one, on the Agent's socket.
   const hostRuntime = image
     ? null
-    : await startExampleRuntime({ bridgeUrl: agent.bridgeAddress ?? '', tokenFile: config.bridge.token_file, runtimeId: 'example-runtime', http: { host: '127.0.0.1', port: 0 } });
+    : await startExampleRuntime({
+        bridgeUrl: agent.bridgeAddress ?? '',
+        tokenFile: config.bridge.token_file,
+        runtimeId: 'example-runtime',
+        http: { host: '127.0.0.1', port: 0 },
+      });
   const runtimeUrl = hostRuntime?.url ?? `http://127.0.0.1:${jobPort}`;
   if (hostRuntime) say(`example runtime at ${runtimeUrl} (a host process), connected to the Agent's bridge`);
   const runtimeDigest = async () => ((await (await fetch(`${runtimeUrl}/v1/environment`)).json()) as { digest?: string }).digest;
   const curl = `curl -s -X POST ${runtimeUrl}/v1/jobs -d '{"model":"tiny-llm","max_tokens":8}'`;
-  const sendJob = async () => JSON.stringify(await (await fetch(`${runtimeUrl}/v1/jobs`, { method: 'POST', body: '{"model":"tiny-llm","max_tokens":8}' })).json());
+  const sendJob = async () =>
+    JSON.stringify(await (await fetch(`${runtimeUrl}/v1/jobs`, { method: 'POST', body: '{"model":"tiny-llm","max_tokens":8}' })).json());
 
   const status = async (): Promise<StatusReport> => (await (await fetch(`${agent.statusUrl}/status`)).json()) as StatusReport;
   let code = 0;
@@ -193,7 +199,9 @@ async function main(): Promise<number> {
     say(renderStatus(await status()));
     const before = image ? await runtimeContainer() : null;
     if (before) {
-      say(`\nthe runtime runs in container ${before.id.slice(0, 12)}: the Agent's bridge socket at /run/resultity/bridge.sock, its models read-only at ${join(config.state_dir, 'models')}`);
+      say(
+        `\nthe runtime runs in container ${before.id.slice(0, 12)}: the Agent's bridge socket at /run/resultity/bridge.sock, its models read-only at ${join(config.state_dir, 'models')}`,
+      );
     }
     say(`send a job and see the limits in force:\n  ${curl}\n  ${await sendJob()}`);
 
@@ -207,7 +215,11 @@ async function main(): Promise<number> {
     if (before) {
       const after = await runtimeContainer();
       const kept = after?.id === before.id && after.startedAt === before.startedAt;
-      say(kept ? `the runtime container ${before.id.slice(0, 12)} took the new model and limits over the bridge: not recreated, not restarted` : `the runtime container was replaced (${before.id.slice(0, 12)} → ${after?.id.slice(0, 12) ?? 'none'})`);
+      say(
+        kept
+          ? `the runtime container ${before.id.slice(0, 12)} took the new model and limits over the bridge: not recreated, not restarted`
+          : `the runtime container was replaced (${before.id.slice(0, 12)} → ${after?.id.slice(0, 12) ?? 'none'})`,
+      );
     }
     say(`the same job now: ${await sendJob()}`);
 

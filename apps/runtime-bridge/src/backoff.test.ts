@@ -41,11 +41,14 @@ describe('a reconnect schedule driven by the delays', () => {
     const fired: number[] = [];
     let attempt = 0;
     const schedule = () =>
-      setTimeout(() => {
-        fired.push(Date.now());
-        attempt += 1;
-        if (attempt < 4) schedule();
-      }, backoffDelay(attempt, { ...options, jitter: 0 }));
+      setTimeout(
+        () => {
+          fired.push(Date.now());
+          attempt += 1;
+          if (attempt < 4) schedule();
+        },
+        backoffDelay(attempt, { ...options, jitter: 0 }),
+      );
     const start = Date.now();
     schedule();
     vi.advanceTimersByTime(100 + 200 + 400 + 800);

@@ -222,10 +222,12 @@ export async function connect(options: ConnectOptions): Promise<RuntimeBridge> {
   const onAbort = () => fail(new BridgeError('ABORTED', 'connect was aborted before the first environment arrived'));
   if (options.signal?.aborted) queueMicrotask(onAbort);
   options.signal?.addEventListener('abort', onAbort, { once: true });
-  void first.finally(() => {
-    clearTimeout(connectTimer);
-    options.signal?.removeEventListener('abort', onAbort);
-  }).catch(() => undefined);
+  void first
+    .finally(() => {
+      clearTimeout(connectTimer);
+      options.signal?.removeEventListener('abort', onAbort);
+    })
+    .catch(() => undefined);
 
   function scheduleReconnect(): void {
     if (closed) return;

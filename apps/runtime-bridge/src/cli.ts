@@ -8,7 +8,9 @@ import { startSidecar } from './sidecar.js';
 
 const program = new Command()
   .name('resultity-runtime-bridge')
-  .description('Sidecar for runtimes not written in Node: takes each environment from the Agent, writes it to a file and/or POSTs it to the runtime, and acknowledges only when that worked.')
+  .description(
+    'Sidecar for runtimes not written in Node: takes each environment from the Agent, writes it to a file and/or POSTs it to the runtime, and acknowledges only when that worked.',
+  )
   .option('--bridge <url>', 'the Agent endpoint: ws://127.0.0.1:PORT or a unix socket path (default: $RESULTITY_BRIDGE_SOCKET)')
   .option('--token-file <file>', 'file holding the bearer token, mode 0600 (default: $RESULTITY_BRIDGE_TOKEN_FILE)')
   .option('--runtime-id <id>', 'what the Agent knows this runtime by', 'runtime')

@@ -218,7 +218,8 @@ export async function startExampleRuntime(options: ExampleRuntimeOptions): Promi
     throw error;
   });
   const address = server.address();
-  const url = typeof address === 'object' && address !== null ? `http://${address.family === 'IPv6' ? `[${address.address}]` : address.address}:${address.port}` : '';
+  const url =
+    typeof address === 'object' && address !== null ? `http://${address.family === 'IPv6' ? `[${address.address}]` : address.address}:${address.port}` : '';
   logger?.info({ url, runtimeId: options.runtimeId }, 'example runtime listening');
 
   return {

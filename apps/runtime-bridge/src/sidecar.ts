@@ -7,7 +7,10 @@ import { type ConnectOptions, type RuntimeBridge, connect } from './bridge.js';
 import { BridgeError } from './errors.js';
 
 /** The HTTP call the sidecar makes; `fetch` by default, replaceable in unit tests. */
-export type PostPort = (url: string, init: { method: 'POST'; headers: Record<string, string>; body: string; signal: AbortSignal }) => Promise<{ ok: boolean; status: number }>;
+export type PostPort = (
+  url: string,
+  init: { method: 'POST'; headers: Record<string, string>; body: string; signal: AbortSignal },
+) => Promise<{ ok: boolean; status: number }>;
 
 /** A bridge for a runtime not written in Node: it hands each environment over through a file and/or a local admin URL. */
 export interface SidecarOptions extends Omit<ConnectOptions, 'onChange'> {

@@ -38,14 +38,19 @@ describe('connecting from the environment alone', () => {
   });
 
   it('lets explicit options win over the environment', () => {
-    expect(bridgeTarget({ url: 'ws://127.0.0.1:1', tokenFile: '/a' }, { [BRIDGE_ENV.socket]: '/s', [BRIDGE_ENV.tokenFile]: '/t' })).toEqual({ url: 'ws://127.0.0.1:1', tokenFile: '/a' });
+    expect(bridgeTarget({ url: 'ws://127.0.0.1:1', tokenFile: '/a' }, { [BRIDGE_ENV.socket]: '/s', [BRIDGE_ENV.tokenFile]: '/t' })).toEqual({
+      url: 'ws://127.0.0.1:1',
+      tokenFile: '/a',
+    });
     expect(bridgeTarget({}, { [BRIDGE_ENV.socket]: '/s', [BRIDGE_ENV.tokenFile]: '/t' })).toEqual({ url: '/s', tokenFile: '/t' });
   });
 
   it('refuses a missing or relative socket with URL_INVALID and a missing token file with TOKEN_INVALID', () => {
     expect(() => bridgeTarget({}, {})).toThrow(expect.objectContaining({ code: 'URL_INVALID', message: expect.stringContaining(BRIDGE_ENV.socket) }));
     expect(() => bridgeTarget({}, { [BRIDGE_ENV.socket]: 'run/bridge.sock' })).toThrow(expect.objectContaining({ code: 'URL_INVALID' }));
-    expect(() => bridgeTarget({}, { [BRIDGE_ENV.socket]: '/s' })).toThrow(expect.objectContaining({ code: 'TOKEN_INVALID', message: expect.stringContaining(BRIDGE_ENV.tokenFile) }));
+    expect(() => bridgeTarget({}, { [BRIDGE_ENV.socket]: '/s' })).toThrow(
+      expect.objectContaining({ code: 'TOKEN_INVALID', message: expect.stringContaining(BRIDGE_ENV.tokenFile) }),
+    );
   });
 
   it('runs the sidecar CLI with no --bridge and no --token-file, from the environment', async () => {

@@ -22,9 +22,13 @@ describe('the resultity-example-runtime CLI', () => {
     const endpoint = await servers.start();
     await endpoint.setEnvironment(environment(1, { max_tokens: 8 }));
     const bin = fileURLToPath(new URL('../dist/example-runtime-cli.js', import.meta.url));
-    const child = spawn(process.execPath, [bin, '--bridge', endpoint.address, '--token-file', tokenFile, '--runtime-id', 'cli-runtime', '--token-delay-ms', '1'], {
-      stdio: ['ignore', 'pipe', 'ignore'],
-    });
+    const child = spawn(
+      process.execPath,
+      [bin, '--bridge', endpoint.address, '--token-file', tokenFile, '--runtime-id', 'cli-runtime', '--token-delay-ms', '1'],
+      {
+        stdio: ['ignore', 'pipe', 'ignore'],
+      },
+    );
     const exited = once(child, 'exit');
     cleanups.push(async () => {
       child.kill('SIGKILL');

@@ -32,11 +32,23 @@ async function reload(endpoint: BridgeEndpoint, env: ReturnType<typeof environme
 
 describe('hot reload in the example runtime', () => {
   it('changes every limit under a steady job load with zero jobs lost or failed', async () => {
-    const first = environment(1, { max_tokens: 100, max_queue_size: 8, execution_timeout_ms: 60_000, validation: [{ field: 'prompt', op: 'max_length', value: 50 }] });
+    const first = environment(1, {
+      max_tokens: 100,
+      max_queue_size: 8,
+      execution_timeout_ms: 60_000,
+      validation: [{ field: 'prompt', op: 'max_length', value: 50 }],
+    });
     const { endpoint, runtime } = await setup(first, { tokenDelayMs: 1, concurrency: 2 });
     const reloads = [
-      environment(2, { max_tokens: 60, max_queue_size: 1, execution_timeout_ms: 30_000, validation: [{ field: 'prompt', op: 'max_length', value: 20 }] }, ['tiny', 'small']),
-      environment(3, { max_tokens: 20, max_queue_size: 4, execution_timeout_ms: 45_000, validation: [{ field: 'model', op: 'in', value: ['tiny', 'small'] }] }, ['small', 'tiny']),
+      environment(2, { max_tokens: 60, max_queue_size: 1, execution_timeout_ms: 30_000, validation: [{ field: 'prompt', op: 'max_length', value: 20 }] }, [
+        'tiny',
+        'small',
+      ]),
+      environment(
+        3,
+        { max_tokens: 20, max_queue_size: 4, execution_timeout_ms: 45_000, validation: [{ field: 'model', op: 'in', value: ['tiny', 'small'] }] },
+        ['small', 'tiny'],
+      ),
       environment(4, { max_tokens: 200, max_queue_size: 2, execution_timeout_ms: 90_000 }, ['tiny']),
     ];
 

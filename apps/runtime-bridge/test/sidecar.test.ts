@@ -87,7 +87,14 @@ describe('startSidecar', () => {
     const blocked = join(dir, 'blocked');
     await writeFile(blocked, 'a file where a directory should be');
     const abort = new AbortController();
-    const pending = startSidecar({ url: endpoint.address, token: TOKEN, runtimeId: 'sidecar', writeFile: join(blocked, 'env.json'), signal: abort.signal, backoff: FAST_BACKOFF });
+    const pending = startSidecar({
+      url: endpoint.address,
+      token: TOKEN,
+      runtimeId: 'sidecar',
+      writeFile: join(blocked, 'env.json'),
+      signal: abort.signal,
+      backoff: FAST_BACKOFF,
+    });
     pending.catch(() => undefined);
     await until(() => endpoint.connected().length === 1, 'the sidecar said hello');
     const [ack] = await endpoint.setEnvironment(environment(1));
@@ -102,10 +109,12 @@ describe('startSidecar', () => {
 
   it('refuses to start without a target or with an admin URL off this host', async () => {
     const codeOf = async (options: Partial<Parameters<typeof startSidecar>[0]>) =>
-      ((await sidecar(options).then(
-        () => undefined,
-        (e: unknown) => e,
-      )) as BridgeError).code;
+      (
+        (await sidecar(options).then(
+          () => undefined,
+          (e: unknown) => e,
+        )) as BridgeError
+      ).code;
     expect(await codeOf({ url: 'ws://127.0.0.1:1' })).toBe('SIDECAR_CONFIG');
     expect(await codeOf({ url: 'ws://127.0.0.1:1', postUrl: 'http://192.168.0.2/admin' })).toBe('SIDECAR_CONFIG');
   });

@@ -18,7 +18,8 @@ export class OriginChunkLists implements ChunkListSource {
 
   async fetch(hex: string, maxBytes: number, signal?: AbortSignal): Promise<Uint8Array> {
     // Only a validated digest becomes part of a URL.
-    if (!HEX64.test(hex)) throw new ApplyError('CHUNK_LIST_INVALID', `expected a chunk list digest of 64 lowercase hex digits, found ${JSON.stringify(hex.slice(0, 80))}`);
+    if (!HEX64.test(hex))
+      throw new ApplyError('CHUNK_LIST_INVALID', `expected a chunk list digest of 64 lowercase hex digits, found ${JSON.stringify(hex.slice(0, 80))}`);
     const base = this.origin.endsWith('/') ? this.origin : `${this.origin}/`;
     const url = new URL(`v1/${encodeURIComponent(this.network)}/chunks/${hex}.json`, base).toString();
     const response = await this.downloader.open(url, { offset: 0, ...(signal ? { signal } : {}) });

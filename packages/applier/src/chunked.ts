@@ -109,7 +109,11 @@ function chunkLabel(index: number): string {
  * (CHUNK_LIST_UNAVAILABLE, retryable); a list whose digest matches but whose content is wrong is
  * what the snapshot names (CHUNK_LIST_INVALID, not retryable).
  */
-export async function loadChunkList(model: Model & { chunks: NonNullable<Model['chunks']> }, ports: Pick<ChunkPorts, 'lists'>, signal?: AbortSignal): Promise<string[]> {
+export async function loadChunkList(
+  model: Model & { chunks: NonNullable<Model['chunks']> },
+  ports: Pick<ChunkPorts, 'lists'>,
+  signal?: AbortSignal,
+): Promise<string[]> {
   const label = `${model.name}@${model.version}`;
   const hex = model.chunks.sha256;
   const maxBytes = chunkListByteLength(chunkCount(model.size, model.chunks.size));
@@ -361,7 +365,12 @@ export async function fetchChunked(
           if (mirror === null) {
             // Every mirror is out: the chunks still in flight may finish, nothing more can start.
             if (flights.size === 0) {
-              fatal = new Fatal(allMirrorsFailed(label, mirrors.flatMap((m) => (m.failure ? [m.failure] : []))));
+              fatal = new Fatal(
+                allMirrorsFailed(
+                  label,
+                  mirrors.flatMap((m) => (m.failure ? [m.failure] : [])),
+                ),
+              );
               notify();
               return;
             }
@@ -391,7 +400,8 @@ export async function fetchChunked(
             pending.unshift(chunk);
             pending.sort((a, b) => a - b);
             if (error instanceof Fatal) fatal ??= error;
-            else if (options.signal?.aborted) fatal ??= new Fatal(new ApplyError('ABORTED', `download of ${label} was cancelled (verified chunks are kept for a resume)`, { cause: error }));
+            else if (options.signal?.aborted)
+              fatal ??= new Fatal(new ApplyError('ABORTED', `download of ${label} was cancelled (verified chunks are kept for a resume)`, { cause: error }));
             else if (!flight.stolen) blame(mirror, chunk, error);
           } finally {
             mirror.active--;

@@ -23,7 +23,13 @@ describe('planCollection', () => {
   });
 
   it('keeps the staged files of a kept model, so its download resumes', () => {
-    const plan = planCollection({ index: [], files }, [{ sha256: hex('a') }, { sha256: hex('b') }, { sha256: hex('c') }, { sha256: hex('d') }, { sha256: hex('e') }]);
+    const plan = planCollection({ index: [], files }, [
+      { sha256: hex('a') },
+      { sha256: hex('b') },
+      { sha256: hex('c') },
+      { sha256: hex('d') },
+      { sha256: hex('e') },
+    ]);
     expect(plan.remove).toEqual([]);
     expect(plan.bytes).toBe(0);
   });
@@ -45,7 +51,14 @@ describe('executeCollection', () => {
       },
     } satisfies CollectableStore;
     const report = await executeCollection(
-      { remove: [{ kind: 'blob', sha256: hex('a'), bytes: 5 }, { kind: 'blob', sha256: hex('b'), bytes: 9 }], bytes: 14, storeBytes: 14 },
+      {
+        remove: [
+          { kind: 'blob', sha256: hex('a'), bytes: 5 },
+          { kind: 'blob', sha256: hex('b'), bytes: 9 },
+        ],
+        bytes: 14,
+        storeBytes: 14,
+      },
       store,
     );
     expect(removed).toEqual([hex('a')]);

@@ -58,9 +58,7 @@ describe('registries', () => {
   it('refuses an image reference that smuggles a tag or a digest', () => {
     const policy = { allowedRegistries: ['127.0.0.1:5000'] };
     expect(() => assertRegistryAllowed('127.0.0.1:5000/x:latest', policy)).toThrow(expect.objectContaining({ code: 'POLICY_DENIED' }));
-    expect(() => assertRegistryAllowed(`127.0.0.1:5000/x@sha256:${'a'.repeat(64)}`, policy)).toThrow(
-      expect.objectContaining({ code: 'POLICY_DENIED' }),
-    );
+    expect(() => assertRegistryAllowed(`127.0.0.1:5000/x@sha256:${'a'.repeat(64)}`, policy)).toThrow(expect.objectContaining({ code: 'POLICY_DENIED' }));
     expect(() => assertRegistryAllowed('127.0.0.1:5000/x', policy)).not.toThrow();
   });
 
@@ -131,7 +129,19 @@ describe('dockerCreateOptions', () => {
 
 describe('definitionOf', () => {
   const spec = (extra: Record<string, unknown> = {}): ContainerSpec =>
-    ({ name: 'rt', image: '127.0.0.1:5000/rt', tag: '1', digest: definition.digest, env: { A: '1' }, command: [], ports: [], restart: 'no', bridge: false, models: false, ...extra }) as ContainerSpec;
+    ({
+      name: 'rt',
+      image: '127.0.0.1:5000/rt',
+      tag: '1',
+      digest: definition.digest,
+      env: { A: '1' },
+      command: [],
+      ports: [],
+      restart: 'no',
+      bridge: false,
+      models: false,
+      ...extra,
+    }) as ContainerSpec;
   const policy = { allowedRegistries: ['127.0.0.1:5000'], bridgeDir: '/srv/r/run', modelsDir: '/srv/r/models', gpusOffered: 4 };
 
   it('confines by default: a pids limit of 4096, no memory limit unless the Agent sets one', () => {
@@ -160,14 +170,9 @@ describe('definitionOf', () => {
   });
 
   it('changes the hash when any runtime field changes, so the container is recreated', () => {
-    const hashes = [
-      {},
-      { bridge: true },
-      { models: true },
-      { gpus: 1 },
-      { gpus: 2 },
-      { shm_size_mb: 64 },
-    ].map((extra) => definitionHash(definitionOf(spec(extra), policy)));
+    const hashes = [{}, { bridge: true }, { models: true }, { gpus: 1 }, { gpus: 2 }, { shm_size_mb: 64 }].map((extra) =>
+      definitionHash(definitionOf(spec(extra), policy)),
+    );
     expect(new Set(hashes).size).toBe(hashes.length);
     expect(definitionHash(definitionOf(spec(), { ...policy, memoryMb: 100 }))).not.toBe(definitionHash(definitionOf(spec(), policy)));
   });

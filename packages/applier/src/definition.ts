@@ -86,7 +86,10 @@ export function definitionOf(spec: ContainerSpec, policy?: ApplierPolicy): Conta
   if (spec.bridge === true) {
     const dir = policy?.bridgeDir;
     if (dir === undefined || !isAbsolute(dir)) {
-      fail('POLICY_DENIED', `container ${spec.name} asks for the runtime bridge; expected the Agent to name an absolute bridge directory, found ${JSON.stringify(dir ?? null)}`);
+      fail(
+        'POLICY_DENIED',
+        `container ${spec.name} asks for the runtime bridge; expected the Agent to name an absolute bridge directory, found ${JSON.stringify(dir ?? null)}`,
+      );
     }
     definition.bridgeDir = dir;
     env[BRIDGE_ENV.socket] = `${BRIDGE_MOUNT}/bridge.sock`;
@@ -95,7 +98,10 @@ export function definitionOf(spec: ContainerSpec, policy?: ApplierPolicy): Conta
   if (spec.models === true) {
     const dir = policy?.modelsDir;
     if (dir === undefined || !isAbsolute(dir)) {
-      fail('POLICY_DENIED', `container ${spec.name} asks for the model store; expected the Agent to name an absolute model directory, found ${JSON.stringify(dir ?? null)}`);
+      fail(
+        'POLICY_DENIED',
+        `container ${spec.name} asks for the model store; expected the Agent to name an absolute model directory, found ${JSON.stringify(dir ?? null)}`,
+      );
     }
     definition.modelsDir = dir;
     env[BRIDGE_ENV.modelsDir] = dir;
@@ -119,10 +125,16 @@ export function assertDefinitionAllowed(name: string, definition: ContainerDefin
     fail('POLICY_DENIED', `container ${name} asks for the host network, which the Agent's policy does not allow`);
   }
   if (definition.bridgeDir !== undefined && definition.bridgeDir !== policy.bridgeDir) {
-    fail('POLICY_DENIED', `container ${name}: expected the bridge directory ${JSON.stringify(policy.bridgeDir ?? null)}, found ${JSON.stringify(definition.bridgeDir)}`);
+    fail(
+      'POLICY_DENIED',
+      `container ${name}: expected the bridge directory ${JSON.stringify(policy.bridgeDir ?? null)}, found ${JSON.stringify(definition.bridgeDir)}`,
+    );
   }
   if (definition.modelsDir !== undefined && definition.modelsDir !== policy.modelsDir) {
-    fail('POLICY_DENIED', `container ${name}: expected the model directory ${JSON.stringify(policy.modelsDir ?? null)}, found ${JSON.stringify(definition.modelsDir)}`);
+    fail(
+      'POLICY_DENIED',
+      `container ${name}: expected the model directory ${JSON.stringify(policy.modelsDir ?? null)}, found ${JSON.stringify(definition.modelsDir)}`,
+    );
   }
   if (definition.gpus !== undefined) gpusFor(name, definition.gpus, policy);
   const pids = policy.pidsLimit ?? DEFAULT_PIDS_LIMIT;
@@ -199,10 +211,7 @@ export function assertRegistryAllowed(image: string, policy: ApplierPolicy): voi
   const registry = registryOf(image);
   const allowed = policy.allowedRegistries.map((r) => r.toLowerCase());
   if (!allowed.includes(registry)) {
-    fail(
-      'REGISTRY_NOT_ALLOWED',
-      `image ${image} comes from registry ${registry}; allowed are: ${allowed.join(', ') || '(none)'}`,
-    );
+    fail('REGISTRY_NOT_ALLOWED', `image ${image} comes from registry ${registry}; allowed are: ${allowed.join(', ') || '(none)'}`);
   }
   const last = image.slice(image.lastIndexOf('/') + 1);
   if (/[@\s]/.test(image) || last.includes(':') || image.includes('..') || image !== image.toLowerCase()) {

@@ -124,10 +124,7 @@ export class DockerEngine implements ContainerEngine {
     }
   }
 
-  async pullImage(
-    reference: string,
-    options: { signal?: AbortSignal; onProgress?: (done: number, total: number | null) => void },
-  ): Promise<void> {
+  async pullImage(reference: string, options: { signal?: AbortSignal; onProgress?: (done: number, total: number | null) => void }): Promise<void> {
     const stream = (await this.docker.createImage({ fromImage: reference, abortSignal: options.signal })) as NodeJS.ReadableStream;
     const layers = new Map<string, { current: number; total: number }>();
     await new Promise<void>((resolve, reject) => {

@@ -6,9 +6,19 @@ describe('ApplyError', () => {
   it('is retryable exactly for transport and environment failures', () => {
     const retryable = APPLY_ERROR_CODES.filter((code) => new ApplyError(code, 'x').retryable);
     const final = APPLY_ERROR_CODES.filter((code) => !new ApplyError(code, 'x').retryable);
-    expect(final.sort()).toEqual(['CHUNK_LIST_INVALID', 'CONTAINER_FAILED', 'GPUS_UNAVAILABLE', 'HEALTH_TIMEOUT', 'INVALID_STEP', 'POLICY_DENIED', 'REGISTRY_NOT_ALLOWED']);
+    expect(final.sort()).toEqual([
+      'CHUNK_LIST_INVALID',
+      'CONTAINER_FAILED',
+      'GPUS_UNAVAILABLE',
+      'HEALTH_TIMEOUT',
+      'INVALID_STEP',
+      'POLICY_DENIED',
+      'REGISTRY_NOT_ALLOWED',
+    ]);
     expect(retryable).toEqual(expect.arrayContaining(['CHUNK_LIST_UNAVAILABLE', 'MIRROR_CHUNK_MISMATCH', 'MIRROR_NO_RANGES']));
-    expect(retryable).toEqual(expect.arrayContaining(['DOWNLOAD_FAILED', 'HASH_MISMATCH', 'PULL_FAILED', 'ABORTED', 'INSUFFICIENT_SPACE', 'ENGINE_UNAVAILABLE']));
+    expect(retryable).toEqual(
+      expect.arrayContaining(['DOWNLOAD_FAILED', 'HASH_MISMATCH', 'PULL_FAILED', 'ABORTED', 'INSUFFICIENT_SPACE', 'ENGINE_UNAVAILABLE']),
+    );
     expect(retryable.filter((code) => code.startsWith('MIRROR_'))).toHaveLength(APPLY_ERROR_CODES.filter((c) => c.startsWith('MIRROR_')).length);
   });
 

@@ -112,10 +112,7 @@ async function pullImage(step: Extract<Step, { kind: 'pull-image' }>, ctx: Conte
   }
   const pulled = await engine.imageRepoDigests(reference);
   if (pulled === null || !hasRepoDigest(pulled, step.image, step.digest)) {
-    fail(
-      'DIGEST_MISMATCH',
-      `image ${reference}: expected a repo digest ${step.image}@${step.digest}, the pulled image has ${JSON.stringify(pulled ?? [])}`,
-    );
+    fail('DIGEST_MISMATCH', `image ${reference}: expected a repo digest ${step.image}@${step.digest}, the pulled image has ${JSON.stringify(pulled ?? [])}`);
   }
 }
 

@@ -8,7 +8,13 @@ import { HttpStatusError } from './http.js';
 import type { Clock, DownloadResponse, Downloader, ModelStore } from './ports.js';
 
 const bytes = Buffer.from('the weights');
-const model = { name: 'm', version: '1', sha256: createHash('sha256').update(bytes).digest('hex'), size: bytes.length, urls: ['https://a.example/m', 'https://b.example/m'] };
+const model = {
+  name: 'm',
+  version: '1',
+  sha256: createHash('sha256').update(bytes).digest('hex'),
+  size: bytes.length,
+  urls: ['https://a.example/m', 'https://b.example/m'],
+};
 
 /** A clock whose sleeps return at once: retries without real waiting. */
 const clock = { now: () => 0, sleep: async () => undefined } satisfies Clock;

@@ -261,7 +261,10 @@ export class HttpDownloader implements Downloader {
         // an exception inside this callback (which would take the whole process down).
         this.answer(res, target, options, redirects).then(resolve, reject);
       });
-      const waiting = setTimeout(() => req.destroy(new ApplyError('MIRROR_STALLED', `${host} did not answer within ${this.idleTimeoutMs} ms`)), this.idleTimeoutMs);
+      const waiting = setTimeout(
+        () => req.destroy(new ApplyError('MIRROR_STALLED', `${host} did not answer within ${this.idleTimeoutMs} ms`)),
+        this.idleTimeoutMs,
+      );
       req.on('error', (error) => {
         clearTimeout(waiting);
         reject(error);
@@ -270,7 +273,12 @@ export class HttpDownloader implements Downloader {
   }
 
   /** Turns a response into a body, a followed redirect or a typed refusal. */
-  private async answer(res: http.IncomingMessage, target: URL, options: { offset: number; end?: number; signal?: AbortSignal }, redirects: number): Promise<DownloadResponse> {
+  private async answer(
+    res: http.IncomingMessage,
+    target: URL,
+    options: { offset: number; end?: number; signal?: AbortSignal },
+    redirects: number,
+  ): Promise<DownloadResponse> {
     const host = hostOf(target);
     const status = res.statusCode ?? 0;
     if (status >= 300 && status < 400 && res.headers.location !== undefined) {

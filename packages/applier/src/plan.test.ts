@@ -51,15 +51,7 @@ describe('plan', () => {
   describe('from nothing', () => {
     it('fetches and pulls everything before it creates, starts and waits for each container, then sets the flags', () => {
       const d = desired(snapshot());
-      expect(kinds(plan(empty, d, { policy }))).toEqual([
-        'fetch-model',
-        'pull-image',
-        'activate-model',
-        'create',
-        'start',
-        'wait-healthy',
-        'set-flags',
-      ]);
+      expect(kinds(plan(empty, d, { policy }))).toEqual(['fetch-model', 'pull-image', 'activate-model', 'create', 'start', 'wait-healthy', 'set-flags']);
     });
   });
 
@@ -92,14 +84,7 @@ describe('plan', () => {
       it(`recreates the container when its ${what} changes, stopping the old one only after pulling`, () => {
         const current = appliedState(desired(base));
         const steps = plan(current, desired(next), { policy });
-        expect(kinds(steps)).toEqual([
-          'pull-image',
-          'stop',
-          'create',
-          'start',
-          'wait-healthy',
-          'remove',
-        ]);
+        expect(kinds(steps)).toEqual(['pull-image', 'stop', 'create', 'start', 'wait-healthy', 'remove']);
         const old = current.containers[0]!;
         expect(steps.find((s) => s.kind === 'stop')).toMatchObject({ id: old.id });
         expect(steps.find((s) => s.kind === 'create')).not.toMatchObject({ containerName: old.containerName });
@@ -221,7 +206,9 @@ describe('plan', () => {
       const current = appliedState(desired(snapshot({ models: [a] })));
       current.blobs = [a.sha256, b.sha256, c.sha256];
       const steps = plan(current, desired(snapshot({ models: [a] })), { policy, retainModels: [c] });
-      expect(steps).toEqual([{ kind: 'remove-model', model: { name: 'unindexed', version: b.sha256.slice(0, 12), sha256: b.sha256, size: 0 }, deleteBlob: true }]);
+      expect(steps).toEqual([
+        { kind: 'remove-model', model: { name: 'unindexed', version: b.sha256.slice(0, 12), sha256: b.sha256, size: 0 }, deleteBlob: true },
+      ]);
     });
 
     it('fetches again a model whose index entry points at a missing file', () => {

@@ -94,9 +94,7 @@ export function plan(current: CurrentState, desired: DesiredState, options: Plan
     activations.push({ kind: 'activate-model', model: refOf(model) });
   }
   const isReplaced = (entry: InstalledModel) => desired.models.some((m) => keyOf(m) === keyOf(entry) && m.sha256 !== entry.sha256);
-  const staying = new Set(
-    current.models.filter((m) => !isReplaced(m) && (desiredKeys.has(keyOf(m)) || retainKeys.has(keyOf(m)))),
-  );
+  const staying = new Set(current.models.filter((m) => !isReplaced(m) && (desiredKeys.has(keyOf(m)) || retainKeys.has(keyOf(m)))));
   const stayingBlobs = new Set([...wantedBlobs, ...[...staying].map((m) => m.sha256)]);
   for (const entry of current.models) {
     if (staying.has(entry)) continue;
@@ -115,8 +113,7 @@ export function plan(current: CurrentState, desired: DesiredState, options: Plan
 
   const flags: Step[] = sameFlags(current.flags, desired.flags) ? [] : [{ kind: 'set-flags', flags: desired.flags }];
 
-  const containerSteps =
-    strategy === 'hand-over' ? [...launches, ...restarts, ...stops, ...removals] : [...stops, ...launches, ...restarts, ...removals];
+  const containerSteps = strategy === 'hand-over' ? [...launches, ...restarts, ...stops, ...removals] : [...stops, ...launches, ...restarts, ...removals];
   return [...fetches, ...pulls, ...activations, ...containerSteps, ...flags, ...modelRemovals];
 }
 

@@ -297,7 +297,6 @@ export function readRange(url: URL, request: RangeReadRequest, sink: RangeSink, 
     socket.on('end', () => finish(new Error(`connection closed after ${received} of ${length} bytes`)));
     socket.on('close', () => finish(new Error(`connection closed after ${received} of ${length} bytes`)));
 
-
     // The minimum rate is measured from the first body byte: connecting and waiting for the
     // answer are the idle timeout's business.
     const startRateClock = () =>

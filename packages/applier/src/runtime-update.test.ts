@@ -4,7 +4,18 @@ import { describe, expect, it } from 'vitest';
 import { withRuntimeUpdate } from './runtime-update.js';
 
 const digest = (c: string) => `sha256:${c.repeat(64)}`;
-const container = (name: string, image: string, d: string): ContainerSpec => ({ name, image, tag: '1.0.0', digest: d, env: {}, command: [], ports: [], restart: 'always', bridge: false, models: false });
+const container = (name: string, image: string, d: string): ContainerSpec => ({
+  name,
+  image,
+  tag: '1.0.0',
+  digest: d,
+  env: {},
+  command: [],
+  ports: [],
+  restart: 'always',
+  bridge: false,
+  models: false,
+});
 
 describe('withRuntimeUpdate', () => {
   const containers = [container('inference', 'registry.example/resultity/runtime', digest('a')), container('sidecar', 'registry.example/other', digest('b'))];

@@ -33,7 +33,10 @@ export function observedFrom(container: EngineContainer, policy: ApplierPolicy):
 }
 
 /** The containers this applier manages, as the engine has them now. */
-export async function listManaged(ports: Pick<ApplierPorts, 'engine'>, policy: ApplierPolicy): Promise<{ raw: EngineContainer; observed: ObservedContainer }[]> {
+export async function listManaged(
+  ports: Pick<ApplierPorts, 'engine'>,
+  policy: ApplierPolicy,
+): Promise<{ raw: EngineContainer; observed: ObservedContainer }[]> {
   const keys = labelKeys(policy);
   const out: { raw: EngineContainer; observed: ObservedContainer }[] = [];
   for (const raw of await ports.engine.listContainers(keys.managedBy)) {

@@ -86,7 +86,13 @@ describe('fetchChunked', () => {
     });
 
     it('fetches every chunk as a range, spread over all mirrors, and stores the verified file', async () => {
-      const model = chunkedModel('spread', bytes, CHUNK, nginx.urls.map((u) => `${u}/model.bin`), origin);
+      const model = chunkedModel(
+        'spread',
+        bytes,
+        CHUNK,
+        nginx.urls.map((u) => `${u}/model.bin`),
+        origin,
+      );
       const progress: { done: number; detail: DownloadDetail | undefined }[] = [];
       const report = await fetchChunked(model, ports({ connections: 4 }), { onProgress: (done, _total, detail) => progress.push({ done, detail }) });
       expect(sha256(await blob(model.sha256))).toBe(sha256(bytes));
@@ -105,7 +111,13 @@ describe('fetchChunked', () => {
     // Every chunk the bad mirror serves is wrong: which chunks a loaded machine sends its way is
     // a matter of measured speed, but the first one it is asked for always comes back corrupt.
     const [good1, bad, good2] = await mirrors({}, { corruptAt: [0, 1, 2, 3, 4, 5, 6].map((i) => i * CHUNK) }, {});
-    const model = chunkedModel('bad-mirror', bytes, CHUNK, [good1!, bad!, good2!].map((m) => m.url('/model.bin')), origin);
+    const model = chunkedModel(
+      'bad-mirror',
+      bytes,
+      CHUNK,
+      [good1!, bad!, good2!].map((m) => m.url('/model.bin')),
+      origin,
+    );
     const report = await fetchChunked(model, ports({ connections: 3 }));
     expect(sha256(await blob(model.sha256))).toBe(sha256(bytes));
     const named = report.mirrors[1]!;
@@ -119,7 +131,13 @@ describe('fetchChunked', () => {
 
   it('works around a mirror that keeps failing, one that stalls, and one that ignores ranges', async () => {
     const [failing, stalling, whole, good] = await mirrors({ status: 503 }, { stallAt: [CHUNK, 3 * CHUNK] }, { ignoreRanges: true }, {});
-    const model = chunkedModel('unruly', bytes, CHUNK, [failing!, stalling!, whole!, good!].map((m) => m.url('/model.bin')), origin);
+    const model = chunkedModel(
+      'unruly',
+      bytes,
+      CHUNK,
+      [failing!, stalling!, whole!, good!].map((m) => m.url('/model.bin')),
+      origin,
+    );
     const report = await fetchChunked(model, ports({ connections: 4, idleTimeoutMs: 500 }), { maxAttemptsPerUrl: 2, retryDelayMs: 10 });
     expect(sha256(await blob(model.sha256))).toBe(sha256(bytes));
     expect(report.mirrors.map((m) => m.failure?.code ?? null)).toEqual(['MIRROR_HTTP_STATUS', 'MIRROR_STALLED', 'MIRROR_NO_RANGES', null]);
@@ -199,7 +217,13 @@ describe('fetchChunked', () => {
     const report = await fetchChunked({ ...model, urls: [a!.url('/model.bin'), b!.url('/model.bin')] }, ports({ store }), { retryDelayMs: 1 });
     expect(report.chunksResumed).toBe(6);
     expect(sha256(await blob(model.sha256))).toBe(sha256(bytes));
-    expect(a!.ranges().slice(before).map(([start]) => start).sort((x, y) => x - y)).toEqual([2 * CHUNK, 6 * CHUNK]);
+    expect(
+      a!
+        .ranges()
+        .slice(before)
+        .map(([start]) => start)
+        .sort((x, y) => x - y),
+    ).toEqual([2 * CHUNK, 6 * CHUNK]);
   });
 
   describe('the chunk list', () => {
@@ -310,7 +334,12 @@ describe('after kill -9', () => {
     // node itself with tsx as a loader (not the tsx wrapper, which would leave its node child alive after a SIGKILL).
     const child = spawn(
       process.execPath,
-      ['--import', 'tsx', fileURLToPath(new URL('./support/chunked-child.ts', import.meta.url)), JSON.stringify({ model, root, origin: origin.url(''), connections })],
+      [
+        '--import',
+        'tsx',
+        fileURLToPath(new URL('./support/chunked-child.ts', import.meta.url)),
+        JSON.stringify({ model, root, origin: origin.url(''), connections }),
+      ],
       { stdio: ['ignore', 'pipe', 'inherit'], cwd: fileURLToPath(new URL('..', import.meta.url)) },
     );
     let lastDone = 0;
@@ -337,7 +366,10 @@ describe('after kill -9', () => {
     slow!.faults = {};
     const report = await fetchChunked(model, ports({ connections }));
     expect(report.chunksResumed).toBe(survived.length);
-    const refetched = slow!.ranges().slice(before).map(([start]) => start / CHUNK);
+    const refetched = slow!
+      .ranges()
+      .slice(before)
+      .map(([start]) => start / CHUNK);
     expect(refetched.filter((i) => survived.includes(i))).toEqual([]);
     expect(refetched.length).toBe(16 - survived.length);
     expect(report.bytesFetched).toBe((16 - survived.length) * CHUNK);
@@ -392,7 +424,11 @@ describe('execute with chunked models', () => {
       // 6 MiB are staged; the 4 MiB or so left free are less than the model, more than what it lacks.
       expect(await store.freeBytes()).toBeLessThan(eight.length);
       m!.faults = {};
-      await execute([{ kind: 'fetch-model', model }], { ...applierPorts(store), chunks: chunkPorts(origin, new HttpDownloader({ allowPrivateAddresses: true }), store) }, { policy });
+      await execute(
+        [{ kind: 'fetch-model', model }],
+        { ...applierPorts(store), chunks: chunkPorts(origin, new HttpDownloader({ allowPrivateAddresses: true }), store) },
+        { policy },
+      );
       expect(sha256(await readFile(join(mounted, 'sha256', model.sha256)))).toBe(sha256(eight));
     } finally {
       execFileSync('umount', [mounted]);
@@ -433,10 +469,15 @@ describe('a slow disk', () => {
     const staging = {
       openChunked: async (sha: string, layout: Parameters<FsModelStore['openChunked']>[1]) => {
         const part = await store.openChunked(sha, layout);
-        return { ...part, path: part.path, done: part.done, write: async (at: number, data: Uint8Array[]) => {
-          await new Promise((r) => setTimeout(r, 250));
-          await part.write(at, data);
-        } };
+        return {
+          ...part,
+          path: part.path,
+          done: part.done,
+          write: async (at: number, data: Uint8Array[]) => {
+            await new Promise((r) => setTimeout(r, 250));
+            await part.write(at, data);
+          },
+        };
       },
       discardChunked: (sha: string) => store.discardChunked(sha),
       chunkedBytes: (sha: string) => store.chunkedBytes(sha),
@@ -476,7 +517,23 @@ describe('over https', () => {
       await new Promise<void>((resolve, reject) =>
         execFile(
           'openssl',
-          ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', cert, '-days', '1', '-subj', '/CN=localhost', '-addext', 'subjectAltName=IP:127.0.0.1,DNS:localhost'],
+          [
+            'req',
+            '-x509',
+            '-newkey',
+            'rsa:2048',
+            '-nodes',
+            '-keyout',
+            key,
+            '-out',
+            cert,
+            '-days',
+            '1',
+            '-subj',
+            '/CN=localhost',
+            '-addext',
+            'subjectAltName=IP:127.0.0.1,DNS:localhost',
+          ],
           (error) => (error ? reject(error) : resolve()),
         ),
       );
@@ -484,8 +541,11 @@ describe('over https', () => {
     const env = { ...process.env, ...(trusted ? { NODE_EXTRA_CA_CERTS: cert } : {}) };
     if (!trusted) delete env.NODE_EXTRA_CA_CERTS;
     const stdout = await new Promise<string>((resolve, reject) =>
-      execFile(process.execPath, ['--import', 'tsx', fileURLToPath(new URL('./support/https-child.ts', import.meta.url)), key, cert, host], { cwd: applier, env }, (error, out) =>
-        error ? reject(error) : resolve(out),
+      execFile(
+        process.execPath,
+        ['--import', 'tsx', fileURLToPath(new URL('./support/https-child.ts', import.meta.url)), key, cert, host],
+        { cwd: applier, env },
+        (error, out) => (error ? reject(error) : resolve(out)),
       ),
     );
     return JSON.parse(stdout.trim()) as { read?: number; same?: boolean; error?: string };

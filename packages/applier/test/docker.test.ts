@@ -65,7 +65,19 @@ afterAll(async () => {
 });
 
 function spec(image: TestImage, overrides: Partial<ContainerSpec> = {}): ContainerSpec {
-  return { name: 'inference', image: image.image, tag: image.tag, digest: image.digest, env: { MODE: 'a' }, command: [], ports: [], restart: 'no', bridge: false, models: false, ...overrides };
+  return {
+    name: 'inference',
+    image: image.image,
+    tag: image.tag,
+    digest: image.digest,
+    env: { MODE: 'a' },
+    command: [],
+    ports: [],
+    restart: 'no',
+    bridge: false,
+    models: false,
+    ...overrides,
+  };
 }
 
 async function apply(
@@ -115,7 +127,10 @@ async function only() {
 
 /** Engine events about this run's containers and test images between two instants. */
 async function engineEvents(since: number, until: number): Promise<{ Type: string; Action: string }[]> {
-  const stream = (await dockerode.getEvents({ since: (since / 1000).toFixed(3), until: (until / 1000).toFixed(3) } as never)) as unknown as NodeJS.ReadableStream;
+  const stream = (await dockerode.getEvents({
+    since: (since / 1000).toFixed(3),
+    until: (until / 1000).toFixed(3),
+  } as never)) as unknown as NodeJS.ReadableStream;
   let text = '';
   for await (const chunk of stream) text += chunk.toString();
   return text
@@ -430,7 +445,9 @@ describe('execute against Docker', () => {
           `RESULTITY_MODELS_DIR=${modelsDir}`,
         ]),
       );
-      expect(c.info.Mounts.map((m) => ({ source: m.Source, destination: m.Destination, rw: m.RW })).sort((a, b) => a.destination.localeCompare(b.destination))).toEqual(
+      expect(
+        c.info.Mounts.map((m) => ({ source: m.Source, destination: m.Destination, rw: m.RW })).sort((a, b) => a.destination.localeCompare(b.destination)),
+      ).toEqual(
         [
           { source: bridgeDir, destination: '/run/resultity', rw: false },
           { source: modelsDir, destination: modelsDir, rw: false },
@@ -477,9 +494,7 @@ describe('execute against Docker', () => {
           return id;
         },
       });
-      const error = await failure(
-        apply([spec(img.v1, { gpus: 'all' })], { applierPolicy: runtimePolicy, ports: { ...ports, engine: recording } }),
-      );
+      const error = await failure(apply([spec(img.v1, { gpus: 'all' })], { applierPolicy: runtimePolicy, ports: { ...ports, engine: recording } }));
       expect(received).toEqual([[{ Driver: 'nvidia', Count: 1, DeviceIDs: null, Capabilities: [['gpu']], Options: null }]]);
       // This machine has no NVIDIA runtime: the start fails and the previous container comes back.
       expect(error.code).toBe('CONTAINER_FAILED');

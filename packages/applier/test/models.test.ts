@@ -168,7 +168,11 @@ describe('collecting the store', () => {
     const inventory = await store.inventory();
     const plan = planCollection(inventory, [kept]);
     expect(plan.remove.map((f) => [f.kind, f.sha256])).toEqual(
-      [['blob', gone.sha256], ['chunked', stale], ['journal', stale]].sort((a, b) => a[1]!.localeCompare(b[1]!)),
+      [
+        ['blob', gone.sha256],
+        ['chunked', stale],
+        ['journal', stale],
+      ].sort((a, b) => a[1]!.localeCompare(b[1]!)),
     );
     expect(plan.bytes).toBeGreaterThanOrEqual(300_000 + 40_000);
     const report = await executeCollection(plan, store);

@@ -270,7 +270,13 @@ export async function startBridgeEndpoint(options: BridgeEndpointOptions): Promi
       peers.delete(peer);
       clearTimeout(peer.helloTimer);
       for (const [, waiting] of peer.pending) {
-        waiting.settle({ runtimeId: peer.runtimeId ?? 'unknown', digest: waiting.digest, ok: false, code: 'DISCONNECTED', message: 'the bridge disconnected before answering' });
+        waiting.settle({
+          runtimeId: peer.runtimeId ?? 'unknown',
+          digest: waiting.digest,
+          ok: false,
+          code: 'DISCONNECTED',
+          message: 'the bridge disconnected before answering',
+        });
       }
       peer.pending.clear();
       logger.info({ runtimeId: peer.runtimeId, remote }, 'bridge disconnected');
@@ -397,7 +403,9 @@ export async function startBridgeEndpoint(options: BridgeEndpointOptions): Promi
   pinger.unref();
 
   await new Promise<void>((resolve, reject) => {
-    server.once('error', (error) => reject(new EndpointError('LISTEN_FAILED', `cannot listen on ${describeListen(options.listen)}: ${error.message}`, { cause: error })));
+    server.once('error', (error) =>
+      reject(new EndpointError('LISTEN_FAILED', `cannot listen on ${describeListen(options.listen)}: ${error.message}`, { cause: error })),
+    );
     if (socketPath !== null) server.listen(socketPath, resolve);
     else server.listen((options.listen as { port: number }).port, (options.listen as { host: string }).host, resolve);
   }).catch((error: unknown) => {

@@ -67,7 +67,10 @@ describe('startBridgeEndpoint', () => {
     cleanups.push(() => rm(dir, { recursive: true, force: true }));
     const socketPath = join(dir, 'bridge.sock');
     // A process killed with SIGKILL never unlinks its socket: the file stays, nothing answers.
-    const child = spawn(process.execPath, ['-e', `require('node:net').createServer().listen(${JSON.stringify(socketPath)}, () => process.kill(process.pid, 'SIGKILL'))`]);
+    const child = spawn(process.execPath, [
+      '-e',
+      `require('node:net').createServer().listen(${JSON.stringify(socketPath)}, () => process.kill(process.pid, 'SIGKILL'))`,
+    ]);
     await new Promise((resolve) => child.once('exit', resolve));
     expect((await lstat(socketPath)).isSocket()).toBe(true);
     const server = await endpoint({ listen: { socketPath } });

@@ -17,23 +17,36 @@ const digest = fc.stringMatching(/^[0-9a-f]{64}$/).map((h) => `sha256:${h}`);
 const valid = fc.oneof(
   fc.record({ type: fc.constant('hello'), runtimeId: fc.stringMatching(/^[A-Za-z0-9][A-Za-z0-9._:-]{0,20}$/), digest: fc.option(digest, { nil: null }) }),
   fc.record({ type: fc.constant('welcome'), digest: fc.option(digest, { nil: null }), pingIntervalMs: fc.integer({ min: 1, max: 3_600_000 }) }),
-  fc.record({ type: fc.constant('environment'), nonce: fc.string({ minLength: 1, maxLength: 20 }), digest, environment: fc.dictionary(fc.string(), fc.jsonValue({ maxDepth: 2 })) }),
+  fc.record({
+    type: fc.constant('environment'),
+    nonce: fc.string({ minLength: 1, maxLength: 20 }),
+    digest,
+    environment: fc.dictionary(fc.string(), fc.jsonValue({ maxDepth: 2 })),
+  }),
   fc.record({ type: fc.constant('ack'), nonce: fc.string({ minLength: 1, maxLength: 20 }), digest }),
-  fc.record({ type: fc.constant('nack'), nonce: fc.string({ minLength: 1, maxLength: 20 }), digest, code: fc.stringMatching(/^[A-Z][A-Z0-9_]{0,10}$/), message: fc.string() }),
+  fc.record({
+    type: fc.constant('nack'),
+    nonce: fc.string({ minLength: 1, maxLength: 20 }),
+    digest,
+    code: fc.stringMatching(/^[A-Z][A-Z0-9_]{0,10}$/),
+    message: fc.string(),
+  }),
   fc.record({ type: fc.constantFrom('ping', 'pong'), id: fc.nat() }),
   fc.record({ type: fc.constant('error'), code: fc.stringMatching(/^[A-Z][A-Z0-9_]{0,10}$/), message: fc.string() }),
 );
 
 /** A valid message with at most one field replaced by any JSON value, or removed. */
-const mutated = fc.tuple(valid, fc.option(fc.tuple(fc.nat(), fc.option(fc.jsonValue({ maxDepth: 2 }), { nil: undefined })), { freq: 2, nil: undefined })).map(([message, change]) => {
-  if (change === undefined) return JSON.stringify(message);
-  const copy: Record<string, unknown> = { ...message };
-  const keys = Object.keys(copy);
-  const key = keys[change[0] % keys.length] as string;
-  if (change[1] === undefined) delete copy[key];
-  else copy[key] = change[1];
-  return JSON.stringify(copy);
-});
+const mutated = fc
+  .tuple(valid, fc.option(fc.tuple(fc.nat(), fc.option(fc.jsonValue({ maxDepth: 2 }), { nil: undefined })), { freq: 2, nil: undefined }))
+  .map(([message, change]) => {
+    if (change === undefined) return JSON.stringify(message);
+    const copy: Record<string, unknown> = { ...message };
+    const keys = Object.keys(copy);
+    const key = keys[change[0] % keys.length] as string;
+    if (change[1] === undefined) delete copy[key];
+    else copy[key] = change[1];
+    return JSON.stringify(copy);
+  });
 
 const frame = fc.oneof(
   { weight: 4, arbitrary: mutated },
@@ -63,7 +76,8 @@ function judge(message: Record<string, unknown>, types: readonly string[]): void
     case 'nack':
       expect(typeof message.nonce === 'string' && message.nonce.length >= 1 && message.nonce.length <= 128).toBe(true);
       expect(isDigest(message.digest)).toBe(true);
-      if (message.type === 'environment') expect(typeof message.environment === 'object' && message.environment !== null && !Array.isArray(message.environment)).toBe(true);
+      if (message.type === 'environment')
+        expect(typeof message.environment === 'object' && message.environment !== null && !Array.isArray(message.environment)).toBe(true);
       break;
     case 'ping':
     case 'pong':

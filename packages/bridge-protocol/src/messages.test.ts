@@ -61,15 +61,22 @@ describe('direction-specific parsers', () => {
 describe('parsing arbitrary input', () => {
   it('either returns a message or throws a ProtocolError, never anything else', () => {
     fc.assert(
-      fc.property(fc.oneof(fc.string(), fc.json(), fc.jsonValue().map((v) => JSON.stringify({ type: 'hello', ...(typeof v === 'object' && v !== null ? v : { v }) }))), (raw) => {
-        for (const parse of [parseBridgeMessage, parseRuntimeMessage, parseAgentMessage]) {
-          try {
-            parse(raw);
-          } catch (error) {
-            expect(error).toBeInstanceOf(ProtocolError);
+      fc.property(
+        fc.oneof(
+          fc.string(),
+          fc.json(),
+          fc.jsonValue().map((v) => JSON.stringify({ type: 'hello', ...(typeof v === 'object' && v !== null ? v : { v }) })),
+        ),
+        (raw) => {
+          for (const parse of [parseBridgeMessage, parseRuntimeMessage, parseAgentMessage]) {
+            try {
+              parse(raw);
+            } catch (error) {
+              expect(error).toBeInstanceOf(ProtocolError);
+            }
           }
-        }
-      }),
+        },
+      ),
     );
   });
 });

@@ -35,14 +35,7 @@ export const ERROR_MESSAGE_CODES = ['MALFORMED', 'INVALID_MESSAGE', 'HELLO_REQUI
  * Codes of a `nack`. The first four come from the bridge; ACK_TIMEOUT and DISCONNECTED are
  * made up by the endpoint when no answer came.
  */
-export const NACK_CODES = [
-  'ENVIRONMENT_INVALID',
-  'ENVIRONMENT_REJECTED',
-  'LISTENER_FAILED',
-  'APPLY_FAILED',
-  'ACK_TIMEOUT',
-  'DISCONNECTED',
-] as const;
+export const NACK_CODES = ['ENVIRONMENT_INVALID', 'ENVIRONMENT_REJECTED', 'LISTENER_FAILED', 'APPLY_FAILED', 'ACK_TIMEOUT', 'DISCONNECTED'] as const;
 export type NackCode = (typeof NACK_CODES)[number];
 
 /** A runtime id: what the Agent knows a bridge by (logs, acks, replacing a stale connection). */

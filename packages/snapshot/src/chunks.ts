@@ -64,10 +64,7 @@ export function verifyChunkList(bytes: Uint8Array, model: { readonly size: numbe
     }
   });
   if (value.length !== count) {
-    refuse(
-      'CHUNK_COUNT_MISMATCH',
-      `chunk list has ${value.length} entries, a model of ${model.size} bytes in chunks of ${model.chunks.size} has ${count}`,
-    );
+    refuse('CHUNK_COUNT_MISMATCH', `chunk list has ${value.length} entries, a model of ${model.size} bytes in chunks of ${model.chunks.size} has ${count}`);
   }
   return value as string[];
 }

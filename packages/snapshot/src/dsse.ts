@@ -38,13 +38,7 @@ export interface ThresholdResult {
  * others; a key counts
  * once however often it signed, and signatures that do not verify are ignored.
  */
-export function checkThreshold(
-  envelope: Envelope,
-  payload: Uint8Array,
-  trusted: readonly PublicKey[],
-  threshold: number,
-  what: string,
-): ThresholdResult {
+export function checkThreshold(envelope: Envelope, payload: Uint8Array, trusted: readonly PublicKey[], threshold: number, what: string): ThresholdResult {
   const message = pae(envelope.payloadType, payload);
   const signers = new Set<string>();
   // Each attempt hashes the whole payload, so a hostile envelope full of unhinted signatures
@@ -71,10 +65,7 @@ export function checkThreshold(
     }
   }
   if (signers.size < threshold) {
-    refuse(
-      'SIGNATURE_THRESHOLD',
-      `${what} signed by ${signers.size}/${threshold} trusted keys (${envelope.signatures.length} signatures present)`,
-    );
+    refuse('SIGNATURE_THRESHOLD', `${what} signed by ${signers.size}/${threshold} trusted keys (${envelope.signatures.length} signatures present)`);
   }
   return { signers: [...signers], threshold };
 }

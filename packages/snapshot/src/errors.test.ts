@@ -13,20 +13,19 @@ describe('the refusal table', () => {
     expect(retryable).toEqual(['DIGEST_MISMATCH', 'MALFORMED', 'TOO_LARGE']);
   });
 
-  it.each([
-    'SIGNATURE_THRESHOLD',
-    'NOT_CANONICAL',
-    'SCHEMA_INVALID',
-    'NETWORK_MISMATCH',
-    'EXPIRED',
-    'ROLLBACK',
-    'SEQUENCE_CONFLICT',
-  ] as const)('does not retry %s', (code) => {
-    expect(isRetryableCode(code)).toBe(false);
-  });
+  it.each(['SIGNATURE_THRESHOLD', 'NOT_CANONICAL', 'SCHEMA_INVALID', 'NETWORK_MISMATCH', 'EXPIRED', 'ROLLBACK', 'SEQUENCE_CONFLICT'] as const)(
+    'does not retry %s',
+    (code) => {
+      expect(isRetryableCode(code)).toBe(false);
+    },
+  );
 
   it('retries only IO among the tool errors', () => {
-    expect(Object.entries(TOOL_ERRORS).filter(([, info]) => info.retryable).map(([code]) => code)).toEqual(['IO']);
+    expect(
+      Object.entries(TOOL_ERRORS)
+        .filter(([, info]) => info.retryable)
+        .map(([code]) => code),
+    ).toEqual(['IO']);
   });
 });
 

@@ -61,7 +61,11 @@ function buildChain(links: readonly Link[]): Uint8Array[] {
     const type = l.mangle === 'type' ? 'application/vnd.resultity.snapshot+json' : ROOT_PAYLOAD_TYPE;
     const signers = l.signedBy === 'both' ? [...new Set([...l.keys, ...before])] : l.signedBy;
     before = l.keys;
-    const envelope = signEnvelope(type, payload, signers.map((i) => pool[i] as SigningKey));
+    const envelope = signEnvelope(
+      type,
+      payload,
+      signers.map((i) => pool[i] as SigningKey),
+    );
     if (l.mangle === 'flipSig' && envelope.signatures[0] !== undefined) {
       const sig = envelope.signatures[0].sig;
       envelope.signatures[0].sig = (sig[0] === 'A' ? 'B' : 'A') + sig.slice(1);

@@ -138,7 +138,10 @@ describe('isModelListValid, the hand-written twin of the models schema', () => {
         fc.oneof(
           fc.constant([]),
           fc.constant(Array(17).fill('http://a')),
-          fc.array(fc.constantFrom('ftp://a', 'http://', 'http://a b', `http://${'a'.repeat(4090)}`, `http://a/${'a'.repeat(4090)}`), { minLength: 1, maxLength: 2 }),
+          fc.array(fc.constantFrom('ftp://a', 'http://', 'http://a b', `http://${'a'.repeat(4090)}`, `http://a/${'a'.repeat(4090)}`), {
+            minLength: 1,
+            maxLength: 2,
+          }),
           junk,
         ),
       ),

@@ -19,9 +19,7 @@ const name = z.string().regex(NAME_PATTERN, 'must match ^[a-z0-9][a-z0-9._-]{0,6
 // check fewer per number than z.number().int().max(...), which counts on 1100 numbers a parse.
 const safeInt = z.int().min(0);
 const positiveInt = z.int().min(1);
-const timestamp = z
-  .string()
-  .refine(isRfc3339Utc, 'must be an RFC 3339 UTC timestamp ending in Z, every field in range');
+const timestamp = z.string().refine(isRfc3339Utc, 'must be an RFC 3339 UTC timestamp ending in Z, every field in range');
 /** SPEC §3 bounds: a day, in seconds or in milliseconds. */
 const seconds = z.int().min(1).max(86_400);
 const milliseconds = z.int().min(1).max(86_400_000);
@@ -165,9 +163,7 @@ const snapshotShape = {
   job: JobSchema,
   participation: ParticipationSchema,
   ttl: TtlSchema,
-  updates: z
-    .looseObject({ agent: UpdateTargetSchema.optional(), runtime: UpdateTargetSchema.optional() })
-    .optional(),
+  updates: z.looseObject({ agent: UpdateTargetSchema.optional(), runtime: UpdateTargetSchema.optional() }).optional(),
   rollout: z.looseObject({ percent: z.int().min(0).max(100).default(100) }).optional(),
 };
 
@@ -241,7 +237,11 @@ export const RootSchema = z
     version: positiveInt,
     expires_at: timestamp,
     threshold: positiveInt,
-    keys: z.array(RootKeySchema).min(1).max(64).superRefine(uniqueBy((k) => k.keyid, 'keyid')),
+    keys: z
+      .array(RootKeySchema)
+      .min(1)
+      .max(64)
+      .superRefine(uniqueBy((k) => k.keyid, 'keyid')),
   })
   .refine((r) => r.threshold <= r.keys.length, {
     message: 'threshold is larger than the number of keys',

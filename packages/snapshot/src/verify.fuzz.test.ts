@@ -1,11 +1,4 @@
-import {
-  fuzzRuns,
-  fuzzSeed,
-  oracleCanonical,
-  oracleSha256,
-  oracleSigners,
-  sampleSnapshot,
-} from '@resultity/testkit';
+import { fuzzRuns, fuzzSeed, oracleCanonical, oracleSha256, oracleSigners, sampleSnapshot } from '@resultity/testkit';
 import fc from 'fast-check';
 import { beforeAll, describe, expect, it } from 'vitest';
 
@@ -81,7 +74,10 @@ const envelopeCase = fc.record({
   applied: fc.option(fc.record({ sequence: fc.nat(4), digest: fc.constantFrom('same', 'other') }), { nil: null }),
   expected: mostly<string>(fc.constantFrom('none', 'right'), 'wrong'),
   extraFields: fc.option(fc.dictionary(fc.string({ maxLength: 5 }), fc.jsonValue({ maxDepth: 1 }), { maxKeys: 2 }), { nil: undefined }),
-  mangle: fc.oneof({ weight: 10, arbitrary: fc.constant(undefined) }, { weight: 1, arbitrary: fc.record({ at: fc.nat(), byte: fc.integer({ min: 0, max: 255 }), cut: fc.boolean() }) }),
+  mangle: fc.oneof(
+    { weight: 10, arbitrary: fc.constant(undefined) },
+    { weight: 1, arbitrary: fc.record({ at: fc.nat(), byte: fc.integer({ min: 0, max: 255 }), cut: fc.boolean() }) },
+  ),
 });
 
 function flipByte(text: string, at: number): string {
@@ -100,21 +96,30 @@ function buildEnvelope(c: typeof envelopeCase extends fc.Arbitrary<infer T> ? T 
     const [good] = signEnvelope(type, payload, [key]).signatures;
     const valid = (good as { sig: string }).sig;
     const sig =
-      s.sig === 'flipped' ? flipByte(valid, 7)
-      : s.sig === 'random' ? Buffer.from(oracleSha256(valid) + oracleSha256(valid), 'hex').toString('base64')
-      : s.sig === 'garbage' ? '!!not base64!!'
-      : s.sig === 'urlsafe' ? valid.replace(/\+/g, '-').replace(/\//g, '_').replace(/=+$/, '')
-      : s.sig === 'number' ? 12
-      : valid;
+      s.sig === 'flipped'
+        ? flipByte(valid, 7)
+        : s.sig === 'random'
+          ? Buffer.from(oracleSha256(valid) + oracleSha256(valid), 'hex').toString('base64')
+          : s.sig === 'garbage'
+            ? '!!not base64!!'
+            : s.sig === 'urlsafe'
+              ? valid.replace(/\+/g, '-').replace(/\//g, '_').replace(/=+$/, '')
+              : s.sig === 'number'
+                ? 12
+                : valid;
     const keyid = s.hint === 'right' ? key.keyid : s.hint === 'wrong' ? (keys[(s.key + 1) % 4] as SigningKey).keyid : s.hint === 'junk' ? 'zz' : undefined;
     return keyid === undefined ? { sig } : { keyid, sig };
   });
   const encoded =
-    c.payloadEncoding === 'url' ? b64.replace(/\+/g, '-').replace(/\//g, '_')
-    : c.payloadEncoding === 'unpadded' ? b64.replace(/=+$/, '')
-    : c.payloadEncoding === 'spaced' ? ` ${b64}`
-    : c.payloadEncoding === 'flipped' ? flipByte(b64, 11)
-    : b64;
+    c.payloadEncoding === 'url'
+      ? b64.replace(/\+/g, '-').replace(/\//g, '_')
+      : c.payloadEncoding === 'unpadded'
+        ? b64.replace(/=+$/, '')
+        : c.payloadEncoding === 'spaced'
+          ? ` ${b64}`
+          : c.payloadEncoding === 'flipped'
+            ? flipByte(b64, 11)
+            : b64;
   let text = JSON.stringify({ ...(c.extraFields ?? {}), payloadType: c.type, payload: encoded, signatures: sigs });
   let bytes = encoder.encode(text);
   if (c.mangle !== undefined) {
@@ -134,7 +139,12 @@ function buildEnvelope(c: typeof envelopeCase extends fc.Arbitrary<infer T> ? T 
  * envelope's payload, canonical, with its digest, signed over PAE by a threshold of distinct
  * trusted keys, for this network, unexpired, and not behind what was applied.
  */
-function judgeAccepted(bytes: Uint8Array, root: TrustedRoot, result: ReturnType<typeof verifySnapshotEnvelope>, input: { expectedDigest?: string; applied: { sequence: number; digest: string } | null }): void {
+function judgeAccepted(
+  bytes: Uint8Array,
+  root: TrustedRoot,
+  result: ReturnType<typeof verifySnapshotEnvelope>,
+  input: { expectedDigest?: string; applied: { sequence: number; digest: string } | null },
+): void {
   const raw = JSON.parse(Buffer.from(bytes).toString('utf8')) as { payloadType: string; payload: string; signatures: unknown[] };
   expect(raw.payloadType).toBe(SNAPSHOT_PAYLOAD_TYPE);
   const payload = Buffer.from(raw.payload, 'base64');
@@ -143,7 +153,12 @@ function judgeAccepted(bytes: Uint8Array, root: TrustedRoot, result: ReturnType<
   expect(oracleCanonical(JSON.parse(text))).toBe(text);
   expect(result.digest).toBe(`sha256:${oracleSha256(payload)}`);
   if (input.expectedDigest !== undefined) expect(result.digest).toBe(input.expectedDigest);
-  const signers = oracleSigners(raw.payloadType, payload, raw.signatures, root.keys.map((k) => k.publicKey));
+  const signers = oracleSigners(
+    raw.payloadType,
+    payload,
+    raw.signatures,
+    root.keys.map((k) => k.publicKey),
+  );
   expect(signers).toBeGreaterThanOrEqual(root.root.threshold);
   expect(root.root.threshold).toBeGreaterThanOrEqual(1);
   const value = JSON.parse(text) as { schema: unknown; network: unknown; sequence: number; expires_at: string };
@@ -160,7 +175,13 @@ function judgeAccepted(bytes: Uint8Array, root: TrustedRoot, result: ReturnType<
 /** Runs the verifier on one input: anything thrown must be the package's SnapshotError. */
 function run(bytes: Uint8Array, root: TrustedRoot, input: { expectedDigest?: string; applied: { sequence: number; digest: string } | null }) {
   try {
-    return verifySnapshotEnvelope({ envelope: bytes, root, now: NOW, applied: input.applied, ...(input.expectedDigest === undefined ? {} : { expectedDigest: input.expectedDigest }) });
+    return verifySnapshotEnvelope({
+      envelope: bytes,
+      root,
+      now: NOW,
+      applied: input.applied,
+      ...(input.expectedDigest === undefined ? {} : { expectedDigest: input.expectedDigest }),
+    });
   } catch (error) {
     if (!(error instanceof SnapshotError)) throw new Error(`verifier crashed with ${String(error)}`, { cause: error });
     return null;
@@ -199,7 +220,10 @@ describe('verifySnapshotEnvelope under fuzzing', () => {
       fc.uint8Array({ maxLength: 256 }),
       fc.jsonValue({ maxDepth: 4 }).map((v) => encoder.encode(JSON.stringify(v) ?? '')),
       fc
-        .record({ payloadType: fc.jsonValue({ maxDepth: 1 }), payload: fc.oneof(fc.string(), fc.base64String()), signatures: fc.jsonValue({ maxDepth: 3 }) }, { requiredKeys: [] })
+        .record(
+          { payloadType: fc.jsonValue({ maxDepth: 1 }), payload: fc.oneof(fc.string(), fc.base64String()), signatures: fc.jsonValue({ maxDepth: 3 }) },
+          { requiredKeys: [] },
+        )
         .map((v) => encoder.encode(JSON.stringify(v))),
     );
     fc.assert(

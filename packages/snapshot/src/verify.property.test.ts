@@ -29,23 +29,26 @@ const model = fc.record(
   { requiredKeys: ['name', 'version', 'sha256', 'size', 'urls'] },
 );
 
-const container = fc.record({
-  name,
-  image: fc.constantFrom('127.0.0.1:5000/resultity/runtime', 'registry.example/a/b'),
-  tag: fc.string({ minLength: 1, maxLength: 10 }),
-  digest: hex64.map((h) => `sha256:${h}`),
-  env: fc.dictionary(fc.stringMatching(/^[A-Z_]{1,10}$/), text, { maxKeys: 4 }),
-  command: fc.array(text, { maxLength: 4 }),
-  ports: fc.array(
-    fc.record({ container: fc.integer({ min: 1, max: 65535 }), host: fc.integer({ min: 1, max: 65535 }), protocol: fc.constantFrom('tcp', 'udp') }),
-    { maxLength: 3 },
-  ),
-  restart: fc.constantFrom('no', 'on-failure', 'always', 'unless-stopped'),
-  bridge: fc.boolean(),
-  models: fc.boolean(),
-  gpus: fc.oneof(fc.constant('all'), fc.integer({ min: 1, max: 16 })),
-  shm_size_mb: fc.integer({ min: 1, max: 1_000_000 }),
-}, { requiredKeys: ['name', 'image', 'tag', 'digest', 'env', 'command', 'ports', 'restart'] });
+const container = fc.record(
+  {
+    name,
+    image: fc.constantFrom('127.0.0.1:5000/resultity/runtime', 'registry.example/a/b'),
+    tag: fc.string({ minLength: 1, maxLength: 10 }),
+    digest: hex64.map((h) => `sha256:${h}`),
+    env: fc.dictionary(fc.stringMatching(/^[A-Z_]{1,10}$/), text, { maxKeys: 4 }),
+    command: fc.array(text, { maxLength: 4 }),
+    ports: fc.array(
+      fc.record({ container: fc.integer({ min: 1, max: 65535 }), host: fc.integer({ min: 1, max: 65535 }), protocol: fc.constantFrom('tcp', 'udp') }),
+      { maxLength: 3 },
+    ),
+    restart: fc.constantFrom('no', 'on-failure', 'always', 'unless-stopped'),
+    bridge: fc.boolean(),
+    models: fc.boolean(),
+    gpus: fc.oneof(fc.constant('all'), fc.integer({ min: 1, max: 16 })),
+    shm_size_mb: fc.integer({ min: 1, max: 1_000_000 }),
+  },
+  { requiredKeys: ['name', 'image', 'tag', 'digest', 'env', 'command', 'ports', 'restart'] },
+);
 
 const snapshot = fc.record(
   {
@@ -102,29 +105,25 @@ describe('verifySnapshot, for any valid snapshot', () => {
     const codes = new Set<string>(REFUSAL_CODES);
     let refused = 0;
     await fc.assert(
-      fc.asyncProperty(
-        snapshot,
-        fc.array(fc.tuple(fc.nat(), fc.integer({ min: 1, max: 255 })), { minLength: 1, maxLength: 4 }),
-        async (value, mutations) => {
-          const { envelope, digest } = signer.sign(value);
-          // Without the optional keyid hint, every byte of the envelope is load-bearing.
-          const bare = envelopeBytes({ ...envelope, signatures: envelope.signatures.map((s) => ({ sig: s.sig })) });
-          const mutated = bare.slice();
-          for (const [position, xor] of mutations) {
-            const i = position % mutated.length;
-            mutated[i] = (mutated[i] ?? 0) ^ xor;
-          }
-          try {
-            const verified = await verifySnapshot({ envelope: mutated, root: signer.trusted, now: NOW });
-            // The only survivors are encodings SPEC §2 declares equal (standard vs URL-safe base64).
-            expect(verified.digest).toBe(digest);
-          } catch (error) {
-            expect(error).toBeInstanceOf(SnapshotError);
-            expect(codes.has((error as SnapshotError).code)).toBe(true);
-            refused++;
-          }
-        },
-      ),
+      fc.asyncProperty(snapshot, fc.array(fc.tuple(fc.nat(), fc.integer({ min: 1, max: 255 })), { minLength: 1, maxLength: 4 }), async (value, mutations) => {
+        const { envelope, digest } = signer.sign(value);
+        // Without the optional keyid hint, every byte of the envelope is load-bearing.
+        const bare = envelopeBytes({ ...envelope, signatures: envelope.signatures.map((s) => ({ sig: s.sig })) });
+        const mutated = bare.slice();
+        for (const [position, xor] of mutations) {
+          const i = position % mutated.length;
+          mutated[i] = (mutated[i] ?? 0) ^ xor;
+        }
+        try {
+          const verified = await verifySnapshot({ envelope: mutated, root: signer.trusted, now: NOW });
+          // The only survivors are encodings SPEC §2 declares equal (standard vs URL-safe base64).
+          expect(verified.digest).toBe(digest);
+        } catch (error) {
+          expect(error).toBeInstanceOf(SnapshotError);
+          expect(codes.has((error as SnapshotError).code)).toBe(true);
+          refused++;
+        }
+      }),
       { numRuns: 400 },
     );
     expect(refused).toBeGreaterThan(350);

@@ -69,7 +69,14 @@ describe('resultity-snapshot keygen', () => {
 
 describe('resultity-snapshot root, sign, verify', () => {
   it('creates a root, signs a snapshot and verifies it, printing the digest', async () => {
-    expect((await cli(['root', 'init', '--network', 'testnet', '--key', 'k1.json', '--threshold', '1', '--expires', '2099-01-01T00:00:00Z', '--out', 'root1.json'], dir)).code).toBe(0);
+    expect(
+      (
+        await cli(
+          ['root', 'init', '--network', 'testnet', '--key', 'k1.json', '--threshold', '1', '--expires', '2099-01-01T00:00:00Z', '--out', 'root1.json'],
+          dir,
+        )
+      ).code,
+    ).toBe(0);
     const signed = await cli(['sign', '--key', 'k1.json', 'snapshot.json'], dir);
     expect(signed.code).toBe(0);
     expectNoSecrets(signed);
@@ -85,7 +92,24 @@ describe('resultity-snapshot root, sign, verify', () => {
 
   it('walks a rotation given several roots, oldest first', async () => {
     const rotate = await cli(
-      ['root', 'rotate', '--prev', 'root1.json', '--sign-with', 'k1.json', '--key', 'k2.json', '--key', 'k3.json', '--threshold', '2', '--expires', '2099-01-01T00:00:00Z', '--out', 'root2.json'],
+      [
+        'root',
+        'rotate',
+        '--prev',
+        'root1.json',
+        '--sign-with',
+        'k1.json',
+        '--key',
+        'k2.json',
+        '--key',
+        'k3.json',
+        '--threshold',
+        '2',
+        '--expires',
+        '2099-01-01T00:00:00Z',
+        '--out',
+        'root2.json',
+      ],
       dir,
     );
     expect(rotate.code).toBe(0);
@@ -201,7 +225,9 @@ describe('resultity-snapshot publish and serve', () => {
   });
 
   it('holds long-poll requests up to --max-held and answers one more with 503', async () => {
-    const held = spawn(process.execPath, [BIN, 'serve', '--origin', join(dir, 'origin'), '--port', '0', '--max-held', '1'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const held = spawn(process.execPath, [BIN, 'serve', '--origin', join(dir, 'origin'), '--port', '0', '--max-held', '1'], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     server = held;
     const url = await new Promise<string>((resolve, reject) => {
       held.stdout?.on('data', (chunk: Buffer) => {

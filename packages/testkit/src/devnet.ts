@@ -94,7 +94,12 @@ export function devSnapshot(input: {
     expires_at: `${new Date(now.getTime() + 7 * 86_400_000).toISOString().slice(0, 19)}Z`,
     models: input.models ?? [],
     runtime: { containers: input.containers ?? [] },
-    job: { max_tokens: input.maxTokens ?? 1024, max_queue_size: 16, execution_timeout_ms: 60_000, validation: [{ field: 'max_tokens', op: 'lte', value: input.maxTokens ?? 1024 }] },
+    job: {
+      max_tokens: input.maxTokens ?? 1024,
+      max_queue_size: 16,
+      execution_timeout_ms: 60_000,
+      validation: [{ field: 'max_tokens', op: 'lte', value: input.maxTokens ?? 1024 }],
+    },
     participation: { mode: 'testnet', subclouds: [{ id: 'dev', require: {} }] },
     ttl: { poll_interval_s: input.pollSeconds ?? 2, heartbeat_interval_s: 5, retry_initial_ms: 200, retry_max_ms: 2000, cache_ttl_s: 60 },
     ...input.extra,
@@ -195,7 +200,13 @@ export interface RegistryImage {
  * Builds a tiny image FROM scratch holding a static busybox and pushes it to a local registry
  * (nothing is pulled from the internet). Needs the docker CLI and a reachable engine.
  */
-export async function buildBusyboxImage(options: { registry: string; busybox?: string; repository?: string; tag?: string; workDir: string }): Promise<RegistryImage> {
+export async function buildBusyboxImage(options: {
+  registry: string;
+  busybox?: string;
+  repository?: string;
+  tag?: string;
+  workDir: string;
+}): Promise<RegistryImage> {
   const { execFile } = await import('node:child_process');
   const { promisify } = await import('node:util');
   const { copyFile, mkdtemp, rm } = await import('node:fs/promises');

@@ -25,9 +25,7 @@ export function envelopeBytes(envelope: Envelope): Uint8Array {
   return new TextEncoder().encode(JSON.stringify(envelope));
 }
 
-export async function createTestSigner(
-  options: { network?: string; keys?: number; threshold?: number; expiresAt?: string } = {},
-): Promise<TestSigner> {
+export async function createTestSigner(options: { network?: string; keys?: number; threshold?: number; expiresAt?: string } = {}): Promise<TestSigner> {
   await cryptoReady();
   const network = options.network ?? 'testnet';
   const keys = Array.from({ length: options.keys ?? 1 }, () => generateSigningKey());

@@ -9,7 +9,11 @@ const models = new FsModelStore(input.root);
 const downloader = new HttpDownloader({ allowPrivateAddresses: true });
 // Only url() of the origin is used by the chunk list source.
 const origin = { url: (path: string) => `${input.origin}${path}` } as RangeMirror;
-await fetchChunked(input.model, { models, downloader, clock: systemClock, chunks: chunkPorts(origin, downloader, models, input.connections) }, {
-  onProgress: (done) => process.stdout.write(`${done}\n`),
-});
+await fetchChunked(
+  input.model,
+  { models, downloader, clock: systemClock, chunks: chunkPorts(origin, downloader, models, input.connections) },
+  {
+    onProgress: (done) => process.stdout.write(`${done}\n`),
+  },
+);
 process.stdout.write('finished\n');

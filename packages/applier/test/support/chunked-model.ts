@@ -13,7 +13,11 @@ export const NETWORK = 'testnet';
 export function chunkListOf(bytes: Uint8Array, chunkSize: number): { bytes: Uint8Array; sha256: string; digests: string[] } {
   const digests: string[] = [];
   for (let at = 0; at < bytes.length; at += chunkSize) {
-    digests.push(createHash('sha256').update(bytes.subarray(at, at + chunkSize)).digest('hex'));
+    digests.push(
+      createHash('sha256')
+        .update(bytes.subarray(at, at + chunkSize))
+        .digest('hex'),
+    );
   }
   return { ...buildChunkList(digests), digests };
 }
@@ -24,7 +28,13 @@ export function chunkListPath(hex: string): string {
 }
 
 /** A model with `chunks`, whose list `origin` serves, fetched from `urls`. */
-export function chunkedModel(name: string, bytes: Uint8Array, chunkSize: number, urls: string[], origin: RangeMirror): Model & { chunks: NonNullable<Model['chunks']> } {
+export function chunkedModel(
+  name: string,
+  bytes: Uint8Array,
+  chunkSize: number,
+  urls: string[],
+  origin: RangeMirror,
+): Model & { chunks: NonNullable<Model['chunks']> } {
   const list = chunkListOf(bytes, chunkSize);
   origin.serve(chunkListPath(list.sha256), list.bytes);
   return {

@@ -30,7 +30,11 @@ try {
       read += batch.length;
     },
   );
-  const same = hash.digest('hex') === createHash('sha256').update(data.subarray(100, 2 * 1024 * 1024 + 7)).digest('hex');
+  const same =
+    hash.digest('hex') ===
+    createHash('sha256')
+      .update(data.subarray(100, 2 * 1024 * 1024 + 7))
+      .digest('hex');
   process.stdout.write(`${JSON.stringify({ read, same })}\n`);
 } catch (error) {
   process.stdout.write(`${JSON.stringify({ error: (error as NodeJS.ErrnoException).code ?? String(error) })}\n`);

@@ -20,15 +20,12 @@ export async function startTamperingRegistry(options: {
     const [upstreamHost, upstreamPort] = options.upstream.split(':');
     const path = req.url === tamperedPath ? `/v2/${options.repo}/manifests/${options.served}` : (req.url ?? '/');
     const headers = { ...req.headers, host: options.upstream };
-    const forward = http.request(
-      { host: upstreamHost, port: Number(upstreamPort ?? 80), method: req.method, path, headers },
-      (upstream) => {
-        const out = { ...upstream.headers };
-        if (req.url === tamperedPath) out['docker-content-digest'] = options.wanted;
-        res.writeHead(upstream.statusCode ?? 502, out);
-        upstream.pipe(res);
-      },
-    );
+    const forward = http.request({ host: upstreamHost, port: Number(upstreamPort ?? 80), method: req.method, path, headers }, (upstream) => {
+      const out = { ...upstream.headers };
+      if (req.url === tamperedPath) out['docker-content-digest'] = options.wanted;
+      res.writeHead(upstream.statusCode ?? 502, out);
+      upstream.pipe(res);
+    });
     forward.on('error', () => res.writeHead(502).end());
     req.pipe(forward);
   });

@@ -52,7 +52,23 @@ describe('model add', () => {
     await writeFile(file, bytes);
     const origin = join(dir.path, 'origin');
     await mkdir(join(origin, 'v1', 'testnet'), { recursive: true });
-    const out = await run(['model', 'add', file, '--name', 'llama', '--version', '1.2.0', '--url', 'https://a.example/m', '--url', 'https://b.example/m', '--chunk-size', '1MiB', '--origin', origin]);
+    const out = await run([
+      'model',
+      'add',
+      file,
+      '--name',
+      'llama',
+      '--version',
+      '1.2.0',
+      '--url',
+      'https://a.example/m',
+      '--url',
+      'https://b.example/m',
+      '--chunk-size',
+      '1MiB',
+      '--origin',
+      origin,
+    ]);
     expect(out.stderr).toBe('');
     expect(out.code).toBe(0);
     const entry = ModelSchema.parse(JSON.parse(out.stdout));
@@ -89,7 +105,23 @@ describe('model add', () => {
     const file = join(dir.path, 'm.bin');
     await writeFile(file, modelBytes());
     for (const size of ['3MiB', '512KiB', '2GiB', 'lots']) {
-      const out = await run(['model', 'add', file, '--name', 'm', '--version', '1', '--url', 'https://a.example/m', '--origin', dir.path, '--network', 'n', '--chunk-size', size]);
+      const out = await run([
+        'model',
+        'add',
+        file,
+        '--name',
+        'm',
+        '--version',
+        '1',
+        '--url',
+        'https://a.example/m',
+        '--origin',
+        dir.path,
+        '--network',
+        'n',
+        '--chunk-size',
+        size,
+      ]);
       expect(out.code, size).toBe(2);
       expect(out.stderr).toMatch(/^USAGE: --chunk-size/);
     }

@@ -55,7 +55,8 @@ async function networkOf(origin: string): Promise<string> {
  */
 export async function addModel(input: ModelAddInput): Promise<{ model: Model; listPath: string }> {
   if (!NAME_PATTERN.test(input.name)) refuse('USAGE', `--name must match ${NAME_PATTERN.source}, found "${input.name}"`);
-  if (input.network !== undefined && !NAME_PATTERN.test(input.network)) refuse('USAGE', `--network must match ${NAME_PATTERN.source}, found "${input.network}"`);
+  if (input.network !== undefined && !NAME_PATTERN.test(input.network))
+    refuse('USAGE', `--network must match ${NAME_PATTERN.source}, found "${input.network}"`);
   const network = input.network ?? (await networkOf(input.origin));
 
   let handle: Awaited<ReturnType<typeof open>>;

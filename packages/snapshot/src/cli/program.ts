@@ -167,42 +167,45 @@ function buildProgram(io: CliIo): Command {
     .command('verify')
     .description('verify a snapshot envelope; prints its config digest')
     .requiredOption('--root <file>', 'trusted root envelope (repeat, oldest first, to walk a rotation)', collect)
-    .option('--network <net>', 'network this node belongs to (default: the root\'s)')
+    .option('--network <net>', "network this node belongs to (default: the root's)")
     .option('--applied-sequence <n>', 'sequence already applied (rollback protection)')
     .option('--applied-digest <digest>', 'digest already applied')
     .option('--expect-digest <digest>', 'digest that was asked for')
     .option('--now <iso>', 'verification time (default: now)')
     .addOption(new Option('--max-bytes <n>', 'largest envelope accepted').default(String(DEFAULT_MAX_ENVELOPE_BYTES)))
     .argument('<envelope>', 'envelope file')
-    .action(async (file: string, opts: { root: string[]; network?: string; appliedSequence?: string; appliedDigest?: string; expectDigest?: string; now?: string; maxBytes: string }) => {
-      await cryptoReady();
-      if ((opts.appliedSequence === undefined) !== (opts.appliedDigest === undefined)) {
-        refuse('USAGE', '--applied-sequence and --applied-digest go together');
-      }
-      const maxBytes = parseCount(opts.maxBytes, '--max-bytes', 1);
-      const now = opts.now === undefined ? io.now() : parseIsoTime(opts.now, '--now');
-      const chain = await Promise.all(opts.root.map((path) => readFileBounded(path, ROOT_FILE_LIMIT)));
-      const trusted = walkRootChain(chain);
-      const applied =
-        opts.appliedSequence === undefined
-          ? null
-          : { sequence: parseCount(opts.appliedSequence, '--applied-sequence', 0), digest: opts.appliedDigest ?? '' };
-      const envelope = await readFileBounded(file, maxBytes);
-      const verified = verifySnapshotEnvelope({
-        envelope,
-        root: trusted,
-        ...(opts.network === undefined ? {} : { network: opts.network }),
-        applied,
-        ...(opts.expectDigest === undefined ? {} : { expectedDigest: opts.expectDigest }),
-        now,
-        maxBytes,
-      });
-      io.stdout(`${verified.digest}\n`);
-    });
+    .action(
+      async (
+        file: string,
+        opts: { root: string[]; network?: string; appliedSequence?: string; appliedDigest?: string; expectDigest?: string; now?: string; maxBytes: string },
+      ) => {
+        await cryptoReady();
+        if ((opts.appliedSequence === undefined) !== (opts.appliedDigest === undefined)) {
+          refuse('USAGE', '--applied-sequence and --applied-digest go together');
+        }
+        const maxBytes = parseCount(opts.maxBytes, '--max-bytes', 1);
+        const now = opts.now === undefined ? io.now() : parseIsoTime(opts.now, '--now');
+        const chain = await Promise.all(opts.root.map((path) => readFileBounded(path, ROOT_FILE_LIMIT)));
+        const trusted = walkRootChain(chain);
+        const applied =
+          opts.appliedSequence === undefined ? null : { sequence: parseCount(opts.appliedSequence, '--applied-sequence', 0), digest: opts.appliedDigest ?? '' };
+        const envelope = await readFileBounded(file, maxBytes);
+        const verified = verifySnapshotEnvelope({
+          envelope,
+          root: trusted,
+          ...(opts.network === undefined ? {} : { network: opts.network }),
+          applied,
+          ...(opts.expectDigest === undefined ? {} : { expectedDigest: opts.expectDigest }),
+          now,
+          maxBytes,
+        });
+        io.stdout(`${verified.digest}\n`);
+      },
+    );
 
   program
     .command('digest')
-    .description('print the config digest of a snapshot (canonicalized first) or of an envelope\'s payload')
+    .description("print the config digest of a snapshot (canonicalized first) or of an envelope's payload")
     .argument('<file>', 'snapshot or envelope JSON')
     .action(async (file: string) => {
       const value = await readJsonFile(file, 'file');

@@ -57,10 +57,7 @@ const HELD_FULL_RETRY_AFTER_S = 5;
  * GET /v1/{network}/nodes. Only the published layout is served; any other path is 404, so
  * nothing outside it can leak.
  */
-export async function startOriginServer(
-  options: OriginServerOptions,
-  listen: { host?: string; port?: number } = {},
-): Promise<OriginServer> {
+export async function startOriginServer(options: OriginServerOptions, listen: { host?: string; port?: number } = {}): Promise<OriginServer> {
   const clock = options.clock ?? (() => new Date());
   const maxBody = options.maxHeartbeatBytes ?? 64 * 1024;
   const maxNodes = options.maxNodes ?? 10_000;
