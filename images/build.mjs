@@ -4,7 +4,7 @@
 // `updates.*.digest` name. Offline by default: the base is built from
 // this machine's node binary (images/node-local) unless --base names an image to pull.
 //
-//   node images/build.mjs [--registry 127.0.0.1:5000] [--tag <version>] [--base node:20-slim] [--json]
+//   node images/build.mjs [--registry 127.0.0.1:5000] [--tag <version>] [--base node:20-slim] [--json] [--only example-runtime|agent]
 //
 // Needs the workspace built (`pnpm images` does that first) and the docker CLI.
 import { execFile } from 'node:child_process';
@@ -176,12 +176,16 @@ async function main() {
       tag: { type: 'string' },
       base: { type: 'string' },
       json: { type: 'boolean', default: false },
+      // One image only: the dev network needs the runtime, not the Agent.
+      only: { type: 'string' },
     },
   });
+  const builds = { 'example-runtime': buildExampleRuntimeImage, agent: buildAgentImage };
+  if (values.only !== undefined && !(values.only in builds)) throw new Error(`--only takes ${Object.keys(builds).join(' or ')}, not ${values.only}`);
   // One base for both images, built once (or named with --base).
   const base = values.base ?? (await buildLocalNodeBase());
   const options = { registry: values.registry, tag: values.tag, base };
-  for (const build of [buildExampleRuntimeImage, buildAgentImage]) {
+  for (const build of values.only === undefined ? Object.values(builds) : [builds[values.only]]) {
     const built = await build(options);
     if (values.json) process.stdout.write(`${JSON.stringify(built)}\n`);
     else process.stdout.write(`${built.image}:${built.tag}\n${built.image}@${built.digest}\n`);

@@ -60,7 +60,7 @@ async function runtimeImage(): Promise<RegistryImage | null> {
   }
   try {
     say(`building the example runtime image (offline, this machine's node) and pushing it to ${REGISTRY}…`);
-    const { stdout } = await run(process.execPath, [BUILD_IMAGES, '--registry', REGISTRY, '--tag', 'devnet', '--json'], { timeout: 300_000 });
+    const { stdout } = await run(process.execPath, [BUILD_IMAGES, '--registry', REGISTRY, '--tag', 'devnet', '--only', 'example-runtime', '--json'], { timeout: 300_000 });
     const built = JSON.parse(stdout.trim().split('\n').pop() ?? '') as RegistryImage;
     say(`Docker is here: containers run ${built.image}@${built.digest} (the example runtime, pushed to ${REGISTRY}).`);
     return built;
@@ -80,7 +80,9 @@ async function removeDevContainers(image: RegistryImage): Promise<void> {
     const { stdout } = await run('docker', ['ps', '-aq', '--filter', `label=${LABELS}.name=${RUNTIME_NAME}`]);
     const ids = stdout.trim().split('\n').filter(Boolean);
     if (ids.length > 0) await run('docker', ['rm', '-f', ...ids]);
-    await run('docker', ['image', 'rm', `${image.image}:${image.tag}`, `${image.image}@${image.digest}`]);
+    // By id: the tag and the digest name one image, and removing it by one name drops the other.
+    const { stdout: imageId } = await run('docker', ['image', 'inspect', '--format', '{{.Id}}', `${image.image}@${image.digest}`]);
+    await run('docker', ['image', 'rm', '--force', imageId.trim()]);
   } catch (error) {
     say(`could not remove the dev containers and image: ${errorMessage(error)}`);
   }
