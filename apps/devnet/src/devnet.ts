@@ -60,7 +60,9 @@ async function runtimeImage(): Promise<RegistryImage | null> {
   }
   try {
     say(`building the example runtime image (offline, this machine's node) and pushing it to ${REGISTRY}…`);
-    const { stdout } = await run(process.execPath, [BUILD_IMAGES, '--registry', REGISTRY, '--tag', 'devnet', '--only', 'example-runtime', '--json'], { timeout: 300_000 });
+    const { stdout } = await run(process.execPath, [BUILD_IMAGES, '--registry', REGISTRY, '--tag', 'devnet', '--only', 'example-runtime', '--json'], {
+      timeout: 300_000,
+    });
     const built = JSON.parse(stdout.trim().split('\n').pop() ?? '') as RegistryImage;
     say(`Docker is here: containers run ${built.image}@${built.digest} (the example runtime, pushed to ${REGISTRY}).`);
     return built;
