@@ -1,11 +1,11 @@
-import { type ChildProcess, execFile, spawn } from 'node:child_process';
-import { mkdir, writeFile } from 'node:fs/promises';
-import { createServer } from 'node:net';
+import { type ChildProcess, execFile } from 'node:child_process';
+import { mkdir } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 
 import { startOriginServer } from '@resultity/snapshot/origin';
+import { freeLoopbackPort, startNginx } from '@resultity/testkit';
 import { type DevNetwork, createDevNetwork, writeAgentConfig } from '@resultity/testkit/devnet';
 
 import type { ConfigInput } from '../src/config.js';
@@ -19,13 +19,7 @@ export interface ServedOrigin {
   close(): Promise<void>;
 }
 
-export async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as { port: number };
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
-}
+export const freePort = freeLoopbackPort;
 
 export async function serveWithDevOrigin(dir: string): Promise<ServedOrigin> {
   await mkdir(dir, { recursive: true });
@@ -36,59 +30,8 @@ export async function serveWithDevOrigin(dir: string): Promise<ServedOrigin> {
 /** Debian's nginx on a free loopback port, serving the tree statically (ETag and 304 are nginx's own). */
 export async function serveWithNginx(dir: string, work: string): Promise<ServedOrigin> {
   await mkdir(dir, { recursive: true });
-  const prefix = join(work, 'nginx');
-  await mkdir(join(prefix, 'logs'), { recursive: true });
-  const port = await freePort();
-  const conf = join(prefix, 'nginx.conf');
-  await writeFile(
-    conf,
-    `daemon off;
-${process.getuid?.() === 0 ? 'user root;' : ''}
-worker_processes 1;
-pid ${prefix}/nginx.pid;
-error_log ${prefix}/logs/error.log warn;
-events { worker_connections 64; }
-http {
-  access_log off;
-  client_body_temp_path ${prefix}/body;
-  proxy_temp_path ${prefix}/proxy;
-  fastcgi_temp_path ${prefix}/fastcgi;
-  uwsgi_temp_path ${prefix}/uwsgi;
-  scgi_temp_path ${prefix}/scgi;
-  default_type application/json;
-  server {
-    listen 127.0.0.1:${port};
-    root ${dir};
-    etag on;
-    location / { try_files $uri =404; }
-  }
-}
-`,
-  );
-  const child = spawn('/usr/sbin/nginx', ['-p', prefix, '-c', conf], { stdio: ['ignore', 'ignore', 'pipe'] });
-  let stderr = '';
-  child.stderr?.on('data', (d: Buffer) => {
-    stderr += d.toString();
-  });
-  const url = `http://127.0.0.1:${port}`;
-  for (let i = 0; i < 100; i++) {
-    if (child.exitCode !== null) throw new Error(`nginx exited: ${stderr}`);
-    try {
-      await fetch(`${url}/`);
-      break;
-    } catch {
-      await new Promise((r) => setTimeout(r, 50));
-    }
-  }
-  return {
-    url,
-    close: async () => {
-      if (child.exitCode !== null) return;
-      const exited = new Promise((resolve) => child.once('exit', resolve));
-      child.kill('SIGQUIT');
-      await exited;
-    },
-  };
+  const nginx = await startNginx({ root: dir, work, connections: 64, defaultType: 'application/json' });
+  return { url: nginx.url, close: () => nginx.close() };
 }
 
 /** Runs the built CLI; never throws on a non-zero exit. */

@@ -4,7 +4,7 @@ import { mkdir, open, readdir, readFile, rmdir, writeFile } from 'node:fs/promis
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-import { tempDir } from '@resultity/testkit';
+import { type Nginx, startNginx, tempDir } from '@resultity/testkit';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 
 import {
@@ -23,7 +23,6 @@ import {
 import { chunkPorts, chunkedModel, chunkListOf, chunkListPath, MiB } from './support/chunked-model.js';
 import { failure } from './support/failure.js';
 import { generatedBytes, sha256 } from './support/model-server.js';
-import { type Nginx, startNginx } from './support/nginx.js';
 import { type RangeMirror, startRangeMirror } from './support/range-mirror.js';
 
 // 6.5 chunks of 1 MiB (the smallest chunk the SPEC allows): the last chunk is shorter.
@@ -79,7 +78,7 @@ describe('fetchChunked', () => {
       const root = join(process.env.TMPDIR ?? '/tmp', `resultity-chunked-nginx-${process.pid}`);
       await mkdir(root, { recursive: true });
       await writeFile(join(root, 'model.bin'), bytes);
-      nginx = await startNginx(root, root, { ports: 3 });
+      nginx = await startNginx({ root, work: root, ports: 3 });
     });
     afterAll(async () => {
       await nginx.close();

@@ -2,3 +2,4 @@ export * from './fixtures.js';
 export * from './signer.js';
 export * from './tempdir.js';
 export * from './oracle.js';
+export * from './nginx.js';
