@@ -84,25 +84,13 @@ export function definitionOf(spec: ContainerSpec, policy?: ApplierPolicy): Conta
   };
   if (policy?.memoryMb !== undefined) definition.memoryMb = policy.memoryMb;
   if (spec.bridge === true) {
-    const dir = policy?.bridgeDir;
-    if (dir === undefined || !isAbsolute(dir)) {
-      fail(
-        'POLICY_DENIED',
-        `container ${spec.name} asks for the runtime bridge; expected the Agent to name an absolute bridge directory, found ${JSON.stringify(dir ?? null)}`,
-      );
-    }
+    const dir = requireAbsoluteDir(spec.name, 'the runtime bridge', 'bridge', policy?.bridgeDir);
     definition.bridgeDir = dir;
     env[BRIDGE_ENV.socket] = `${BRIDGE_MOUNT}/bridge.sock`;
     env[BRIDGE_ENV.tokenFile] = `${BRIDGE_MOUNT}/bridge.token`;
   }
   if (spec.models === true) {
-    const dir = policy?.modelsDir;
-    if (dir === undefined || !isAbsolute(dir)) {
-      fail(
-        'POLICY_DENIED',
-        `container ${spec.name} asks for the model store; expected the Agent to name an absolute model directory, found ${JSON.stringify(dir ?? null)}`,
-      );
-    }
+    const dir = requireAbsoluteDir(spec.name, 'the model store', 'model', policy?.modelsDir);
     definition.modelsDir = dir;
     env[BRIDGE_ENV.modelsDir] = dir;
   }
@@ -110,6 +98,17 @@ export function definitionOf(spec: ContainerSpec, policy?: ApplierPolicy): Conta
   if (gpus !== undefined) definition.gpus = gpus;
   if (spec.shm_size_mb !== undefined) definition.shmSizeMb = spec.shm_size_mb;
   return definition;
+}
+
+/** A mount the snapshot asks for is only granted where the Agent's policy names an absolute host directory. */
+function requireAbsoluteDir(container: string, what: string, kind: string, dir: string | undefined): string {
+  if (dir === undefined || !isAbsolute(dir)) {
+    fail(
+      'POLICY_DENIED',
+      `container ${container} asks for ${what}; expected the Agent to name an absolute ${kind} directory, found ${JSON.stringify(dir ?? null)}`,
+    );
+  }
+  return dir;
 }
 
 /**
