@@ -168,7 +168,9 @@ describe('long-poll against the dev origin', () => {
       release = r;
     });
     let fetching2 = false;
-    const second = net.sign(devSnapshot({ network: 'testnet', sequence: 2, pollSeconds: 600, maxTokens: 102 }));
+    // One input, published below: its timestamps are whole seconds, so a second one built later could differ.
+    const secondInput = devSnapshot({ network: 'testnet', sequence: 2, pollSeconds: 600, maxTokens: 102 });
+    const second = net.sign(secondInput);
     // The snapshot fetch of sequence 2 is held back until sequence 3 is published.
     const transport: HttpTransport = async (url, init) => {
       if (url.pathname.endsWith(`${second.digest.slice('sha256:'.length)}.json`)) {
@@ -181,7 +183,7 @@ describe('long-poll against the dev origin', () => {
     await until('snapshot 1 applied', async () => (await agent.applied()) === 1);
     await until('a long-poll held', () => origin.heldRequests() === 1);
 
-    await publish(2);
+    await net.publish(secondInput);
     await until('the fetch of snapshot 2 started', () => fetching2);
     await publish(3);
     release();
