@@ -3,41 +3,18 @@ import { randomBytes } from 'node:crypto';
 import { mkdir, readFile, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 
-import { tempDir } from '@resultity/testkit';
+import { tempDir, until } from '@resultity/testkit';
 import { type FileServer, devSnapshot, makeModel, startFileServer } from '@resultity/testkit/devnet';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { verifyAuditFile } from '../src/audit.js';
-import { CLI, type Setup, cli, freePort, setup, waitForExit } from './helpers.js';
-
-interface StateFile {
-  applied: { digest: string; sequence: number } | null;
-}
-
-async function readState(stateDir: string): Promise<StateFile | null> {
-  try {
-    return JSON.parse(await readFile(join(stateDir, 'state.json'), 'utf8')) as StateFile;
-  } catch {
-    return null;
-  }
-}
+import { CLI, type Setup, cli, freePort, setup, waitForExit, readState } from './helpers.js';
 
 async function exists(path: string): Promise<boolean> {
   return readFile(path).then(
     () => true,
     () => false,
   );
-}
-
-/** Polls a condition; fails with `what` after the deadline (a liveness bound, not a timing assertion). */
-async function until<T>(what: string, probe: () => Promise<T | null | undefined | false>, ms = 30_000): Promise<T> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const value = await probe();
-    if (value) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
 }
 
 function startDaemon(config: string): { child: ChildProcess; output: () => string } {

@@ -4,7 +4,7 @@ import { connect as connectSocket, createServer } from 'node:net';
 import { join } from 'node:path';
 
 import { BRIDGE_ENV, type RuntimeBridge, connect } from '@resultity/runtime-bridge';
-import { tempDir } from '@resultity/testkit';
+import { tempDir, until } from '@resultity/testkit';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 
 import { loadConfig } from '../src/config.js';
@@ -15,15 +15,6 @@ import { CLI, type Setup, cli, freePort, setup, waitForExit } from './helpers.js
 
 const mode = async (path: string) => (await stat(path)).mode & 0o777;
 const token = async (path: string) => (await readFile(path, 'utf8')).trim();
-
-/** Polls a condition; fails with `what` after the deadline (a liveness bound, not a timing assertion). */
-async function until(what: string, probe: () => Promise<boolean>, ms = 30_000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!(await probe())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
 
 describe('an Agent with the default bridge and control settings', () => {
   let work: { path: string; cleanup: () => Promise<void> };

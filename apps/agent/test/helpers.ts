@@ -1,5 +1,5 @@
 import { type ChildProcess, execFile } from 'node:child_process';
-import { mkdir } from 'node:fs/promises';
+import { mkdir, readFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
@@ -79,4 +79,21 @@ export async function setup(work: string, kind: 'dev' | 'nginx', overrides: Part
 export function waitForExit(child: ChildProcess): Promise<number | null> {
   if (child.exitCode !== null) return Promise.resolve(child.exitCode);
   return new Promise((resolve) => child.once('exit', (code) => resolve(code)));
+}
+
+/** The parts of an Agent's `state.json` the end-to-end tests look at. */
+export interface StateFile {
+  applied: { digest: string; sequence: number } | null;
+  high_water: { digest: string; sequence: number } | null;
+  pinned: { digest: string; until_above: number } | null;
+  audit_head: { index: number; hash: string } | null;
+}
+
+/** The Agent's `state.json`, or null while there is none (or it is being replaced). */
+export async function readState(stateDir: string): Promise<StateFile | null> {
+  try {
+    return JSON.parse(await readFile(join(stateDir, 'state.json'), 'utf8')) as StateFile;
+  } catch {
+    return null;
+  }
 }

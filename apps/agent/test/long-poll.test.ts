@@ -5,7 +5,7 @@ import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 
 import { type OriginServer, startOriginServer } from '@resultity/snapshot/origin';
-import { tempDir } from '@resultity/testkit';
+import { tempDir, until } from '@resultity/testkit';
 import { type DevNetwork, createDevNetwork, devSnapshot } from '@resultity/testkit/devnet';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 
@@ -23,17 +23,6 @@ import { type ServedOrigin, serveWithNginx } from './helpers.js';
  * applier and the runtime notifier are fakes (ports). Snapshots poll every 600 s, so a
  * publish that lands within the liveness bound of these tests was heard by long-poll.
  */
-
-/** Polls a condition; fails naming `what` after the deadline (a liveness bound, not a timing assertion). */
-async function until<T>(what: string, probe: () => T | null | undefined | false | Promise<T | null | undefined | false>, ms = 20_000): Promise<T> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const value = await probe();
-    if (value) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
 
 let work: { path: string; cleanup: () => Promise<void> };
 let net: DevNetwork;

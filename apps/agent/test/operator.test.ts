@@ -2,37 +2,11 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
-import { tempDir } from '@resultity/testkit';
+import { tempDir, until } from '@resultity/testkit';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { devSnapshot } from '@resultity/testkit/devnet';
-import { CLI, type Setup, cli, freePort, setup, waitForExit } from './helpers.js';
-
-interface StateFile {
-  applied: { digest: string; sequence: number } | null;
-  high_water: { digest: string; sequence: number } | null;
-  pinned: { digest: string; until_above: number } | null;
-  audit_head: { index: number; hash: string } | null;
-}
-
-async function readState(stateDir: string): Promise<StateFile | null> {
-  try {
-    return JSON.parse(await readFile(join(stateDir, 'state.json'), 'utf8')) as StateFile;
-  } catch {
-    return null;
-  }
-}
-
-/** Polls a condition; fails with `what` after the deadline (a liveness bound, not a timing assertion). */
-async function until<T>(what: string, probe: () => Promise<T | null | undefined | false>, ms = 30_000): Promise<T> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const value = await probe();
-    if (value) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
+import { CLI, type Setup, cli, freePort, setup, waitForExit, readState } from './helpers.js';
 
 describe('operator safety', () => {
   let work: { path: string; cleanup: () => Promise<void> };

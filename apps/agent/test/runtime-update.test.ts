@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 
 import type { ContainerSpec } from '@resultity/snapshot';
-import { tempDir } from '@resultity/testkit';
+import { tempDir, until } from '@resultity/testkit';
 import { devSnapshot } from '@resultity/testkit/devnet';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
@@ -19,14 +19,6 @@ const run = promisify(execFile);
 const docker = async (...args: string[]) => (await run('docker', args, { maxBuffer: 16 * 1024 * 1024 })).stdout.trim();
 const registry = process.env.RESULTITY_TEST_REGISTRY ?? '127.0.0.1:5000';
 const runId = `${process.pid}x${Date.now().toString(36)}`;
-
-async function until(what: string, probe: () => Promise<boolean>, ms = 90_000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!(await probe())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
 
 describe('updates.runtime moves the runtime container to the next image version', () => {
   let work: { path: string; cleanup: () => Promise<void> };
@@ -83,7 +75,7 @@ describe('updates.runtime moves the runtime container to the next image version'
 
     const first = await s.net.publish(devSnapshot({ network: 'testnet', sequence: 1, pollSeconds: 1, containers: [inference] }));
     agent = await startAgent(await loadConfig(s.config), { logger: silentLogger });
-    await until('version a to ack snapshot 1', () => ackedBy(first.digest, `example-runtime:${a.version}`));
+    await until('version a to ack snapshot 1', () => ackedBy(first.digest, `example-runtime:${a.version}`), 90_000);
 
     const second = await s.net.publish(
       devSnapshot({
@@ -94,7 +86,7 @@ describe('updates.runtime moves the runtime container to the next image version'
         extra: { updates: { runtime: { version: b.version, image: b.image, digest: b.digest } } },
       }),
     );
-    await until('version b to ack snapshot 2', () => ackedBy(second.digest, `example-runtime:${b.version}`));
+    await until('version b to ack snapshot 2', () => ackedBy(second.digest, `example-runtime:${b.version}`), 90_000);
 
     const state = JSON.parse(await readFile(join(s.stateDir, 'state.json'), 'utf8')) as { applied: { digest: string } };
     expect(state.applied.digest).toBe(second.digest);

@@ -2,7 +2,7 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
 import { type RuntimeBridge, connect } from '@resultity/runtime-bridge';
-import { tempDir } from '@resultity/testkit';
+import { tempDir, until } from '@resultity/testkit';
 import { devSnapshot } from '@resultity/testkit/devnet';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
@@ -17,14 +17,6 @@ async function applied(stateDir: string): Promise<string | null> {
     return (JSON.parse(await readFile(join(stateDir, 'state.json'), 'utf8')) as { applied: { digest: string } | null }).applied?.digest ?? null;
   } catch {
     return null;
-  }
-}
-
-async function until(what: string, probe: () => Promise<boolean>, ms = 30_000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!(await probe())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
   }
 }
 

@@ -3,3 +3,4 @@ export * from './signer.js';
 export * from './tempdir.js';
 export * from './oracle.js';
 export * from './nginx.js';
+export * from './until.js';
