@@ -5,6 +5,7 @@ import { isBridgeError } from './errors.js';
 import { nonNegativeInt } from './cli-args.js';
 import { cliLogger } from './logger.js';
 import { startSidecar } from './sidecar.js';
+import { runCli } from './run-cli.js';
 
 const program = new Command()
   .name('resultity-runtime-bridge')
@@ -65,12 +66,4 @@ async function main(): Promise<number> {
   return 0;
 }
 
-main().then(
-  (code) => {
-    process.exitCode = code;
-  },
-  (error: unknown) => {
-    process.stderr.write(`resultity-runtime-bridge: ${(error as Error).message}\n`);
-    process.exitCode = 1;
-  },
-);
+runCli('resultity-runtime-bridge', main);

@@ -6,6 +6,7 @@ import pkg from '../package.json' with { type: 'json' };
 import { type ExampleRuntime, startExampleRuntime } from './example-runtime.js';
 import { nonNegativeInt } from './cli-args.js';
 import { cliLogger } from './logger.js';
+import { runCli } from './run-cli.js';
 
 // In a runtime container (SPEC §6) the Agent's variables name the bridge, its token and the model store.
 const program = new Command()
@@ -71,12 +72,4 @@ async function main(): Promise<number> {
   return 0;
 }
 
-main().then(
-  (code) => {
-    process.exitCode = code;
-  },
-  (error: unknown) => {
-    process.stderr.write(`resultity-example-runtime: ${(error as Error).message}\n`);
-    process.exitCode = 1;
-  },
-);
+runCli('resultity-example-runtime', main);
