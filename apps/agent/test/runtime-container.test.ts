@@ -3,7 +3,7 @@ import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 
-import { tempDir } from '@resultity/testkit';
+import { tempDir, until } from '@resultity/testkit';
 import { type FileServer, type RegistryImage, buildBusyboxImage, devSnapshot, makeModel, startFileServer } from '@resultity/testkit/devnet';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
@@ -28,17 +28,6 @@ const API = 'http://127.0.0.1:8080';
 // 20 ms a token: a 900-token job lasts about 18 s, long enough to be in flight across a reload.
 const RUNTIME_COMMAND = ['--port', '8080', '--token-delay-ms', '20', '--runtime-id', 'inference-1'];
 const SERVE = ['/bin/busybox', 'sh', '-c', 'trap "exit 0" TERM; while true; do /bin/busybox sleep 1; done'];
-
-/** Polls a condition; fails with `what` after the deadline (a liveness bound, not a timing assertion). */
-async function until<T>(what: string, probe: () => Promise<T | null | undefined | false>, ms = 60_000): Promise<T> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const value = await probe().catch(() => null);
-    if (value) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
-}
 
 interface Observed {
   id: string;
@@ -249,7 +238,7 @@ describe('the runtime as a container of the Agent (SPEC §6)', () => {
     const id = runtimeBefore.id;
     // 900 tokens at 20 ms: admitted under snapshot 1 (max_tokens 1000), still running when 2 lands.
     const inFlight = job(id, { model: 'tiny', max_tokens: 900 });
-    await until('the long job to be running', async () => (await getJson(id, '/v1/stats')).running === 1);
+    await until('the long job to be running', async () => (await getJson(id, '/v1/stats')).running === 1, 60_000);
 
     const tiny2 = await makeModel(join(work.path, 'files'), files, 'tiny', '2', Buffer.from('the weights of tiny, version 2, longer'));
     v2Sha = tiny2.sha256;
@@ -257,10 +246,14 @@ describe('the runtime as a container of the Agent (SPEC §6)', () => {
     second = await s.net.publish(
       devSnapshot({ network: 'testnet', sequence: 2, models: [tiny2], maxTokens: 50, pollSeconds: 1, containers: [runtimeContainer(), plain()] }),
     );
-    await until('snapshot 2 applied with the runtime ACK', async () => {
-      const st = await status();
-      return st.applied?.digest === second.digest && st.runtime.last?.digest === second.digest && st.runtime.last.outcome === 'ack';
-    });
+    await until(
+      'snapshot 2 applied with the runtime ACK',
+      async () => {
+        const st = await status();
+        return st.applied?.digest === second.digest && st.runtime.last?.digest === second.digest && st.runtime.last.outcome === 'ack';
+      },
+      60_000,
+    );
     expect((await getJson(id, '/v1/stats')).running).toBe(1);
 
     const environment = await getJson(id, '/v1/environment');
@@ -307,7 +300,7 @@ describe('the runtime as a container of the Agent (SPEC §6)', () => {
         (await entries()).some((e) => e.type === 'rollback' && e.reason === 'runtime-nack' && e.to === second.digest),
       120_000,
     );
-    await until('the runtime back on snapshot 2', async () => (await status()).runtime.connected[0]?.digest === second.digest);
+    await until('the runtime back on snapshot 2', async () => (await status()).runtime.connected[0]?.digest === second.digest, 60_000);
 
     const st = await status();
     expect(st.applied?.digest).toBe(second.digest);
@@ -325,7 +318,7 @@ describe('the runtime as a container of the Agent (SPEC §6)', () => {
     const fourth = await s.net.publish(
       devSnapshot({ network: 'testnet', sequence: 4, models: [], maxTokens: 70, pollSeconds: 1, containers: [runtimeContainer({ gpus: 1 })] }),
     );
-    await until('the refusal of snapshot 4', async () => (await status()).last_error?.digest === fourth.digest);
+    await until('the refusal of snapshot 4', async () => (await status()).last_error?.digest === fourth.digest, 60_000);
     const st = await status();
     expect(st.last_error).toMatchObject({ code: 'GPUS_UNAVAILABLE', message: expect.stringContaining('asks for 1 GPU(s); the node offers 0') });
     expect(st.applied?.digest).toBe(second.digest);
@@ -351,17 +344,21 @@ describe('the runtime as a container of the Agent (SPEC §6)', () => {
     expect(runtime.running).toBe(true);
 
     startDaemon();
-    await until('the runtime to reconnect to the new Agent', async () => (await status()).runtime.connected.some((c) => c.runtimeId === 'inference-1'));
+    await until('the runtime to reconnect to the new Agent', async () => (await status()).runtime.connected.some((c) => c.runtimeId === 'inference-1'), 60_000);
     // Converged: the new Agent's bridge has the runtime on the applied snapshot, and the next
     // change reaches it through the new socket and is acknowledged.
-    await until('the runtime on the applied snapshot', async () => (await status()).runtime.connected[0]?.digest === second.digest);
+    await until('the runtime on the applied snapshot', async () => (await status()).runtime.connected[0]?.digest === second.digest, 60_000);
     const fifth = await s.net.publish(
       devSnapshot({ network: 'testnet', sequence: 5, models: [tiny2Model], maxTokens: 80, pollSeconds: 1, containers: [runtimeContainer(), plain()] }),
     );
-    await until('snapshot 5 applied with the runtime ACK', async () => {
-      const st = await status();
-      return st.applied?.digest === fifth.digest && st.runtime.last?.digest === fifth.digest && st.runtime.last.outcome === 'ack';
-    });
+    await until(
+      'snapshot 5 applied with the runtime ACK',
+      async () => {
+        const st = await status();
+        return st.applied?.digest === fifth.digest && st.runtime.last?.digest === fifth.digest && st.runtime.last.outcome === 'ack';
+      },
+      60_000,
+    );
     expect(await getJson(runtime.id, '/v1/environment')).toMatchObject({ digest: fifth.digest, job: { max_tokens: 80 } });
     expect(await only('inference')).toMatchObject({ id: runtimeBefore.id, startedAt: runtimeBefore.startedAt, running: true });
   }, 180_000);

@@ -10,6 +10,7 @@ import { type ConfigInput, type StatusReport, errorMessage, loadConfig, renderSt
 import { DockerEngine } from '@resultity/applier';
 import { startExampleRuntime } from '@resultity/runtime-bridge';
 import { startOriginServer } from '@resultity/snapshot/origin';
+import { until } from '@resultity/testkit';
 import { type RegistryImage, createDevNetwork, devSnapshot, makeModel, startFileServer, writeAgentConfig } from '@resultity/testkit/devnet';
 import { Command } from 'commander';
 import { destination, pino } from 'pino';
@@ -96,16 +97,6 @@ async function runtimeContainer(): Promise<{ id: string; startedAt: string } | n
   const id = stdout.trim().split('\n').filter(Boolean)[0];
   if (id === undefined) return null;
   return { id, startedAt: (await run('docker', ['inspect', '--format', '{{.State.StartedAt}}', id])).stdout.trim() };
-}
-
-async function waitFor<T>(what: string, probe: () => Promise<T | null | undefined | false>, ms: number): Promise<T> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const value = await probe().catch(() => null);
-    if (value) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
 }
 
 async function main(): Promise<number> {
@@ -197,8 +188,8 @@ async function main(): Promise<number> {
   const status = async (): Promise<StatusReport> => (await (await fetch(`${agent.statusUrl}/status`)).json()) as StatusReport;
   let code = 0;
   try {
-    await waitFor('snapshot 1 to be applied', async () => (await status()).applied?.digest === first.digest, 120_000);
-    await waitFor('the runtime to take snapshot 1', async () => (await runtimeDigest()) === first.digest, 60_000);
+    await until('snapshot 1 to be applied', async () => (await status()).applied?.digest === first.digest, 120_000);
+    await until('the runtime to take snapshot 1', async () => (await runtimeDigest()) === first.digest, 60_000);
     say('\n— snapshot 1 applied —');
     say(renderStatus(await status()));
     const before = image ? await runtimeContainer() : null;
@@ -212,8 +203,8 @@ async function main(): Promise<number> {
     const model2 = await makeModel(join(dir, 'files'), files, 'tiny-llm', '1.1.0', randomBytes(256 * 1024));
     const second = await net.publish(devSnapshot({ network: 'devnet', sequence: 2, models: [model2], containers: containers(), maxTokens: 2048 }));
     say(`\npublished snapshot 2: ${second.digest} (max_tokens 1024 → 2048, model tiny-llm 1.0.0 → 1.1.0)`);
-    await waitFor('snapshot 2 to be applied', async () => (await status()).applied?.digest === second.digest, 120_000);
-    await waitFor('the runtime to take snapshot 2', async () => (await runtimeDigest()) === second.digest, 60_000);
+    await until('snapshot 2 to be applied', async () => (await status()).applied?.digest === second.digest, 120_000);
+    await until('the runtime to take snapshot 2', async () => (await runtimeDigest()) === second.digest, 60_000);
     say('\n— snapshot 2 landed; the runtime acknowledged it —');
     say(renderStatus(await status()));
     if (before) {
