@@ -58,10 +58,10 @@ async function mirrors(...faults: Parameters<typeof startRangeMirror>[0][]): Pro
   return started;
 }
 
-function ports(options: { connections?: number; idleTimeoutMs?: number; store?: FsModelStore } = {}) {
+function ports(options: { connections?: number; idleTimeoutMs?: number; store?: FsModelStore; pieceBytes?: number } = {}) {
   const downloader = new HttpDownloader({ idleTimeoutMs: options.idleTimeoutMs ?? 5000, allowPrivateAddresses: true });
   const models = options.store ?? new FsModelStore(join(dir.path, 'store'));
-  return { models, downloader, clock: systemClock, chunks: chunkPorts(origin, downloader, models, options.connections) };
+  return { models, downloader, clock: systemClock, chunks: chunkPorts(origin, downloader, models, options.connections, options.pieceBytes) };
 }
 
 async function blob(hex: string): Promise<Buffer> {
@@ -127,6 +127,34 @@ describe('fetchChunked', () => {
     expect(bad!.ranges()).toHaveLength(1);
     expect(named.bytes).toBe(0);
     expect(report.mirrors.reduce((n, m) => n + m.bytes, 0)).toBe(bytes.length);
+  });
+
+  describe('a chunk larger than a request', () => {
+    // 4 MiB chunks (the last 2.5 MiB) in 512 KiB pieces: several connections on one chunk at once.
+    const PIECE = 512 * 1024;
+
+    it('is fetched as pieces on several connections, in file order, hashed across them, and stored verified', async () => {
+      const [m] = await mirrors({});
+      const model = chunkedModel('pieces', bytes, 4 * CHUNK, [m!.url('/model.bin')], origin);
+      const report = await fetchChunked(model, ports({ connections: 4, pieceBytes: PIECE }));
+      expect(sha256(await blob(model.sha256))).toBe(sha256(bytes));
+      const ranges = m!.ranges();
+      expect(ranges.every(([start, end]) => start % PIECE === 0 && end - start + 1 <= PIECE)).toBe(true);
+      expect(ranges.map(([start]) => start)).toEqual(Array.from({ length: 13 }, (_, i) => i * PIECE));
+      expect(report.bytesFetched).toBe(bytes.length);
+      expect(report.mirrors[0]).toMatchObject({ bytes: bytes.length, failure: null });
+    });
+
+    it('names a mirror that served one wrong piece, though the chunk came over several connections', async () => {
+      // One byte wrong in the middle of each chunk: only a piece behind the hash front carries it.
+      const [good, bad] = await mirrors({}, { corruptAt: [PIECE * 3, 4 * CHUNK + PIECE * 3] });
+      const model = chunkedModel('bad-piece', bytes, 4 * CHUNK, [bad!.url('/model.bin'), good!.url('/model.bin')], origin);
+      const report = await fetchChunked(model, ports({ connections: 4, pieceBytes: PIECE }));
+      expect(sha256(await blob(model.sha256))).toBe(sha256(bytes));
+      expect(report.mirrors[0]!.failure?.code).toBe('MIRROR_CHUNK_MISMATCH');
+      expect(report.mirrors[0]!.bytes).toBe(0);
+      expect(report.mirrors[1]).toMatchObject({ bytes: bytes.length, failure: null });
+    });
   });
 
   it('works around a mirror that keeps failing, one that stalls, and one that ignores ranges', async () => {
