@@ -12,6 +12,7 @@ import {
   FileFlagsStore,
   FsModelStore,
   HttpDownloader,
+  OriginChunkLists,
   execute,
   fetchChunked,
   fetchModel,
@@ -20,7 +21,7 @@ import {
   type DownloadDetail,
   type ProgressEvent,
 } from '../src/index.js';
-import { chunkPorts, chunkedModel, chunkListOf, chunkListPath, MiB } from './support/chunked-model.js';
+import { chunkPorts, chunkedModel, chunkListOf, chunkListPath, MiB, NETWORK } from './support/chunked-model.js';
 import { failure } from './support/failure.js';
 import { generatedBytes, sha256 } from './support/model-server.js';
 import { type Nginx, startNginx } from './support/nginx.js';
@@ -104,6 +105,21 @@ describe('fetchChunked', () => {
       expect(progress.at(-1)?.done).toBe(bytes.length);
       expect(progress.map((p) => p.done)).toEqual([...progress.map((p) => p.done)].sort((a, b) => a - b));
       expect(progress.at(-1)?.detail?.mirrors).toHaveLength(3);
+    });
+
+    it('falls back to one verified stream when the origin has no chunk list, through the mirrors in order, and records the fallback', async () => {
+      const model = chunkedModel('no-list-nginx', bytes, CHUNK, [`${nginx.urls[0]}/missing.bin`, `${nginx.urls[1]}/model.bin`], origin);
+      // The origin is nginx too, and it has no chunks/ directory: the list answers 404.
+      const p = ports();
+      const report = await fetchModel(model, { ...p, chunks: { ...p.chunks, lists: new OriginChunkLists(nginx.urls[2]!, NETWORK, p.downloader) } });
+      expect(sha256(await blob(model.sha256))).toBe(sha256(bytes));
+      expect(report.fallback).toMatchObject({ index: -1, code: 'CHUNK_LIST_UNAVAILABLE' });
+      expect(report.fallback?.detail).toContain('one stream');
+      expect(report.dropped.map((d) => [d.index, d.code])).toEqual([
+        [-1, 'CHUNK_LIST_UNAVAILABLE'],
+        [0, 'MIRROR_HTTP_STATUS'],
+      ]);
+      expect(await staged()).toEqual([]);
     });
   });
 
@@ -336,6 +352,31 @@ describe('fetchModel with chunks', () => {
     } finally {
       await again.cleanup();
     }
+  });
+
+  it('falls back to one verified stream when no mirror serves chunks that match the chunk list', async () => {
+    const [a, b] = await mirrors({}, {});
+    // A list of other bytes, signed into the model: every chunk of every mirror is refuted by it.
+    const list = chunkListOf(generatedBytes(bytes.length, 73), CHUNK);
+    origin.serve(chunkListPath(list.sha256), list.bytes);
+    const model = {
+      ...chunkedModel('wrong-chunks', bytes, CHUNK, [a!.url('/model.bin'), b!.url('/model.bin')], origin),
+      chunks: { size: CHUNK, sha256: list.sha256 },
+    };
+    const report = await fetchModel(model, ports());
+    expect(sha256(await blob(model.sha256))).toBe(sha256(bytes));
+    expect(report.fallback).toMatchObject({ index: -1, code: 'CHUNK_LIST_INVALID' });
+    // The stream is one request without a range, to the first mirror.
+    expect(a!.requests.at(-1)?.range).toBeUndefined();
+    expect(await staged()).toEqual([]);
+  });
+
+  it('does not fall back when the mirrors themselves fail: the stream would meet them too', async () => {
+    const [a] = await mirrors({ status: 503 });
+    const model = chunkedModel('down', bytes, CHUNK, [a!.url('/model.bin')], origin);
+    const error = await failure(fetchModel(model, ports(), { maxAttemptsPerUrl: 2, retryDelayMs: 10 }));
+    expect(error.code).toBe('DOWNLOAD_FAILED');
+    expect(a!.requests.every((r) => r.range !== undefined)).toBe(true);
   });
 
   it('refuses with INSUFFICIENT_SPACE before anything is fetched when the reserve leaves too little room', async () => {
