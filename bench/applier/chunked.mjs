@@ -121,7 +121,8 @@ const add = (t, r) => {
   t.cpu.push(r.cpuSeconds);
 };
 const cpuPerGiB = (t, mib = sizeMiB) => +((median(t.cpu) * 1024) / mib).toFixed(2);
-const rounded = (t) => Object.fromEntries(Object.entries(t).map(([k, v]) => [k, { seconds: v.seconds.map((x) => +x.toFixed(3)), cpu: v.cpu.map((x) => +x.toFixed(2)) }]));
+const rounded = (t) =>
+  Object.fromEntries(Object.entries(t).map(([k, v]) => [k, { seconds: v.seconds.map((x) => +x.toFixed(3)), cpu: v.cpu.map((x) => +x.toFixed(2)) }]));
 
 /** Ours in a child, failing the benchmark if the download failed. */
 async function oursOk(...args) {
@@ -264,11 +265,20 @@ if (scenarios.has('bad')) {
   }
   await original.close();
   await handle.close();
-  const servers = [await startNginx(join(work, 'nginx-bad-0'), root), await startNginx(join(work, 'nginx-bad-1'), badRoot), await startNginx(join(work, 'nginx-bad-2'), root)];
+  const servers = [
+    await startNginx(join(work, 'nginx-bad-0'), root),
+    await startNginx(join(work, 'nginx-bad-1'), badRoot),
+    await startNginx(join(work, 'nginx-bad-2'), root),
+  ];
   try {
     // The reference: the two good mirrors alone.
     await fresh(out);
-    const good = await oursOk(model, [servers[0], servers[2]].map((s) => `${s.url}/${model.name}`), servers[0].url, join(out, 'store'));
+    const good = await oursOk(
+      model,
+      [servers[0], servers[2]].map((s) => `${s.url}/${model.name}`),
+      servers[0].url,
+      join(out, 'store'),
+    );
     await fresh(out);
     const r = await ours(
       model,

@@ -89,7 +89,11 @@ http { log_format bytes '$bytes_sent'; access_log ${log} bytes; sendfile on; def
  * `sync -d` on it (fdatasync, as the store does before its rename). `{ seconds, cpuSeconds }` of all of it.
  */
 export function curl(url, out, { verify = false, durable = false } = {}) {
-  return timed(['curl', ['-sS', '--fail', '-o', out, url]], ...(verify ? [['openssl', ['dgst', '-sha256', out]]] : []), ...(durable ? [['sync', ['-d', out]]] : []));
+  return timed(
+    ['curl', ['-sS', '--fail', '-o', out, url]],
+    ...(verify ? [['openssl', ['dgst', '-sha256', out]]] : []),
+    ...(durable ? [['sync', ['-d', out]]] : []),
+  );
 }
 
 /** One curl process, `n` connections in parallel, each a range of the file into its own part file (not even joined). */
