@@ -137,7 +137,15 @@ interface Flight {
   abort: AbortController;
   /** Taken back for a faster mirror: its failure is not the mirror's fault. */
   stolen: boolean;
+  /** Its end was moved back for an idle connection: reaching it is success, whatever the socket does next. */
+  split: boolean;
 }
+
+/** A split piece's connection is stopped with this once it has delivered up to its new end. */
+class SplitReached extends Error {}
+
+/** A flight with less than twice this left is not split. */
+const MIN_SPLIT = 1 << 20;
 
 /** A failure that ends the whole download, whichever lane met it (an Error, so it passes through a downloader unchanged). */
 class Fatal extends Error {
@@ -453,6 +461,31 @@ export async function fetchChunked(
         return n;
       };
 
+      /**
+       * With nothing left to start and no piece to take back, gives an idle connection the second
+       * half of what the piece with the most left has still to come, from the same mirror (so a
+       * wrong chunk still names its mirror); the tail then runs on every connection.
+       */
+      const split = (): boolean => {
+        let best: Flight | null = null;
+        let most = 0;
+        for (const f of flights) {
+          if (f.stolen || f.chunk.pinned || f.mirror.failure !== null || f.mirror.notBefore > clock.now()) continue;
+          const left = f.to - (f.from + f.received);
+          if (left > most) {
+            most = left;
+            best = f;
+          }
+        }
+        if (best === null || most < 2 * MIN_SPLIT) return false;
+        const mid = best.to - Math.floor(most / 2);
+        best.chunk.todo.push({ from: mid, to: best.to });
+        best.chunk.todo.sort((a, b) => a.from - b.from);
+        best.to = mid;
+        best.split = true;
+        return true;
+      };
+
       /** Starts the chunk over: every piece to fetch again, nothing hashed, no mirror chosen. */
       const resetChunk = (c: ChunkState) => {
         for (const [from, entry] of c.settled) settledBytes -= entry.to - from;
@@ -551,7 +584,7 @@ export async function fetchChunked(
           }
           const work = takeWork(mirror);
           if (work === null) {
-            steal();
+            if (!steal() && split()) continue;
             await Promise.race([changed, clock.sleep(STEAL_MIN_MS, options.signal).catch(() => undefined)]);
             continue;
           }
@@ -564,7 +597,16 @@ export async function fetchChunked(
             range = { from: chunk.start, to: chunk.todo.at(-1)?.to ?? range.to };
             chunk.todo = [];
           }
-          const flight: Flight = { chunk, ...range, mirror: work.mirror, startedAt: clock.now(), received: 0, abort: new AbortController(), stolen: false };
+          const flight: Flight = {
+            chunk,
+            ...range,
+            mirror: work.mirror,
+            startedAt: clock.now(),
+            received: 0,
+            abort: new AbortController(),
+            stolen: false,
+            split: false,
+          };
           flights.add(flight);
           flight.mirror.active++;
           chunk.flights++;
@@ -626,14 +668,29 @@ export async function fetchChunked(
        * it is where the chunk's hash has got to (otherwise it is read back once it is written).
        */
       const fetchPiece = async (flight: Flight, entry: Settled): Promise<void> => {
+        try {
+          await requestPiece(flight, entry);
+        } catch (error) {
+          // Split, and everything up to its new end is written: the rest is another connection's.
+          if (flight.split && entry.to >= flight.to && !(error instanceof Fatal)) return;
+          throw error;
+        }
+        if (flight.split && entry.to < flight.to) throw new Error(`piece of ${chunkLabel(flight.chunk.index)} ended at ${entry.to}, before ${flight.to}`);
+      };
+
+      const requestPiece = async (flight: Flight, entry: Settled): Promise<void> => {
         const { chunk: c, mirror, from, to } = flight;
         const length = to - from;
         const signal = options.signal ? AbortSignal.any([options.signal, flight.abort.signal]) : flight.abort.signal;
         let position = from;
         // Writes of one piece land one after another, so what is written is always one range from its start.
         let writes: Promise<void> = Promise.resolve();
-        const accept = (batch: Uint8Array[], bytes: number): Promise<void> => {
+        const accept = (received: Uint8Array[], receivedBytes: number): Promise<void> => {
           const at = position;
+          // Past a split point: the connection has done its part.
+          if (at >= flight.to) return Promise.reject(new SplitReached());
+          const bytes = Math.min(receivedBytes, flight.to - at);
+          const batch = bytes === receivedBytes ? received : trimmed(received, bytes);
           position += bytes;
           if (!c.catchingUp && at === c.hashedTo) {
             for (const b of batch) c.hash.update(b);
@@ -704,11 +761,14 @@ export async function fetchChunked(
           await Promise.all(inFlight);
           response.body.destroy?.();
         }
-        if (writeError !== null) throw writeError instanceof Fatal ? writeError : new Fatal(storeFailure(writeError, label));
-        if (flight.received < length) throw new Error(`connection closed after ${flight.received} of ${length} bytes of ${chunkLabel(c.index)}`);
+        if (writeError !== null)
+          throw writeError instanceof Fatal || writeError instanceof SplitReached ? writeError : new Fatal(storeFailure(writeError, label));
+        if (flight.received < flight.to - from) throw new Error(`connection closed after ${flight.received} of ${length} bytes of ${chunkLabel(c.index)}`);
       };
 
-      await Promise.all(Array.from({ length: Math.min(connections, Math.max(1, open.length * Math.ceil(chunkSize / pieceBytes))) }, () => lane()));
+      const left = open.reduce((n, c) => n + c.end - c.start, 0);
+      // As many connections as there are pieces, or halves a split could make.
+      await Promise.all(Array.from({ length: Math.min(connections, Math.max(1, Math.ceil(left / MIN_SPLIT))) }, () => lane()));
       // A chunk's read-back may still run after the lanes stopped on a failure: let it end before the file is closed.
       while (open.some((c) => c.catchingUp)) await changed;
       await background;
@@ -733,6 +793,18 @@ export async function fetchChunked(
     const seconds = Math.max(0.001, (clock.now() - startedAt) / 1000);
     return { bytesPerSecond: Math.round(bytesFetched / seconds), mirrors: mirrors.map(progressOf) };
   }
+}
+
+/** The first `bytes` of a list of buffers. */
+function trimmed(buffers: Uint8Array[], bytes: number): Uint8Array[] {
+  const out: Uint8Array[] = [];
+  let left = bytes;
+  for (const b of buffers) {
+    if (left <= 0) break;
+    out.push(b.byteLength <= left ? b : b.subarray(0, left));
+    left -= b.byteLength;
+  }
+  return out;
 }
 
 /** The node's own disk failing: a full one is INSUFFICIENT_SPACE, anything else STORE_FAILED. */

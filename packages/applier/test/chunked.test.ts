@@ -161,6 +161,20 @@ describe('fetchChunked', () => {
       expect(report.mirrors[0]).toMatchObject({ bytes: bytes.length, failure: null });
     });
 
+    it('splits the last piece for idle connections: the rest of it comes over several at once', async () => {
+      // 64 KiB every 20 ms per connection: one connection alone would take about 2 s for the 6.5 MiB.
+      const [m] = await mirrors({ bytesPerTick: 64 * 1024 });
+      const model = chunkedModel('split', bytes, 8 * CHUNK, [m!.url('/model.bin')], origin);
+      const report = await fetchChunked(model, ports({ connections: 4, pieceBytes: 8 * CHUNK }));
+      expect(sha256(await blob(model.sha256))).toBe(sha256(bytes));
+      const starts = m!.ranges().map(([start]) => start);
+      expect(starts[0]).toBe(0);
+      expect(starts.length).toBeGreaterThanOrEqual(4);
+      expect(report.mirrors[0]).toMatchObject({ bytes: bytes.length, failure: null });
+      // What each connection received past its split point is not written, nor counted twice.
+      expect(report.bytesFetched).toBe(bytes.length);
+    });
+
     it('names a mirror that served one wrong piece, though the chunk came over several connections', async () => {
       // One byte wrong in the middle of each chunk: only a piece behind the hash front carries it.
       const [good, bad] = await mirrors({}, { corruptAt: [PIECE * 3, 4 * CHUNK + PIECE * 3] });
