@@ -3,18 +3,16 @@
 // number of connections, all from nginx on 127.0.0.1.
 // Usage: node bench/applier/chunked.mjs [sizeMiB=1024] [runs=3] [scenarios=main,limited,resume,bad] [connections=8] [chunkMiB=64]
 // Needs `pnpm --filter @resultity/applier build`, nginx, curl and aria2c. Scratch: bench/.work/applier-chunked.
-import { execFile, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream, createWriteStream, existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { copyFile, mkdir, open, rm, stat } from 'node:fs/promises';
-import net from 'node:net';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { promisify } from 'node:util';
 
 import { buildChunkList } from '../../packages/snapshot/dist/index.js';
+import { aria2c, curl, curlRanges, median, settle, startNginx } from './references.mjs';
 
-const run = promisify(execFile);
 const here = dirname(fileURLToPath(import.meta.url));
 const work = join(here, '..', '.work', 'applier-chunked');
 const sizeMiB = Number(process.argv[2] ?? 1024);
@@ -24,65 +22,6 @@ const connections = Number(process.argv[5] ?? 8);
 const chunkSize = Number(process.argv[6] ?? 64) * 2 ** 20;
 const MiB = 2 ** 20;
 const NETWORK = 'bench';
-
-const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
-const settle = () => run('sync');
-
-async function freePort() {
-  return new Promise((resolve) => {
-    const probe = net.createServer().listen(0, '127.0.0.1', () => {
-      const { port } = probe.address();
-      probe.close(() => resolve(port));
-    });
-  });
-}
-
-/** One nginx process serving `root` (sendfile on), optionally with a per-connection limit_rate, logging bytes sent. */
-async function startNginx(name, root, limitRate) {
-  const prefix = join(work, `nginx-${name}`);
-  await mkdir(join(prefix, 'logs'), { recursive: true });
-  const port = await freePort();
-  const log = join(prefix, 'logs', 'bytes.log');
-  await rm(log, { force: true });
-  const conf = join(prefix, 'nginx.conf');
-  writeFileSync(
-    conf,
-    `daemon off; master_process off; worker_processes 1; pid ${prefix}/nginx.pid; error_log ${prefix}/logs/error.log;
-${process.getuid?.() === 0 ? 'user root;' : ''}
-events { worker_connections 256; }
-http { log_format bytes '$bytes_sent'; access_log ${log} bytes; sendfile on; default_type application/octet-stream;
-  client_body_temp_path ${prefix}/body; proxy_temp_path ${prefix}/proxy; fastcgi_temp_path ${prefix}/fastcgi; uwsgi_temp_path ${prefix}/uwsgi; scgi_temp_path ${prefix}/scgi;
-  server { listen 127.0.0.1:${port}; root ${root}; ${limitRate ? `limit_rate ${limitRate};` : ''} } }
-`,
-  );
-  const child = spawn('nginx', ['-p', prefix, '-c', conf], { stdio: 'inherit' });
-  for (let i = 0; i < 100; i++) {
-    const ok = await new Promise((resolve) =>
-      net
-        .connect(port, '127.0.0.1')
-        .once('connect', function () {
-          this.destroy();
-          resolve(true);
-        })
-        .once('error', () => resolve(false)),
-    );
-    if (ok) break;
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  return {
-    url: `http://127.0.0.1:${port}`,
-    /** Bytes this nginx sent since the log was last cleared (headers included). */
-    bytesSent: () =>
-      existsSync(log)
-        ? readFileSync(log, 'utf8')
-            .split('\n')
-            .filter(Boolean)
-            .reduce((n, l) => n + Number(l), 0)
-        : 0,
-    clearLog: () => writeFileSync(log, ''),
-    stop: () => new Promise((resolve) => child.once('exit', resolve).kill('SIGTERM')),
-  };
-}
 
 /** The model file, its sha256, and its chunk list written where an origin serves it. */
 async function ensureModel(root, mib) {
@@ -155,45 +94,6 @@ async function ours(model, urls, origin, root, options = {}) {
   return { ...(result ?? {}), signal, wall, lastProgress };
 }
 
-async function curlOne(url, out) {
-  const t0 = process.hrtime.bigint();
-  await run('curl', ['-sS', '--fail', '-o', out, url]);
-  return Number(process.hrtime.bigint() - t0) / 1e9;
-}
-
-/** One curl process, `n` connections in parallel, each a range of the file into its own part file. */
-async function curlParallel(url, size, outDir, n) {
-  const per = Math.ceil(size / n);
-  const args = ['-sS', '--fail', '--parallel', '--parallel-max', String(n)];
-  for (let i = 0; i < n; i++) args.push('-r', `${i * per}-${Math.min(size, (i + 1) * per) - 1}`, '-o', join(outDir, `part${i}`), url);
-  const t0 = process.hrtime.bigint();
-  await run('curl', args);
-  return Number(process.hrtime.bigint() - t0) / 1e9;
-}
-
-async function aria2(urls, outDir, n, checksum) {
-  const args = [
-    '-q',
-    '-x',
-    String(n),
-    '-s',
-    String(n),
-    '-k',
-    `${chunkSize / MiB}M`,
-    '--file-allocation=none',
-    '--allow-overwrite=true',
-    '--auto-file-renaming=false',
-    '-d',
-    outDir,
-    '-o',
-    'out',
-  ];
-  if (checksum) args.push(`--checksum=sha-256=${checksum}`);
-  const t0 = process.hrtime.bigint();
-  await run('aria2c', [...args, ...urls]);
-  return Number(process.hrtime.bigint() - t0) / 1e9;
-}
-
 async function fresh(dir) {
   await rm(dir, { recursive: true, force: true });
   await mkdir(dir, { recursive: true });
@@ -214,43 +114,60 @@ const root = join(work, 'root');
 await mkdir(root, { recursive: true });
 const out = join(work, 'out');
 
+/** A figure per tool: wall and CPU seconds of each run. */
+const collect = () => ({ seconds: [], cpu: [] });
+const add = (t, r) => {
+  t.seconds.push(r.seconds);
+  t.cpu.push(r.cpuSeconds);
+};
+const cpuPerGiB = (t, mib = sizeMiB) => +((median(t.cpu) * 1024) / mib).toFixed(2);
+const rounded = (t) =>
+  Object.fromEntries(Object.entries(t).map(([k, v]) => [k, { seconds: v.seconds.map((x) => +x.toFixed(3)), cpu: v.cpu.map((x) => +x.toFixed(2)) }]));
+
+/** Ours in a child, failing the benchmark if the download failed. */
+async function oursOk(...args) {
+  const r = await ours(...args);
+  if (r.signal !== 0) throw new Error(`our download failed (${r.signal})`);
+  return r;
+}
+
 if (scenarios.has('main')) {
   const model = await ensureModel(root, sizeMiB);
-  const server = await startNginx('main', root);
+  const server = await startNginx(join(work, 'nginx-main'), root);
   const url = `${server.url}/${model.name}`;
   try {
-    await curlOne(url, join(work, 'warm.out')); // page cache warm for everyone
+    await curl(url, join(work, 'warm.out')); // page cache warm for everyone
     await rm(join(work, 'warm.out'));
-    const t = { curl1: [], curlN: [], aria: [], ours: [], oursNoFsync: [], rss: [] };
+    const t = { curl1: collect(), curlN: collect(), aria: collect(), ours: collect(), oursNoFsync: collect() };
+    const rss = [];
     for (let i = 0; i < runs; i++) {
       await fresh(out);
-      t.curl1.push(await curlOne(url, join(out, 'out')));
+      add(t.curl1, await curl(url, join(out, 'out')));
       await fresh(out);
-      t.curlN.push(await curlParallel(url, model.size, out, connections));
+      add(t.curlN, await curlRanges(url, model.size, out, connections));
       await fresh(out);
-      t.aria.push(await aria2([url], out, connections));
+      add(t.aria, await aria2c([url], out, connections, chunkSize / MiB));
       await fresh(out);
-      const r = await ours(model, [url], server.url, join(out, 'store'));
-      if (r.signal !== 0) throw new Error(`our download failed (${r.signal})`);
-      t.ours.push(r.seconds);
-      t.rss.push(r.peakRssMiB);
+      const r = await oursOk(model, [url], server.url, join(out, 'store'));
+      add(t.ours, r);
+      rss.push(r.peakRssMiB);
       // Diagnostic only, not the figure compared: the same download with the store's flushes off.
       await fresh(out);
-      const d = await ours(model, [url], server.url, join(out, 'store'), { fsync: false });
-      if (d.signal !== 0) throw new Error(`our download failed (${d.signal})`);
-      t.oursNoFsync.push(d.seconds);
+      add(t.oursNoFsync, await oursOk(model, [url], server.url, join(out, 'store'), { fsync: false }));
     }
+    const m = (k) => median(t[k].seconds);
     report.scenarios.main = {
-      curl1MiBps: mibps(median(t.curl1)),
-      curlNMiBps: mibps(median(t.curlN)),
-      aria2MiBps: mibps(median(t.aria)),
-      oursMiBps: mibps(median(t.ours)),
-      oursNoFsyncMiBps: mibps(median(t.oursNoFsync)),
-      oursVsCurl1: +(median(t.curl1) / median(t.ours)).toFixed(2),
-      oursVsCurlN: +(median(t.curlN) / median(t.ours)).toFixed(2),
-      oursVsAria2: +(median(t.aria) / median(t.ours)).toFixed(2),
-      peakRssMiB: +Math.max(...t.rss).toFixed(1),
-      seconds: Object.fromEntries(Object.entries(t).map(([k, v]) => [k, v.map((x) => +x.toFixed(3))])),
+      curl1MiBps: mibps(m('curl1')),
+      curlNMiBps: mibps(m('curlN')),
+      aria2MiBps: mibps(m('aria')),
+      oursMiBps: mibps(m('ours')),
+      oursNoFsyncMiBps: mibps(m('oursNoFsync')),
+      oursVsCurl1: +(m('curl1') / m('ours')).toFixed(2),
+      oursVsCurlN: +(m('curlN') / m('ours')).toFixed(2),
+      oursVsAria2: +(m('aria') / m('ours')).toFixed(2),
+      cpuSecondsPerGiB: Object.fromEntries(Object.keys(t).map((k) => [k, cpuPerGiB(t[k])])),
+      peakRssMiB: +Math.max(...rss).toFixed(1),
+      runs: rounded(t),
     };
   } finally {
     await server.stop();
@@ -264,29 +181,34 @@ if (scenarios.has('limited')) {
   const model = await ensureModel(root, mib);
   const limit = '20m'; // nginx limit_rate: per connection
   const servers = [];
-  for (let i = 0; i < 3; i++) servers.push(await startNginx(`limited-${i}`, root, limit));
+  for (let i = 0; i < 3; i++) servers.push(await startNginx(join(work, `nginx-limited-${i}`), root, limit));
   const urls = servers.map((s) => `${s.url}/${model.name}`);
   try {
-    const t = { curl1: [], aria3: [], ours3: [] };
+    // aria2c splits a file in pieces of at least -k: with -k at the chunk size it opens only as
+    // many connections as the file has chunks; -k8M (our piece size) lets it open all of them.
+    const t = { curl1: collect(), aria3: collect(), aria3k8: collect(), ours3: collect() };
     for (let i = 0; i < Math.max(1, Math.min(runs, 2)); i++) {
       await fresh(out);
-      t.curl1.push(await curlOne(urls[0], join(out, 'out')));
+      add(t.curl1, await curl(urls[0], join(out, 'out')));
       await fresh(out);
-      t.aria3.push(await aria2(urls, out, connections));
+      add(t.aria3, await aria2c(urls, out, connections, chunkSize / MiB));
       await fresh(out);
-      const r = await ours(model, urls, servers[0].url, join(out, 'store'));
-      if (r.signal !== 0) throw new Error(`our download failed (${r.signal})`);
-      t.ours3.push(r.seconds);
+      add(t.aria3k8, await aria2c(urls, out, connections, 8));
+      await fresh(out);
+      add(t.ours3, await oursOk(model, urls, servers[0].url, join(out, 'store')));
     }
+    const m = (k) => median(t[k].seconds);
     report.scenarios.limited = {
       sizeMiB: mib,
       limitRatePerConnection: limit,
-      curlFromOneMiBps: mibps(median(t.curl1), mib),
-      aria2FromThreeMiBps: mibps(median(t.aria3), mib),
-      oursFromThreeMiBps: mibps(median(t.ours3), mib),
-      oursVsCurlFromOne: +(median(t.curl1) / median(t.ours3)).toFixed(2),
-      oursVsAria2FromThree: +(median(t.aria3) / median(t.ours3)).toFixed(2),
-      seconds: Object.fromEntries(Object.entries(t).map(([k, v]) => [k, v.map((x) => +x.toFixed(3))])),
+      curlFromOneMiBps: mibps(m('curl1'), mib),
+      aria2FromThreeMiBps: mibps(m('aria3'), mib),
+      aria2k8FromThreeMiBps: mibps(m('aria3k8'), mib),
+      oursFromThreeMiBps: mibps(m('ours3'), mib),
+      oursVsCurlFromOne: +(m('curl1') / m('ours3')).toFixed(2),
+      oursVsAria2FromThree: +(m('aria3') / m('ours3')).toFixed(2),
+      oursVsAria2k8FromThree: +(m('aria3k8') / m('ours3')).toFixed(2),
+      runs: rounded(t),
     };
   } finally {
     for (const s of servers) await s.stop();
@@ -296,7 +218,7 @@ if (scenarios.has('limited')) {
 
 if (scenarios.has('resume')) {
   const model = await ensureModel(root, sizeMiB);
-  const server = await startNginx('resume', root);
+  const server = await startNginx(join(work, 'nginx-resume'), root);
   const url = `${server.url}/${model.name}`;
   try {
     await fresh(out);
@@ -343,8 +265,20 @@ if (scenarios.has('bad')) {
   }
   await original.close();
   await handle.close();
-  const servers = [await startNginx('bad-0', root), await startNginx('bad-1', badRoot), await startNginx('bad-2', root)];
+  const servers = [
+    await startNginx(join(work, 'nginx-bad-0'), root),
+    await startNginx(join(work, 'nginx-bad-1'), badRoot),
+    await startNginx(join(work, 'nginx-bad-2'), root),
+  ];
   try {
+    // The reference: the two good mirrors alone.
+    await fresh(out);
+    const good = await oursOk(
+      model,
+      [servers[0], servers[2]].map((s) => `${s.url}/${model.name}`),
+      servers[0].url,
+      join(out, 'store'),
+    );
     await fresh(out);
     const r = await ours(
       model,
@@ -358,6 +292,8 @@ if (scenarios.has('bad')) {
     report.scenarios.bad = {
       ok: r.signal === 0,
       seconds: +(r.seconds ?? 0).toFixed(3),
+      twoGoodAloneSeconds: +good.seconds.toFixed(3),
+      vsTwoGoodAlone: +(good.seconds / r.seconds).toFixed(2),
       rightHash: hash.digest('hex') === model.sha256,
       mirrors: r.mirrors?.map((m) => ({ index: m.index, bytes: m.bytes, failure: m.failure?.code ?? null })),
     };

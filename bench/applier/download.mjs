@@ -2,16 +2,15 @@
 // from the same local server. Usage: node bench/applier/download.mjs [sizesMiB=128,1024] [runs=3] [nginx|node]
 // Server: nginx (default; sendfile, like a CDN) or node (bench/applier/serve.mjs), 4th argument.
 // Needs `pnpm --filter @resultity/applier build` first. Scratch files go to bench/.work/applier.
-import { execFile, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { createWriteStream, existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { mkdir, rm, stat } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
-import net from 'node:net';
 import { fileURLToPath } from 'node:url';
-import { promisify } from 'node:util';
 
 import { FsModelStore, HttpDownloader, fetchModel, systemClock } from '../../packages/applier/dist/index.js';
+import { curl, median, settle, startNginx } from './references.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const work = join(here, '..', '.work', 'applier');
@@ -42,63 +41,19 @@ async function startNodeServer(file) {
   return { url: `http://127.0.0.1:${port}/model.bin`, stop: () => child.kill('SIGTERM') };
 }
 
-/** nginx on a free loopback port, serving the work directory (what a model CDN looks like). */
-async function startNginx(file) {
-  const port = await new Promise((resolve) => {
-    const probe = net.createServer().listen(0, '127.0.0.1', () => {
-      const p = probe.address().port;
-      probe.close(() => resolve(p));
-    });
-  });
-  const prefix = join(work, 'nginx');
-  await mkdir(join(prefix, 'logs'), { recursive: true });
-  const conf = join(prefix, 'nginx.conf');
-  writeFileSync(
-    conf,
-    `daemon off; master_process off; worker_processes 1; pid ${prefix}/nginx.pid; error_log ${prefix}/logs/error.log;
-events { worker_connections 64; }
-http { access_log off; sendfile on; server { listen 127.0.0.1:${port}; root ${dirname(file)}; } }
-`,
-  );
-  const child = spawn('nginx', ['-p', prefix, '-c', conf], { stdio: 'inherit' });
-  for (let i = 0; i < 50; i++) {
-    const ok = await new Promise((resolve) =>
-      net
-        .connect(port, '127.0.0.1')
-        .once('connect', function () {
-          this.destroy();
-          resolve(true);
-        })
-        .once('error', () => resolve(false)),
-    );
-    if (ok) break;
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  return { url: `http://127.0.0.1:${port}/${basename(file)}`, stop: () => child.kill('SIGTERM') };
+/** nginx serving the work directory (what a model CDN looks like), the same as the chunked benchmark's. */
+async function startNginxFor(file) {
+  const server = await startNginx(join(work, 'nginx'), dirname(file));
+  return { url: `${server.url}/${basename(file)}`, stop: () => server.stop() };
 }
 
-const startServer = serverKind === 'node' ? startNodeServer : startNginx;
+const startServer = serverKind === 'node' ? startNodeServer : startNginxFor;
 
-const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
-
-/** Starts every timed run from the same state: nothing dirty in the page cache. */
-async function settle() {
-  await promisify(execFile)('sync');
-}
-
-/**
- * curl into a file, then what the mode adds: `sync -d` (fdatasync, as the store does before its
- * rename) and `openssl dgst -sha256` (the fastest command-line verify, SHA-NI) — so each
- * applier mode is set next to the curl pipeline that gives the same guarantee.
- */
+/** curl into a file with what the mode adds (see references.mjs), each run from a clean page cache. */
 async function curlOnce(url, out, mode) {
   await rm(out, { force: true });
   await settle();
-  const t0 = process.hrtime.bigint();
-  await promisify(execFile)('curl', ['-sS', '--fail', '-o', out, url]);
-  if (mode.verify) await promisify(execFile)('openssl', ['dgst', '-sha256', out]);
-  if (mode.durable) await promisify(execFile)('sync', ['-d', out]);
-  const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
+  const { seconds } = await curl(url, out, mode);
   await rm(out, { force: true });
   return seconds;
 }
@@ -160,7 +115,7 @@ for (const sizeMiB of sizes) {
       });
     }
   } finally {
-    server.stop();
+    await server.stop();
   }
 }
 console.log(JSON.stringify({ runs, server: serverKind, node: process.version, rows }, null, 2));

@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { type Hash, createHash } from 'node:crypto';
 
 import { type Model, SnapshotError, chunkCount, chunkListByteLength, verifyChunkList } from '@resultity/snapshot';
 
@@ -49,7 +49,17 @@ export interface ChunkedReport {
 }
 
 export const DEFAULT_CONNECTIONS = 8;
-/** Bytes gathered from a socket before one positional write; small, since 8 connections stream at once. */
+/**
+ * The most one request asks for. Eight connections on eight 64 MiB chunks would each finish
+ * their chunk at about the same time, so the verified prefix (all the whole-file hash may read)
+ * would lag the download by up to 512 MiB, hashed after the last byte arrived; on 8 MiB pieces
+ * of the same chunks they move through the file together and the lag is one chunk. Requests
+ * are one connection each (`Connection: close`), so much smaller pieces would cost handshakes.
+ */
+export const DEFAULT_PIECE_BYTES = 8 << 20;
+/** Bytes read back at a time into a chunk's hash (pieces behind its front). */
+const READ_BACK = 1 << 20;
+/** Bytes gathered from a streamed response before one positional write; small, since 8 connections stream at once. */
 const WRITE_BATCH = 1 << 20;
 /** Writes in flight per connection: bounds memory at connections × WRITE_BATCH × this. */
 const MAX_IN_FLIGHT = 2;
@@ -82,15 +92,60 @@ interface Mirror {
   failure: MirrorFailure | null;
 }
 
+/** A written range of a chunk: up to where, and from which mirror. */
+interface Settled {
+  to: number;
+  mirror: Mirror;
+}
+
+/**
+ * A chunk not yet verified. It is fetched as pieces, all from one mirror (so a wrong chunk
+ * names the mirror that served it), several at once; its hash runs in file order, on the bytes
+ * of the piece at its front as they arrive, and over the other pieces by reading them back once
+ * they are written and the front reaches them.
+ */
+interface ChunkState {
+  index: number;
+  start: number;
+  end: number;
+  /** The mirror its pieces are asked from; null until a connection takes it. */
+  mirror: Mirror | null;
+  /** Every mirror whose bytes it holds: with more than one (a piece was taken back), a mismatch blames none. */
+  sources: Set<Mirror>;
+  /** After a mismatch no single mirror could be blamed for: fetched again whole, from one mirror. */
+  pinned: boolean;
+  /** Ranges not asked for yet, in file order. */
+  todo: { from: number; to: number }[];
+  /** Written ranges, by where they start. */
+  settled: Map<number, Settled>;
+  /** Pieces in flight. */
+  flights: number;
+  hash: Hash;
+  /** The file offset the chunk's hash has reached. */
+  hashedTo: number;
+  /** Reading written bytes back into the hash; live bytes wait meanwhile. */
+  catchingUp: boolean;
+}
+
 interface Flight {
-  chunk: number;
+  chunk: ChunkState;
+  from: number;
+  to: number;
   mirror: Mirror;
   startedAt: number;
   received: number;
   abort: AbortController;
   /** Taken back for a faster mirror: its failure is not the mirror's fault. */
   stolen: boolean;
+  /** Its end was moved back for an idle connection: reaching it is success, whatever the socket does next. */
+  split: boolean;
 }
+
+/** A split piece's connection is stopped with this once it has delivered up to its new end. */
+class SplitReached extends Error {}
+
+/** A flight with less than twice this left is not split. */
+const MIN_SPLIT = 1 << 20;
 
 /** A failure that ends the whole download, whichever lane met it (an Error, so it passes through a downloader unchanged). */
 class Fatal extends Error {
@@ -163,6 +218,28 @@ export async function fetchChunked(
   const baseDelay = options.retryDelayMs ?? 200;
   const connections = Math.max(1, ports.chunks.connections ?? DEFAULT_CONNECTIONS);
   const lengthOf = (i: number) => Math.min(size, (i + 1) * chunkSize) - i * chunkSize;
+  const pieceBytes = Math.max(1, Math.min(chunkSize, ports.chunks.pieceBytes ?? DEFAULT_PIECE_BYTES));
+  /** Buffers for reading written pieces back into their chunk's hash. */
+  const scratch: Buffer[] = [];
+  /** What a chunk starts (and starts over) with: every piece to fetch, nothing written or hashed. */
+  const freshPieces = (c: { start: number; end: number }) => {
+    const todo: { from: number; to: number }[] = [];
+    for (let from = c.start; from < c.end; from += pieceBytes) todo.push({ from, to: Math.min(c.end, from + pieceBytes) });
+    return {
+      mirror: null,
+      sources: new Set<Mirror>(),
+      todo,
+      settled: new Map<number, Settled>(),
+      hash: createHash('sha256'),
+      hashedTo: c.start,
+      catchingUp: false,
+    };
+  };
+  const newChunkState = (index: number): ChunkState => {
+    const start = index * chunkSize;
+    const end = start + lengthOf(index);
+    return { index, start, end, pinned: false, flights: 0, ...freshPieces({ start, end }) };
+  };
 
   const mirrors: Mirror[] = model.urls.map((url, index) => ({
     index,
@@ -233,14 +310,18 @@ export async function fetchChunked(
 
     /** Fetches every chunk not yet verified, over all mirrors; returns when all are verified and journalled. */
     async function fetchMissing(): Promise<void> {
-      const pending: number[] = [];
-      for (let i = 0; i < count; i++) if (!verified.has(i)) pending.push(i);
-      const flights = new Map<number, Flight>();
+      const open: ChunkState[] = [];
+      for (let i = 0; i < count; i++) if (!verified.has(i)) open.push(newChunkState(i));
+      let remaining = open.length;
+      const flights = new Set<Flight>();
       let fatal: Fatal | null = null;
       let reported = 0;
       let sinceReport = 0;
+      // Bytes written and not taken back: what progress reports (never more than once per byte).
+      let settledBytes = 0;
+      const resumedBytes = [...verified].reduce((n, i) => n + lengthOf(i), 0);
 
-      // Lanes wait for one another through this: any chunk finishing or failing wakes them.
+      // Lanes wait for one another through this: any piece finishing or failing wakes them.
       let wake: () => void = () => undefined;
       let changed = new Promise<void>((resolve) => {
         wake = resolve;
@@ -291,10 +372,7 @@ export async function fetchChunked(
       const report = (force = false) => {
         if (!force && sinceReport < PROGRESS_EVERY) return;
         sinceReport = 0;
-        let done = 0;
-        for (const i of verified) done += lengthOf(i);
-        for (const f of flights.values()) done += f.received;
-        reported = Math.max(reported, Math.min(done, size));
+        reported = Math.max(reported, Math.min(resumedBytes + settledBytes, size));
         options.onProgress?.(reported, size, detail());
       };
 
@@ -309,7 +387,7 @@ export async function fetchChunked(
         let choice: Mirror | null = null;
         let score = Number.POSITIVE_INFINITY;
         for (const m of ready) {
-          // The time a new chunk would take there, shared with those already in flight on it.
+          // The time a new piece would take there, shared with those already in flight on it.
           const s = (m.active + 1) / (m.rate ?? best);
           if (s < score) {
             score = s;
@@ -319,32 +397,160 @@ export async function fetchChunked(
         return choice;
       };
 
-      /** With nothing left to start, takes back a chunk a much slower mirror would finish last. */
+      /**
+       * The next piece for a connection to `mirror`: of the lowest chunk already given to it;
+       * else of the lowest chunk no live mirror has (it takes the chunk); else of the lowest
+       * chunk with pieces left, from that chunk's own mirror (one mirror per chunk, so a wrong
+       * chunk always names the mirror that served it).
+       */
+      const takeWork = (mirror: Mirror): { chunk: ChunkState; mirror: Mirror } | null => {
+        const now = clock.now();
+        let unowned: ChunkState | null = null;
+        let other: ChunkState | null = null;
+        for (const c of open) {
+          if (c.todo.length === 0) continue;
+          const owner = c.mirror !== null && c.mirror.failure === null ? c.mirror : null;
+          if (owner === mirror) return { chunk: c, mirror };
+          if (owner === null) unowned ??= c;
+          else if (owner.notBefore <= now) other ??= c;
+        }
+        if (unowned !== null) {
+          // A chunk that must come from one mirror starts over when its mirror was dropped half-way.
+          if (unowned.pinned && unowned.sources.size > 0 && unowned.flights === 0) resetChunk(unowned);
+          unowned.mirror = mirror;
+          return { chunk: unowned, mirror };
+        }
+        if (other?.mirror != null) return { chunk: other, mirror: other.mirror };
+        return null;
+      };
+
+      /** With nothing left to start, takes back a piece a much slower mirror would finish last. */
       const steal = (): boolean => {
         const now = clock.now();
         const fastest = mirrors.filter((m) => m.failure === null && m.rate !== null).sort((a, b) => (b.rate ?? 0) - (a.rate ?? 0))[0];
         if (fastest?.rate == null) return false;
         let victim: Flight | null = null;
         let worst = 0;
-        for (const f of flights.values()) {
-          if (f.stolen || f.mirror === fastest) continue;
+        for (const f of flights) {
+          if (f.stolen || f.mirror === fastest || f.chunk.pinned) continue;
           const elapsed = Math.max(1, now - f.startedAt);
           const rate = f.received / elapsed;
-          const remaining = lengthOf(f.chunk) - f.received;
+          const remaining = f.to - f.from - f.received;
           const finishIn = rate > 0 ? remaining / rate : Number.POSITIVE_INFINITY;
-          const alternative = lengthOf(f.chunk) / fastest.rate;
+          const alternative = (f.to - f.from) / fastest.rate;
           if (elapsed >= STEAL_MIN_MS && finishIn > STEAL_FACTOR * alternative + STEAL_MIN_MS && finishIn > worst) {
             worst = finishIn;
             victim = f;
           }
         }
         if (victim === null) return false;
-        // What the slow mirror showed on this chunk is its rate now, measured or not, so the chunk does not go straight back to it.
+        // What the slow mirror showed on this piece is its rate now, measured or not, so the piece does not go straight back to it.
         const shown = victim.received / Math.max(1, now - victim.startedAt);
         victim.mirror.rate = Math.min(victim.mirror.rate ?? Number.POSITIVE_INFINITY, shown);
         victim.stolen = true;
+        // The rest of its chunk goes to the faster mirror too.
+        victim.chunk.mirror = fastest;
         victim.abort.abort(new Error('taken back for a faster mirror'));
         return true;
+      };
+
+      /** Chunks nothing was asked for yet. */
+      const untouched = () => {
+        let n = 0;
+        for (const c of open) if (c.flights === 0 && c.settled.size === 0 && c.todo.length > 0 && c.todo[0]!.from === c.start) n++;
+        return n;
+      };
+
+      /**
+       * With nothing left to start and no piece to take back, gives an idle connection the second
+       * half of what the piece with the most left has still to come, from the same mirror (so a
+       * wrong chunk still names its mirror); the tail then runs on every connection.
+       */
+      const split = (): boolean => {
+        let best: Flight | null = null;
+        let most = 0;
+        for (const f of flights) {
+          if (f.stolen || f.chunk.pinned || f.mirror.failure !== null || f.mirror.notBefore > clock.now()) continue;
+          const left = f.to - (f.from + f.received);
+          if (left > most) {
+            most = left;
+            best = f;
+          }
+        }
+        if (best === null || most < 2 * MIN_SPLIT) return false;
+        const mid = best.to - Math.floor(most / 2);
+        best.chunk.todo.push({ from: mid, to: best.to });
+        best.chunk.todo.sort((a, b) => a.from - b.from);
+        best.to = mid;
+        best.split = true;
+        return true;
+      };
+
+      /** Starts the chunk over: every piece to fetch again, nothing hashed, no mirror chosen. */
+      const resetChunk = (c: ChunkState) => {
+        for (const [from, entry] of c.settled) settledBytes -= entry.to - from;
+        Object.assign(c, freshPieces(c));
+      };
+
+      /** Hashes what was written at the chunk's hash front, reading it back; then checks the chunk if it is complete. */
+      const advance = (c: ChunkState) => {
+        if (c.catchingUp || fatal !== null) return;
+        for (const [from, entry] of c.settled) {
+          if (from <= c.hashedTo && c.hashedTo < entry.to) {
+            void catchUp(c);
+            return;
+          }
+        }
+        if (c.hashedTo === c.end && c.flights === 0 && c.todo.length === 0 && !verified.has(c.index)) complete(c);
+      };
+
+      const catchUp = async (c: ChunkState) => {
+        c.catchingUp = true;
+        const buffer = scratch.pop() ?? Buffer.allocUnsafe(READ_BACK);
+        try {
+          for (;;) {
+            let until = -1;
+            for (const [from, entry] of c.settled) if (from <= c.hashedTo && c.hashedTo < entry.to) until = entry.to;
+            if (until < 0) break;
+            while (c.hashedTo < until) {
+              const n = await part.read(c.hashedTo, buffer.subarray(0, Math.min(buffer.length, until - c.hashedTo)));
+              if (n === 0) throw new Error(`the staged file ends at ${c.hashedTo}`);
+              c.hash.update(buffer.subarray(0, n));
+              c.hashedTo += n;
+            }
+          }
+        } catch (error) {
+          fatal ??= new Fatal(storeFailure(error, label));
+        } finally {
+          scratch.push(buffer);
+          c.catchingUp = false;
+        }
+        advance(c);
+        notify();
+      };
+
+      /** Every byte of the chunk is written and hashed: it counts if its digest is the list's. */
+      const complete = (c: ChunkState) => {
+        const digest = c.hash.digest('hex');
+        if (digest === list[c.index]) {
+          for (const [from, entry] of c.settled) entry.mirror.bytes += entry.to - from;
+          verified.add(c.index);
+          open.splice(open.indexOf(c), 1);
+          remaining--;
+          advancePrefix();
+          toMark.push(c.index);
+          kickFlush();
+          return;
+        }
+        const only = c.sources.size === 1 ? [...c.sources][0]! : null;
+        resetChunk(c);
+        const error = new ApplyError(
+          'MIRROR_CHUNK_MISMATCH',
+          `${only?.host ?? 'mirrors'}: ${chunkLabel(c.index)} hashes to ${digest}, the chunk list has ${list[c.index]}`,
+        );
+        if (only !== null) blame(only, c.index, error);
+        // Pieces from several mirrors: which one was wrong is unknown, so the chunk comes from one mirror next time.
+        else c.pinned = true;
       };
 
       const lane = async (): Promise<void> => {
@@ -355,16 +561,11 @@ export async function fetchChunked(
             notify();
             return;
           }
-          if (pending.length === 0) {
-            if (flights.size === 0) return;
-            steal();
-            await Promise.race([changed, clock.sleep(STEAL_MIN_MS, options.signal).catch(() => undefined)]);
-            continue;
-          }
+          if (remaining === 0) return;
           const mirror = pickMirror();
           if (mirror === null) {
-            // Every mirror is out: the chunks still in flight may finish, nothing more can start.
-            if (flights.size === 0) {
+            // Every mirror is out: the pieces still in flight may finish, nothing more can start.
+            if (flights.size === 0 && !open.some((c) => c.catchingUp)) {
               fatal = new Fatal(
                 allMirrorsFailed(
                   label,
@@ -381,31 +582,69 @@ export async function fetchChunked(
             await Promise.race([changed, clock.sleep(Math.max(1, mirror), options.signal).catch(() => undefined)]);
             continue;
           }
-          const chunk = pending.shift() as number;
-          const flight: Flight = { chunk, mirror, startedAt: clock.now(), received: 0, abort: new AbortController(), stolen: false };
-          flights.set(chunk, flight);
-          mirror.active++;
+          const work = takeWork(mirror);
+          if (work === null) {
+            if (!steal() && split()) continue;
+            await Promise.race([changed, clock.sleep(STEAL_MIN_MS, options.signal).catch(() => undefined)]);
+            continue;
+          }
+          const { chunk } = work;
+          let range = chunk.todo.shift() as { from: number; to: number };
+          if (range.from === chunk.start && chunk.settled.size === 0 && chunk.flights === 0 && untouched() > connections) {
+            // Far from the end, a chunk comes whole on one connection: hashed as it arrives, never
+            // read back. Only the last chunks are split, so that they end in file order and the
+            // whole-file hash is not left with several of them after the last byte.
+            range = { from: chunk.start, to: chunk.todo.at(-1)?.to ?? range.to };
+            chunk.todo = [];
+          }
+          const flight: Flight = {
+            chunk,
+            ...range,
+            mirror: work.mirror,
+            startedAt: clock.now(),
+            received: 0,
+            abort: new AbortController(),
+            stolen: false,
+            split: false,
+          };
+          flights.add(flight);
+          flight.mirror.active++;
+          chunk.flights++;
+          chunk.sources.add(flight.mirror);
+          const entry: Settled = { to: flight.from, mirror: flight.mirror };
+          chunk.settled.set(flight.from, entry);
           try {
-            await fetchChunk(flight);
-            mirror.strikes = 0;
-            mirror.bytes += lengthOf(chunk);
+            await fetchPiece(flight, entry);
+            flight.mirror.strikes = 0;
             const took = Math.max(1, clock.now() - flight.startedAt);
-            const rate = lengthOf(chunk) / took;
-            mirror.rate = mirror.rate === null ? rate : 0.5 * mirror.rate + 0.5 * rate;
-            verified.add(chunk);
-            advancePrefix();
-            toMark.push(chunk);
-            kickFlush();
+            const rate = (flight.to - flight.from) / took;
+            flight.mirror.rate = flight.mirror.rate === null ? rate : 0.5 * flight.mirror.rate + 0.5 * rate;
           } catch (error) {
-            pending.unshift(chunk);
-            pending.sort((a, b) => a - b);
+            if (flight.stolen && chunk.hashedTo <= flight.from) {
+              // Taken back: the faster mirror fetches all of it, so the slow one is credited nothing.
+              settledBytes -= entry.to - flight.from;
+              chunk.settled.delete(flight.from);
+              chunk.todo.push({ from: flight.from, to: flight.to });
+            } else {
+              // What was written stays; the rest is asked for again.
+              if (entry.to === flight.from) chunk.settled.delete(flight.from);
+              chunk.todo.push({ from: entry.to, to: flight.to });
+            }
+            chunk.todo.sort((a, b) => a.from - b.from);
+            if (chunk.settled.size === 0 && chunk.flights === 1) {
+              // Nothing of it came from this mirror: whichever is ready may take all of it.
+              chunk.mirror = null;
+              chunk.sources.clear();
+            }
             if (error instanceof Fatal) fatal ??= error;
             else if (options.signal?.aborted)
               fatal ??= new Fatal(new ApplyError('ABORTED', `download of ${label} was cancelled (verified chunks are kept for a resume)`, { cause: error }));
-            else if (!flight.stolen) blame(mirror, chunk, error);
+            else if (!flight.stolen) blame(flight.mirror, chunk.index, error);
           } finally {
-            mirror.active--;
-            flights.delete(chunk);
+            flight.mirror.active--;
+            chunk.flights--;
+            flights.delete(flight);
+            advance(chunk);
             report();
             notify();
           }
@@ -414,6 +653,7 @@ export async function fetchChunked(
 
       /** Decides what a mirror's failure costs it: a pause and a strike, or no more work. */
       const blame = (mirror: Mirror, chunk: number, error: unknown) => {
+        if (mirror.failure !== null) return;
         const transient = error instanceof HttpStatusError ? error.transient : !(error instanceof ApplyError);
         if (transient && ++mirror.strikes < maxStrikes) {
           mirror.notBefore = clock.now() + baseDelay * 2 ** (mirror.strikes - 1);
@@ -423,77 +663,90 @@ export async function fetchChunked(
         mirror.failure = { ...failure, detail: `${chunkLabel(chunk)}: ${failure.detail}` };
       };
 
-      /** One ranged request: hashed as it streams, written in place, verified against the list. */
-      const fetchChunk = async (flight: Flight): Promise<void> => {
-        const { chunk, mirror } = flight;
-        const start = chunk * chunkSize;
-        const length = lengthOf(chunk);
+      /**
+       * One ranged request for a piece: each batch written in place, and hashed on the spot when
+       * it is where the chunk's hash has got to (otherwise it is read back once it is written).
+       */
+      const fetchPiece = async (flight: Flight, entry: Settled): Promise<void> => {
+        try {
+          await requestPiece(flight, entry);
+        } catch (error) {
+          // Split, and everything up to its new end is written: the rest is another connection's.
+          if (flight.split && entry.to >= flight.to && !(error instanceof Fatal)) return;
+          throw error;
+        }
+        if (flight.split && entry.to < flight.to) throw new Error(`piece of ${chunkLabel(flight.chunk.index)} ended at ${entry.to}, before ${flight.to}`);
+      };
+
+      const requestPiece = async (flight: Flight, entry: Settled): Promise<void> => {
+        const { chunk: c, mirror, from, to } = flight;
+        const length = to - from;
         const signal = options.signal ? AbortSignal.any([options.signal, flight.abort.signal]) : flight.abort.signal;
-        if (downloader.readRange !== undefined) {
-          const hash = createHash('sha256');
-          let written = start;
-          await downloader.readRange(mirror.url, { start, end: start + length, size, signal }, async (batch) => {
-            hash.update(batch);
-            flight.received += batch.length;
-            bytesFetched += batch.length;
-            sinceReport += batch.length;
-            report();
-            const at = written;
-            written += batch.length;
+        let position = from;
+        // Writes of one piece land one after another, so what is written is always one range from its start.
+        let writes: Promise<void> = Promise.resolve();
+        const accept = (received: Uint8Array[], receivedBytes: number): Promise<void> => {
+          const at = position;
+          // Past a split point: the connection has done its part.
+          if (at >= flight.to) return Promise.reject(new SplitReached());
+          const bytes = Math.min(receivedBytes, flight.to - at);
+          const batch = bytes === receivedBytes ? received : trimmed(received, bytes);
+          position += bytes;
+          if (!c.catchingUp && at === c.hashedTo) {
+            for (const b of batch) c.hash.update(b);
+            c.hashedTo += bytes;
+          }
+          flight.received += bytes;
+          bytesFetched += bytes;
+          sinceReport += bytes;
+          const written = writes.then(async () => {
             try {
-              await part.write(at, [batch]);
+              await part.write(at, batch);
             } catch (error) {
               throw new Fatal(storeFailure(error, label));
             }
-            countWritten(batch.length);
+            entry.to = at + bytes;
+            settledBytes += bytes;
+            countWritten(bytes);
+            report();
+            advance(c);
           });
-          const digest = hash.digest('hex');
-          if (digest !== list[chunk]) {
-            throw new ApplyError('MIRROR_CHUNK_MISMATCH', `${mirror.host}: ${chunkLabel(chunk)} hashes to ${digest}, the chunk list has ${list[chunk]}`);
-          }
+          writes = written.catch(() => undefined);
+          return written;
+        };
+
+        if (downloader.readRange !== undefined) {
+          await downloader.readRange(mirror.url, { start: from, end: to, size, signal }, (batch) => accept([batch], batch.length));
           return;
         }
-        const response = await downloader.open(mirror.url, { offset: start, end: start + length, signal });
+        const response = await downloader.open(mirror.url, { offset: from, end: to, signal });
         if (response.totalBytes !== null && response.totalBytes !== size) {
           response.body.destroy?.();
           throw new ApplyError('SIZE_MISMATCH', `${mirror.host}: expected ${size} bytes, the server has ${response.totalBytes}`);
         }
-        if (response.offset !== start) {
+        if (response.offset !== from) {
           response.body.destroy?.();
-          throw new ApplyError('MIRROR_NO_RANGES', `${mirror.host}: asked for bytes from ${start}, the answer starts at ${response.offset}`);
+          throw new ApplyError('MIRROR_NO_RANGES', `${mirror.host}: asked for bytes from ${from}, the answer starts at ${response.offset}`);
         }
-        const hash = createHash('sha256');
         let batch: Uint8Array[] = [];
         let batchBytes = 0;
-        let written = start;
         let writeError: unknown = null;
         const inFlight: Promise<void>[] = [];
         const flush = () => {
-          const chunks = batch;
-          const at = written;
-          written += batchBytes;
+          inFlight.push(
+            accept(batch, batchBytes).catch((error: unknown) => {
+              writeError ??= error;
+            }),
+          );
           batch = [];
           batchBytes = 0;
-          inFlight.push(
-            part.write(at, chunks).then(
-              () => countWritten(chunks.reduce((n, c) => n + c.byteLength, 0)),
-              (error: unknown) => {
-                writeError ??= error;
-              },
-            ),
-          );
         };
         try {
           for await (const data of response.body) {
             if (writeError !== null) break;
-            if (flight.received + data.length > length) {
-              throw new ApplyError('SIZE_MISMATCH', `${mirror.host}: more than the ${length} bytes of ${chunkLabel(chunk)} arrived`);
+            if (flight.received + batchBytes + data.length > length) {
+              throw new ApplyError('SIZE_MISMATCH', `${mirror.host}: more than the ${length} bytes of ${chunkLabel(c.index)} asked for arrived`);
             }
-            hash.update(data);
-            flight.received += data.length;
-            bytesFetched += data.length;
-            sinceReport += data.length;
-            report();
             batch.push(data);
             batchBytes += data.length;
             if (batchBytes >= WRITE_BATCH) {
@@ -502,21 +755,22 @@ export async function fetchChunked(
             }
           }
         } finally {
-          // Whatever was received is written before the chunk is handed on, so a refetch of the
-          // same chunk by another lane never races a late write of this one.
+          // Whatever was received is written before the piece is handed on, so a refetch of the
+          // same range by another lane never races a late write of this one.
           if (batchBytes > 0 && writeError === null) flush();
           await Promise.all(inFlight);
           response.body.destroy?.();
         }
-        if (writeError !== null) throw new Fatal(storeFailure(writeError, label));
-        if (flight.received < length) throw new Error(`connection closed after ${flight.received} of ${length} bytes of ${chunkLabel(chunk)}`);
-        const digest = hash.digest('hex');
-        if (digest !== list[chunk]) {
-          throw new ApplyError('MIRROR_CHUNK_MISMATCH', `${mirror.host}: ${chunkLabel(chunk)} hashes to ${digest}, the chunk list has ${list[chunk]}`);
-        }
+        if (writeError !== null)
+          throw writeError instanceof Fatal || writeError instanceof SplitReached ? writeError : new Fatal(storeFailure(writeError, label));
+        if (flight.received < flight.to - from) throw new Error(`connection closed after ${flight.received} of ${length} bytes of ${chunkLabel(c.index)}`);
       };
 
-      await Promise.all(Array.from({ length: Math.min(connections, Math.max(1, pending.length)) }, () => lane()));
+      const left = open.reduce((n, c) => n + c.end - c.start, 0);
+      // As many connections as there are pieces, or halves a split could make.
+      await Promise.all(Array.from({ length: Math.min(connections, Math.max(1, Math.ceil(left / MIN_SPLIT))) }, () => lane()));
+      // A chunk's read-back may still run after the lanes stopped on a failure: let it end before the file is closed.
+      while (open.some((c) => c.catchingUp)) await changed;
       await background;
       while (flushing !== null || toMark.length > 0) {
         kickFlush();
@@ -539,6 +793,18 @@ export async function fetchChunked(
     const seconds = Math.max(0.001, (clock.now() - startedAt) / 1000);
     return { bytesPerSecond: Math.round(bytesFetched / seconds), mirrors: mirrors.map(progressOf) };
   }
+}
+
+/** The first `bytes` of a list of buffers. */
+function trimmed(buffers: Uint8Array[], bytes: number): Uint8Array[] {
+  const out: Uint8Array[] = [];
+  let left = bytes;
+  for (const b of buffers) {
+    if (left <= 0) break;
+    out.push(b.byteLength <= left ? b : b.subarray(0, left));
+    left -= b.byteLength;
+  }
+  return out;
 }
 
 /** The node's own disk failing: a full one is INSUFFICIENT_SPACE, anything else STORE_FAILED. */

@@ -22,6 +22,12 @@ describe('planCollection', () => {
     expect(plan.storeBytes).toBe(648);
   });
 
+  it('removes a file a removal killed between its index write and its unlink left: no entry names it, no kept snapshot wants it', () => {
+    // The index already says `b` is gone; its file is still there.
+    const plan = planCollection({ index: [entry('a')], files: files.slice(0, 2) }, [{ sha256: hex('a') }]);
+    expect(plan.remove).toEqual([{ kind: 'blob', sha256: hex('b'), bytes: 200 }]);
+  });
+
   it('keeps the staged files of a kept model, so its download resumes', () => {
     const plan = planCollection({ index: [], files }, [
       { sha256: hex('a') },

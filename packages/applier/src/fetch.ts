@@ -120,13 +120,35 @@ function nextMove(error: unknown): 'retry' | 'next' | 'discard-and-next' | 'give
 
 /** What a download that succeeded met on the way: the mirrors it gave up on, for the audit log and metrics. */
 export interface FetchReport {
+  /** Mirrors given up on; a chunk list given up on is the first, with index -1. */
   dropped: MirrorFailure[];
+  /** Set when the model has a chunk list that could not be used, so it came down as one stream instead. */
+  fallback: MirrorFailure | null;
+}
+
+/**
+ * Whether a chunked download's failure leaves the single stream worth trying, and what to
+ * record if so: a chunk list the origin cannot serve, one that is refused, or one no mirror's
+ * chunks agree with. The stream is verified against the signed whole-file sha256 alone, which
+ * the SPEC requires anyway; a mirror that is down, a full disk or a cancel end the download.
+ */
+function chunkListFallback(error: unknown): MirrorFailure | null {
+  if (!(error instanceof ApplyError)) return null;
+  const chunksRefuted = error.code === 'DOWNLOAD_FAILED' && (error.mirrors?.length ?? 0) > 0 && error.mirrors!.every((m) => m.code === 'MIRROR_CHUNK_MISMATCH');
+  if (error.code !== 'CHUNK_LIST_UNAVAILABLE' && error.code !== 'CHUNK_LIST_INVALID' && !chunksRefuted) return null;
+  return {
+    index: -1,
+    code: chunksRefuted ? 'CHUNK_LIST_INVALID' : error.code,
+    detail: `${chunksRefuted ? 'no mirror serves chunks that match the chunk list' : error.message}; fetched as one stream instead`,
+  };
 }
 
 /**
  * Downloads a model into the store: streamed, hashed while written, size-bounded, resumed with
  * a Range request after an interruption, and renamed into `sha256/<hex>` only once verified. A
- * failed download leaves the store's blobs and index as they were.
+ * failed download leaves the store's blobs and index as they were. A model with a chunk list
+ * comes down chunked when chunk ports are given; when its list cannot be had or no mirror's
+ * chunks match it, it comes down as one stream instead, and the report says so (`fallback`).
  */
 export async function fetchModel(
   model: Model,
@@ -137,9 +159,10 @@ export async function fetchModel(
   const sha256 = assertSha256(model.sha256);
   const size = model.size;
   const label = `${model.name}@${model.version}`;
-  if (await store.hasBlob(sha256)) return { dropped: [] };
+  if (await store.hasBlob(sha256)) return { dropped: [], fallback: null };
 
   const chunks = model.chunks;
+  let fallback: MirrorFailure | null = null;
   if (chunks !== undefined && ports.chunks !== undefined) {
     // The chunked file is sparse: what it already holds is already taken from the free space.
     const free = await store.freeBytes();
@@ -147,8 +170,15 @@ export async function fetchModel(
     if (free < needed) {
       fail('INSUFFICIENT_SPACE', `model ${label} needs ${needed} more bytes in ${store.root}, ${free} are free`);
     }
-    const report = await fetchChunked({ ...model, chunks }, { ...ports, chunks: ports.chunks }, options);
-    return { dropped: report.mirrors.flatMap((m) => (m.failure === null ? [] : [m.failure])) };
+    try {
+      const report = await fetchChunked({ ...model, chunks }, { ...ports, chunks: ports.chunks }, options);
+      return { dropped: report.mirrors.flatMap((m) => (m.failure === null ? [] : [m.failure])), fallback: null };
+    } catch (error) {
+      fallback = chunkListFallback(error);
+      if (fallback === null) throw error;
+      // The staged chunks are of no use to the stream, and would take the disk space twice.
+      await ports.chunks.staging.discardChunked(sha256);
+    }
   }
 
   const staged = await store.partSize(sha256);
@@ -190,7 +220,7 @@ export async function fetchModel(
         }
         await store.commitPart(sha256);
         options.onProgress?.(size, size);
-        return { dropped: failures };
+        return { dropped: fallback === null ? failures : [fallback, ...failures], fallback };
       } catch (error) {
         if (options.signal?.aborted) {
           throw new ApplyError('ABORTED', `download of ${label} was cancelled (the staged part is kept for a resume)`, {

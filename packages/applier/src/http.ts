@@ -6,7 +6,7 @@ import { Transform, pipeline } from 'node:stream';
 
 import { refusedAddress } from './address.js';
 import { ApplyError, messageOf } from './errors.js';
-import { type RangeReadRequest, type RangeSink, readRange } from './range-reader.js';
+import { BatchPool, type RangeReadRequest, type RangeSink, readRange } from './range-reader.js';
 import type { DownloadResponse, Downloader } from './ports.js';
 
 /** Options of the default HTTP downloader. */
@@ -187,6 +187,7 @@ export class HttpDownloader implements Downloader {
   private readonly rateWindowMs: number;
   private readonly allowPrivateAddresses: boolean;
   private readonly bucket: TokenBucket | null;
+  private readonly batches = new BatchPool();
 
   constructor(options: HttpDownloaderOptions = {}) {
     this.bucket = options.maxBytesPerSecond ? new TokenBucket(options.maxBytesPerSecond) : null;
@@ -232,6 +233,7 @@ export class HttpDownloader implements Downloader {
       lookup: confinedLookup,
       redirect: redirectTarget,
       statusError: (status, host) => new HttpStatusError(status, host),
+      batches: this.batches,
     });
   }
 

@@ -103,13 +103,9 @@ export function plan(current: CurrentState, desired: DesiredState, options: Plan
     if (isReplaced(entry) && !deleteBlob) continue;
     modelRemovals.push({ kind: 'remove-model', model: refOf(entry), deleteBlob });
   }
-  // A file no index entry names and nothing wants is what a removal killed between its index
-  // write and its unlink left (found by the chaos campaign): nothing else would ever delete it.
-  const indexedBlobs = new Set(current.models.map((m) => m.sha256));
-  for (const blob of current.blobs ?? []) {
-    if (indexedBlobs.has(blob) || stayingBlobs.has(blob)) continue;
-    modelRemovals.push({ kind: 'remove-model', model: { name: 'unindexed', version: blob.slice(0, 12), sha256: blob, size: 0 }, deleteBlob: true });
-  }
+  // A file no index entry names (one a download of a failed apply left, or one a removal
+  // killed between its index write and its unlink left) gets no step here: collection
+  // (collect.ts), after the next successful apply, removes every such file no kept snapshot wants.
 
   const flags: Step[] = sameFlags(current.flags, desired.flags) ? [] : [{ kind: 'set-flags', flags: desired.flags }];
 

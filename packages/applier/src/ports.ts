@@ -129,6 +129,8 @@ export interface ChunkedPart {
   readonly done: ReadonlySet<number>;
   /** Writes bytes at a position of the staged file (positional, so chunks land in any order). */
   write(position: number, chunks: Uint8Array[]): Promise<void>;
+  /** Reads written bytes back into `into` from `position`; returns how many were read. */
+  read(position: number, into: Uint8Array): Promise<number>;
   /** Makes chunks durable: the staged data is flushed first, then the journal records them and is flushed. */
   markDone(indices: readonly number[]): Promise<void>;
   /**
@@ -161,6 +163,12 @@ export interface ChunkPorts {
   staging: ChunkStaging;
   /** Ranged requests in flight for one model, spread over its mirrors; default 8. */
   connections?: number;
+  /**
+   * The most one ranged request asks for, default 8 MiB: a chunk larger than this is fetched as
+   * several pieces on several connections at once, so the download moves through the file in
+   * order and the whole-file hash keeps up with it.
+   */
+  pieceBytes?: number;
 }
 
 /** Where the participation flags are kept (the Agent's runtime reads them). */

@@ -243,6 +243,7 @@ export class FsModelStore implements ModelStore, ChunkStaging, CollectableStore 
         // A short write to a regular file means the disk is full; say so the way a write would.
         if (bytesWritten !== expected) throw Object.assign(new Error(`short write: ${bytesWritten} of ${expected} bytes`), { code: 'ENOSPC' });
       },
+      read: async (position, into) => (await data.read(into, 0, into.byteLength, position)).bytesRead,
       markDone: (indices) =>
         record(() => {
           for (const i of indices) bitmap[i >> 3]! |= 1 << (i & 7);

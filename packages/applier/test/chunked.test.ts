@@ -12,6 +12,7 @@ import {
   FileFlagsStore,
   FsModelStore,
   HttpDownloader,
+  OriginChunkLists,
   execute,
   fetchChunked,
   fetchModel,
@@ -20,7 +21,7 @@ import {
   type DownloadDetail,
   type ProgressEvent,
 } from '../src/index.js';
-import { chunkPorts, chunkedModel, chunkListOf, chunkListPath, MiB } from './support/chunked-model.js';
+import { chunkPorts, chunkedModel, chunkListOf, chunkListPath, MiB, NETWORK } from './support/chunked-model.js';
 import { failure } from './support/failure.js';
 import { generatedBytes, sha256 } from './support/model-server.js';
 import { type RangeMirror, startRangeMirror } from './support/range-mirror.js';
@@ -57,10 +58,10 @@ async function mirrors(...faults: Parameters<typeof startRangeMirror>[0][]): Pro
   return started;
 }
 
-function ports(options: { connections?: number; idleTimeoutMs?: number; store?: FsModelStore } = {}) {
+function ports(options: { connections?: number; idleTimeoutMs?: number; store?: FsModelStore; pieceBytes?: number } = {}) {
   const downloader = new HttpDownloader({ idleTimeoutMs: options.idleTimeoutMs ?? 5000, allowPrivateAddresses: true });
   const models = options.store ?? new FsModelStore(join(dir.path, 'store'));
-  return { models, downloader, clock: systemClock, chunks: chunkPorts(origin, downloader, models, options.connections) };
+  return { models, downloader, clock: systemClock, chunks: chunkPorts(origin, downloader, models, options.connections, options.pieceBytes) };
 }
 
 async function blob(hex: string): Promise<Buffer> {
@@ -104,6 +105,21 @@ describe('fetchChunked', () => {
       expect(progress.map((p) => p.done)).toEqual([...progress.map((p) => p.done)].sort((a, b) => a - b));
       expect(progress.at(-1)?.detail?.mirrors).toHaveLength(3);
     });
+
+    it('falls back to one verified stream when the origin has no chunk list, through the mirrors in order, and records the fallback', async () => {
+      const model = chunkedModel('no-list-nginx', bytes, CHUNK, [`${nginx.urls[0]}/missing.bin`, `${nginx.urls[1]}/model.bin`], origin);
+      // The origin is nginx too, and it has no chunks/ directory: the list answers 404.
+      const p = ports();
+      const report = await fetchModel(model, { ...p, chunks: { ...p.chunks, lists: new OriginChunkLists(nginx.urls[2]!, NETWORK, p.downloader) } });
+      expect(sha256(await blob(model.sha256))).toBe(sha256(bytes));
+      expect(report.fallback).toMatchObject({ index: -1, code: 'CHUNK_LIST_UNAVAILABLE' });
+      expect(report.fallback?.detail).toContain('one stream');
+      expect(report.dropped.map((d) => [d.index, d.code])).toEqual([
+        [-1, 'CHUNK_LIST_UNAVAILABLE'],
+        [0, 'MIRROR_HTTP_STATUS'],
+      ]);
+      expect(await staged()).toEqual([]);
+    });
   });
 
   it('takes a wrong chunk from another mirror, names the mirror that served it, and asks it for nothing more', async () => {
@@ -126,6 +142,48 @@ describe('fetchChunked', () => {
     expect(bad!.ranges()).toHaveLength(1);
     expect(named.bytes).toBe(0);
     expect(report.mirrors.reduce((n, m) => n + m.bytes, 0)).toBe(bytes.length);
+  });
+
+  describe('a chunk larger than a request', () => {
+    // 4 MiB chunks (the last 2.5 MiB) in 512 KiB pieces: several connections on one chunk at once.
+    const PIECE = 512 * 1024;
+
+    it('is fetched as pieces on several connections, in file order, hashed across them, and stored verified', async () => {
+      const [m] = await mirrors({});
+      const model = chunkedModel('pieces', bytes, 4 * CHUNK, [m!.url('/model.bin')], origin);
+      const report = await fetchChunked(model, ports({ connections: 4, pieceBytes: PIECE }));
+      expect(sha256(await blob(model.sha256))).toBe(sha256(bytes));
+      const ranges = m!.ranges();
+      expect(ranges.every(([start, end]) => start % PIECE === 0 && end - start + 1 <= PIECE)).toBe(true);
+      expect(ranges.map(([start]) => start)).toEqual(Array.from({ length: 13 }, (_, i) => i * PIECE));
+      expect(report.bytesFetched).toBe(bytes.length);
+      expect(report.mirrors[0]).toMatchObject({ bytes: bytes.length, failure: null });
+    });
+
+    it('splits the last piece for idle connections: the rest of it comes over several at once', async () => {
+      // 64 KiB every 20 ms per connection: one connection alone would take about 2 s for the 6.5 MiB.
+      const [m] = await mirrors({ bytesPerTick: 64 * 1024 });
+      const model = chunkedModel('split', bytes, 8 * CHUNK, [m!.url('/model.bin')], origin);
+      const report = await fetchChunked(model, ports({ connections: 4, pieceBytes: 8 * CHUNK }));
+      expect(sha256(await blob(model.sha256))).toBe(sha256(bytes));
+      const starts = m!.ranges().map(([start]) => start);
+      expect(starts[0]).toBe(0);
+      expect(starts.length).toBeGreaterThanOrEqual(4);
+      expect(report.mirrors[0]).toMatchObject({ bytes: bytes.length, failure: null });
+      // What each connection received past its split point is not written, nor counted twice.
+      expect(report.bytesFetched).toBe(bytes.length);
+    });
+
+    it('names a mirror that served one wrong piece, though the chunk came over several connections', async () => {
+      // One byte wrong in the middle of each chunk: only a piece behind the hash front carries it.
+      const [good, bad] = await mirrors({}, { corruptAt: [PIECE * 3, 4 * CHUNK + PIECE * 3] });
+      const model = chunkedModel('bad-piece', bytes, 4 * CHUNK, [bad!.url('/model.bin'), good!.url('/model.bin')], origin);
+      const report = await fetchChunked(model, ports({ connections: 4, pieceBytes: PIECE }));
+      expect(sha256(await blob(model.sha256))).toBe(sha256(bytes));
+      expect(report.mirrors[0]!.failure?.code).toBe('MIRROR_CHUNK_MISMATCH');
+      expect(report.mirrors[0]!.bytes).toBe(0);
+      expect(report.mirrors[1]).toMatchObject({ bytes: bytes.length, failure: null });
+    });
   });
 
   it('works around a mirror that keeps failing, one that stalls, and one that ignores ranges', async () => {
@@ -307,6 +365,31 @@ describe('fetchModel with chunks', () => {
     } finally {
       await again.cleanup();
     }
+  });
+
+  it('falls back to one verified stream when no mirror serves chunks that match the chunk list', async () => {
+    const [a, b] = await mirrors({}, {});
+    // A list of other bytes, signed into the model: every chunk of every mirror is refuted by it.
+    const list = chunkListOf(generatedBytes(bytes.length, 73), CHUNK);
+    origin.serve(chunkListPath(list.sha256), list.bytes);
+    const model = {
+      ...chunkedModel('wrong-chunks', bytes, CHUNK, [a!.url('/model.bin'), b!.url('/model.bin')], origin),
+      chunks: { size: CHUNK, sha256: list.sha256 },
+    };
+    const report = await fetchModel(model, ports());
+    expect(sha256(await blob(model.sha256))).toBe(sha256(bytes));
+    expect(report.fallback).toMatchObject({ index: -1, code: 'CHUNK_LIST_INVALID' });
+    // The stream is one request without a range, to the first mirror.
+    expect(a!.requests.at(-1)?.range).toBeUndefined();
+    expect(await staged()).toEqual([]);
+  });
+
+  it('does not fall back when the mirrors themselves fail: the stream would meet them too', async () => {
+    const [a] = await mirrors({ status: 503 });
+    const model = chunkedModel('down', bytes, CHUNK, [a!.url('/model.bin')], origin);
+    const error = await failure(fetchModel(model, ports(), { maxAttemptsPerUrl: 2, retryDelayMs: 10 }));
+    expect(error.code).toBe('DOWNLOAD_FAILED');
+    expect(a!.requests.every((r) => r.range !== undefined)).toBe(true);
   });
 
   it('refuses with INSUFFICIENT_SPACE before anything is fetched when the reserve leaves too little room', async () => {

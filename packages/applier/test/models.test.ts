@@ -183,6 +183,25 @@ describe('collecting the store', () => {
   });
 });
 
+describe('a removal killed between its index write and its unlink', () => {
+  it('leaves a file that the plan does not touch and the next collection removes', async () => {
+    const ports = createDefaultPorts({ stateDir: dir.path, policy, downloads: { allowPrivateAddresses: true } });
+    const a = modelOf('kill-a', generatedBytes(1000, 41));
+    const b = modelOf('kill-b', generatedBytes(2000, 42));
+    await apply(ports, [a, b]);
+    // remove-model of b wrote the index without it, and the process died before the unlink.
+    await ports.models.writeIndex((await ports.models.readIndex()).filter((e) => e.name !== 'kill-b'));
+    const again = await apply(ports, [a]);
+    expect(again.steps).toEqual([]);
+    expect((await ports.models.listBlobs()).sort()).toEqual([a.sha256, b.sha256].sort());
+    // What the Agent does after every successful apply, keeping the applied snapshot's models.
+    const store = ports.models as FsModelStore;
+    const report = await executeCollection(planCollection(await store.inventory(), [a]), store);
+    expect(report.removed.map((f) => f.sha256)).toEqual([b.sha256]);
+    expect(await ports.models.listBlobs()).toEqual([a.sha256]);
+  });
+});
+
 describe('modelPath', () => {
   it('places a model under <stateDir>/models/sha256/<hex>', () => {
     expect(modelPath('/var/lib/resultity', { sha256: 'a'.repeat(64) })).toBe(`/var/lib/resultity/models/sha256/${'a'.repeat(64)}`);

@@ -48,10 +48,11 @@ export function chunkedModel(
 }
 
 /** Chunk ports on a real origin server and a real store's staging. */
-export function chunkPorts(origin: RangeMirror, downloader: Downloader, staging: ChunkStaging, connections?: number): ChunkPorts {
+export function chunkPorts(origin: RangeMirror, downloader: Downloader, staging: ChunkStaging, connections?: number, pieceBytes?: number): ChunkPorts {
   return {
     lists: new OriginChunkLists(origin.url(''), NETWORK, downloader),
     staging,
     ...(connections === undefined ? {} : { connections }),
+    ...(pieceBytes === undefined ? {} : { pieceBytes }),
   };
 }
