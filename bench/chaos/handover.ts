@@ -39,6 +39,8 @@ const here = new URL('.', import.meta.url).pathname;
 const CLI = join(here, '../../apps/agent/dist/cli.js');
 
 const { values: args } = parseArgs({
+  // `pnpm run chaos:handover -- --kills N` passes the `--` through.
+  args: process.argv.slice(2).filter((a) => a !== '--'),
   options: {
     kills: { type: 'string', default: '20' },
     seed: { type: 'string' },

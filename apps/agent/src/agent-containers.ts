@@ -69,6 +69,17 @@ export function dockerAgentContainers(options: { socketPath: string; containerId
       await new Promise<void>((resolve, reject) => d.modem.followProgress(stream, (error: Error | null) => (error ? reject(error) : resolve())));
     },
 
+    async removeStandbyRuns(selfId) {
+      const d = await docker();
+      const found = await d.listContainers({ all: true, filters: { label: [`${label}=${selfId}`] } });
+      for (const c of found)
+        await d
+          .getContainer(c.Id)
+          .remove({ force: true })
+          .catch(() => undefined);
+      return found.map((c) => c.Id);
+    },
+
     async runStandby(self, ref, command, env, timeoutMs): Promise<StandbyResult> {
       const d = await docker();
       const info = await d.getContainer(self.id).inspect();

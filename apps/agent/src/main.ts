@@ -131,8 +131,14 @@ export async function startAgent(
       await parts.audit.append('agent-takeover', { predecessor: role.record.predecessor, container: own, version: AGENT_VERSION, handover: role.record.id });
     }
     if (config.self_update.enabled && config.file !== null) {
+      const agentContainers = options.agentContainers ?? dockerAgentContainers({ socketPath: config.docker.socket_path });
+      // A standby run outlives an Agent killed while it waited for it (the hand-over kill campaign found them left for ever).
+      if (own !== null) {
+        const removed = await agentContainers.removeStandbyRuns(own).catch(() => []);
+        if (removed.length > 0) logger.warn({ removed }, 'self-update: removed standby containers an earlier run of this Agent left');
+      }
       selfUpdater = new SelfUpdater({
-        containers: options.agentContainers ?? dockerAgentContainers({ socketPath: config.docker.socket_path }),
+        containers: agentContainers,
         attempts: fileAttemptStore(config.state_dir),
         audit: parts.audit,
         logger,

@@ -68,7 +68,10 @@ import('${LAUNCHER}');
 /** Cannot reach the origin for the first 15 s after each start (standby works), then can: a slow first sync. */
 const lateOriginScript = crashLoopScript
   .replace("const http = require('node:http');", "const http = require('node:http');\nconst reachableAt = Date.now() + 15000;")
-  .replace("throw new Error('this build cannot reach the origin');", "if (Date.now() < reachableAt) throw new Error('this build cannot reach the origin yet');")
+  .replace(
+    "throw new Error('this build cannot reach the origin');",
+    "if (Date.now() < reachableAt) throw new Error('this build cannot reach the origin yet');\n    return request.apply(this, args);",
+  )
   .replace(/^\s*setTimeout.*$/m, '');
 
 /** Kills a container's main process from the host, as a crash would: unlike `docker kill`, the restart policy applies. */
@@ -93,6 +96,7 @@ describe('the Agent following updates.agent in its container', () => {
   let noOriginB: { ref: string; digest: string };
   let crashLoopB: { ref: string; digest: string };
   let lateOrigin: { ref: string; digest: string };
+  let slowStandby: { ref: string; digest: string };
   let net: DevNetwork;
   let origin: Awaited<ReturnType<typeof startOriginServer>>;
   let state: string;
@@ -168,7 +172,14 @@ describe('the Agent following updates.agent in its container', () => {
         'late-origin.cjs': lateOriginScript,
       },
     );
-    derived.push(v2, exitsAtStart, standbyFails, runFails, crashesAfterTakeover, noOrigin, noOriginB, crashLoopB, lateOrigin);
+    // A build whose standby check takes 20 s and then fails: time to kill the Agent that waits for it.
+    slowStandby = await derive(
+      work.path,
+      v1,
+      'v3-slow-standby',
+      `ENTRYPOINT ["/usr/local/bin/node", "-e", "if (process.argv.includes('standby')) setTimeout(() => { console.error('STATE_CORRUPT: slow and broken'); process.exit(1); }, 20000); else import('${LAUNCHER}');"]`,
+    );
+    derived.push(v2, exitsAtStart, standbyFails, runFails, crashesAfterTakeover, noOrigin, noOriginB, crashLoopB, lateOrigin, slowStandby);
 
     net = await createDevNetwork(join(work.path, 'net'), 'testnet');
     origin = await startOriginServer({ dir: net.originDir });
@@ -471,6 +482,23 @@ describe('the Agent following updates.agent in its container', () => {
     await until('snapshot 16 to be applied by v3', async () => (await audit()).some((e) => e.type === 'applied' && e.sequence === 16));
     expect((await lockHolder()).container).toBe(v3);
     successorId = v3;
+    await auditIntact();
+  }, 300_000);
+
+  it('removes the standby container that an Agent killed with kill -9 during the standby run left', async () => {
+    await publishWithAgentUpdate(17, slowStandby.digest);
+    let standby = '';
+    await until('the standby run', async () => {
+      standby = (await standbyContainers(successorId))[0] ?? '';
+      return standby !== '';
+    });
+    await killPid(successorId);
+    // Restarted by its policy, the Agent removes what its killed run could not, then checks the build again.
+    await until('the left standby container to be removed', async () => (await docker('ps', '-aq', '--filter', `id=${standby}`)) === '');
+    await until('the second standby run to fail', async () => (await entriesFor('agent-update-failed', slowStandby.digest)).length > 0);
+    expect(await runningId(successorId)).toBe(true);
+    expect((await lockHolder()).container).toBe(successorId);
+    expect(await standbyContainers(successorId)).toEqual([]);
     await auditIntact();
   }, 300_000);
 });
