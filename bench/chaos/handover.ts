@@ -26,7 +26,7 @@
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { type FSWatcher, watch } from 'node:fs';
-import { copyFile, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { copyFile, mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs, promisify } from 'node:util';
@@ -348,6 +348,11 @@ async function main(): Promise<void> {
     return net.publish(devSnapshot({ network: 'testnet', sequence, pollSeconds: 1, extra })).then(() => sequence);
   };
   await publish(null);
+  const runsDigest = async (id: string, digest: string) => {
+    const image = await docker('inspect', '--format', '{{.Image}}', id);
+    const digests = JSON.parse(await docker('image', 'inspect', '--format', '{{json .RepoDigests}}', image)) as string[];
+    return digests.includes(`${v1.image}@${digest}`);
+  };
   const first = await docker(
     'run',
     '-d',
@@ -395,6 +400,8 @@ async function main(): Promise<void> {
         ok: false,
       };
       const predecessor = running.id;
+      const outcomeFiles = async () => (await readdir(stateDir)).filter((f) => f.endsWith('.outcome'));
+      const outcomesBefore = await outcomeFiles();
       const startLen = (await auditEntries(stateDir)).length;
       const seq = await publish(target.digest);
       const t0 = Date.now();
@@ -437,12 +444,8 @@ async function main(): Promise<void> {
             await sleep(delay * 1500);
             break;
           case 'predecessor-removal':
-            await until(
-              'the hand-over outcome',
-              async () => (await run('sh', ['-c', `ls ${stateDir}/handover-*.outcome 2>/dev/null | wc -l`])).stdout.trim() !== '0',
-              90_000,
-              5,
-            );
+            // The outcome of the last hand-over is kept: only a new one is this hand-over's.
+            await until('the hand-over outcome', async () => (await outcomeFiles()).some((f) => !outcomesBefore.includes(f)), 90_000, 5);
             break;
         }
         trial.fired = true;
@@ -474,6 +477,14 @@ async function main(): Promise<void> {
             if (states.length !== 1) return null;
             const only = states[0]!;
             if (only.id !== holder.container || !only.running) return null;
+            // Final only once the update is resolved: a predecessor killed before it counted an
+            // attempt comes back and tries the same build again.
+            if (!(await runsDigest(only.id, target.digest))) {
+              const spent = (await sinceStart()).some(
+                (e) => (e.type === 'agent-update-failed' || e.type === 'agent-update-reverted') && e.image_digest === target.digest,
+              );
+              if (!spent) return null;
+            }
             return only;
           },
           4 * TIMEOUT_MS + 120_000,
@@ -497,9 +508,7 @@ async function main(): Promise<void> {
         const log2 = await sinceStart();
         const reverted = log2.some((e) => e.type === 'agent-update-reverted');
         const failed = log2.some((e) => e.type === 'agent-update-failed');
-        const imageOf = await docker('inspect', '--format', '{{.Image}}', settled.id);
-        const digests = JSON.parse(await docker('image', 'inspect', '--format', '{{json .RepoDigests}}', imageOf)) as string[];
-        const runsTarget = digests.includes(`${v1.image}@${target.digest}`);
+        const runsTarget = await runsDigest(settled.id, target.digest);
         trial.outcome = runsTarget ? 'handed-over' : reverted ? 'reverted' : failed ? 'failed-before-takeover' : 'no-hand-over';
         trial.holder = settled.id;
         running = { id: settled.id, digest: runsTarget ? target.digest : running.digest };
