@@ -1,4 +1,5 @@
-import { readdir } from 'node:fs/promises';
+import { readdir, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 
 import { tempDir } from '@resultity/testkit';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -74,6 +75,11 @@ describe('decideHandover', () => {
     expect(await readHandoverRecord(dir.path)).toBeNull();
     expect(await readHandoverOutcome(dir.path, older)).toBeNull();
     expect((await decideHandover(dir.path, record.id, 'reverted', 'pred')).won).toBe(false);
+  });
+
+  it('refuses a damaged outcome with STATE_CORRUPT rather than guess it', async () => {
+    await writeFile(join(dir.path, `handover-${record.id}.outcome`), '{"outcome":');
+    await expect(readHandoverOutcome(dir.path, record.id)).rejects.toMatchObject({ code: 'STATE_CORRUPT' });
   });
 
   it('reads a record it cannot parse as none', async () => {

@@ -4,6 +4,8 @@ import { join } from 'node:path';
 
 import { fsyncDirectory, writeFileAtomic } from '@resultity/node-kit';
 
+import { AgentError } from './errors.js';
+
 /**
  * The hand-over in progress, kept in `<state_dir>/handover.json`: written by the predecessor
  * (holding the lock) before it releases the lock, so an Agent restarted in the middle (the
@@ -78,8 +80,15 @@ export async function readHandoverRecord(dir: string): Promise<HandoverRecord | 
 export async function readHandoverOutcome(dir: string, id: string): Promise<DecidedOutcome | null> {
   const text = await readFile(outcomePath(dir, id), 'utf8').catch(() => null);
   if (text === null) return null;
-  const value = JSON.parse(text) as DecidedOutcome;
-  return value;
+  try {
+    const value = JSON.parse(text) as Partial<DecidedOutcome>;
+    if (value.outcome === 'confirmed' || value.outcome === 'reverted')
+      return { outcome: value.outcome, by: String(value.by ?? ''), at: String(value.at ?? '') };
+  } catch {
+    // fall through
+  }
+  // Outcomes are linked into place complete: one that does not parse was damaged, and guessing it could start a second Agent.
+  throw new AgentError('STATE_CORRUPT', `${outcomePath(dir, id)} is not a hand-over outcome; an operator must look`);
 }
 
 /**
