@@ -22,7 +22,10 @@
 // `agent-handover` (idle from then on). Every build is a fresh digest (v1 → v2 → v3 ...), so
 // a reverted one is not retried (retry budget 1).
 //
-//   pnpm --filter @resultity/bench run chaos:handover -- --kills 20 --seed 7
+// With --broken F, a share F of the builds passes standby and takes over but then cannot sync
+// and exits 5 s after every start: the node must end on the build before it.
+//
+//   pnpm --filter @resultity/bench run chaos:handover -- --kills 20 --seed 7 [--broken 0.5] [--only confirmation:predecessor]
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { type FSWatcher, watch } from 'node:fs';
@@ -46,6 +49,8 @@ const { values: args } = parseArgs({
     seed: { type: 'string' },
     // Aim every kill at one step (and optionally one victim: step:predecessor).
     only: { type: 'string' },
+    // The share of trials whose build passes standby, takes over, then cannot sync and exits after 5 s (a crash loop).
+    broken: { type: 'string', default: '0' },
     out: { type: 'string', default: join(here, 'results') },
   },
 });
@@ -203,11 +208,32 @@ async function killPid(id: string): Promise<{ pid: number } | null> {
   }
 }
 
+/**
+ * The entry point of a broken build: the real Agent, except that as the daemon (not in
+ * standby) every HTTP request but the engine's fails, and it exits 5 s after each start.
+ */
+const CRASH_LOOP = `
+const http = require('node:http');
+const { syncBuiltinESMExports } = require('node:module');
+if (!process.argv.includes('standby')) {
+  const original = http.request;
+  http.request = function (...args) {
+    if (args.some((a) => a && typeof a === 'object' && !(a instanceof URL) && a.socketPath)) return original.apply(this, args);
+    throw new Error('this broken build cannot reach its origin');
+  };
+  syncBuiltinESMExports();
+  setTimeout(() => process.exit(3), 5000);
+}
+import('/opt/resultity/agent/node_modules/@resultity/agent/bin/resultity-agent.js');
+`;
+
 /** A build of the Agent image under another label: another digest, pushed, local tag removed (so the Agent really pulls it). */
-async function derive(work: string, base: { image: string; digest: string }, name: string): Promise<{ ref: string; digest: string }> {
+async function derive(work: string, base: { image: string; digest: string }, name: string, broken = false): Promise<{ ref: string; digest: string }> {
   const context = join(work, `build-${name}`);
   await mkdir(context, { recursive: true });
-  await writeFile(join(context, 'Dockerfile'), `FROM ${base.image}@${base.digest}\nLABEL org.opencontainers.image.version="${name}"\n`);
+  await writeFile(join(context, 'crash-loop.cjs'), CRASH_LOOP);
+  const tail = broken ? 'COPY crash-loop.cjs /opt/crash-loop.cjs\nENTRYPOINT ["/usr/local/bin/node", "/opt/crash-loop.cjs"]\n' : '';
+  await writeFile(join(context, 'Dockerfile'), `FROM ${base.image}@${base.digest}\nLABEL org.opencontainers.image.version="${name}"\n${tail}`);
   const ref = `${base.image}:hochaos-${SEED}-${name}`;
   await docker('build', '-q', '-t', ref, context);
   await docker('push', '-q', ref);
@@ -301,6 +327,8 @@ interface Trial {
   to_digest: string;
   step: Step;
   victim: Victim;
+  /** A build that crash-loops after its takeover: the node must never settle on it. */
+  broken: boolean;
   fired: boolean;
   killed: { container: string; role: Victim; pid: number; after_ms: number } | null;
   /** The last audit entry when the kill landed. */
@@ -382,7 +410,9 @@ async function main(): Promise<void> {
       const step: Step = onlyStep === '' ? pick(STEPS) : onlyStep;
       const victim: Victim = onlyVictim ?? pick(VICTIMS[step]);
       const delay = random();
-      const target = await derive(work, v1, `v${k + 1}`);
+      // Drawn only when asked for, so that the seeds recorded without --broken replay the same trials.
+      const broken = Number(args.broken) > 0 && random() < Number(args.broken);
+      const target = await derive(work, v1, `v${k + 1}${broken ? '-broken' : ''}`, broken);
       builds.push(target);
       const trial: Trial = {
         kill: k,
@@ -390,6 +420,7 @@ async function main(): Promise<void> {
         to_digest: target.digest,
         step,
         victim,
+        broken,
         fired: false,
         killed: null,
         at_audit: null,
@@ -509,6 +540,7 @@ async function main(): Promise<void> {
         const reverted = log2.some((e) => e.type === 'agent-update-reverted');
         const failed = log2.some((e) => e.type === 'agent-update-failed');
         const runsTarget = await runsDigest(settled.id, target.digest);
+        if (broken && runsTarget) trial.problems.push('the node settled on a broken build');
         trial.outcome = runsTarget ? 'handed-over' : reverted ? 'reverted' : failed ? 'failed-before-takeover' : 'no-hand-over';
         trial.holder = settled.id;
         running = { id: settled.id, digest: runsTarget ? target.digest : running.digest };
@@ -537,6 +569,8 @@ async function main(): Promise<void> {
       kills: KILLS,
       date: new Date().toISOString(),
       handover_timeout_ms: TIMEOUT_MS,
+      broken_share: Number(args.broken),
+      only: args.only ?? null,
       duration_s: Math.round((Date.now() - campaignStart) / 1000),
       passed,
       trials,
