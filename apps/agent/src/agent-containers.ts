@@ -69,6 +69,17 @@ export function dockerAgentContainers(options: { socketPath: string; containerId
       await new Promise<void>((resolve, reject) => d.modem.followProgress(stream, (error: Error | null) => (error ? reject(error) : resolve())));
     },
 
+    async removeStandbyRuns(selfId) {
+      const d = await docker();
+      const found = await d.listContainers({ all: true, filters: { label: [`${label}=${selfId}`] } });
+      for (const c of found)
+        await d
+          .getContainer(c.Id)
+          .remove({ force: true })
+          .catch(() => undefined);
+      return found.map((c) => c.Id);
+    },
+
     async runStandby(self, ref, command, env, timeoutMs): Promise<StandbyResult> {
       const d = await docker();
       const info = await d.getContainer(self.id).inspect();
@@ -129,7 +140,7 @@ export function dockerSuccessors(socketPath: string, labelPrefix = 'io.resultity
     return client;
   };
   return {
-    async start(self, ref, env) {
+    async start(self, ref, env, handover) {
       const d = await docker();
       const info = await d.getContainer(self.id).inspect();
       // The successor runs what this Agent runs (its command, its restart policy), under a name
@@ -139,7 +150,8 @@ export function dockerSuccessors(socketPath: string, labelPrefix = 'io.resultity
           ref,
           command: info.Config.Cmd ?? [],
           env,
-          labels: { [`${labelPrefix}.agent-successor-of`]: self.id },
+          // The hand-over label is how a predecessor restarted mid-hand-over finds this container.
+          labels: { [`${labelPrefix}.agent-successor-of`]: self.id, [`${labelPrefix}.agent-handover`]: handover },
           restart: info.HostConfig.RestartPolicy?.Name || 'no',
           name: `${self.name}-next-${env.RESULTITY_AGENT_IMAGE_DIGEST?.slice(7, 19) ?? 'agent'}`,
         }),
@@ -147,20 +159,16 @@ export function dockerSuccessors(socketPath: string, labelPrefix = 'io.resultity
       await container.start();
       return container.id;
     },
+    async list(handover) {
+      const found = await (await docker()).listContainers({ all: true, filters: { label: [`${labelPrefix}.agent-handover=${handover}`] } });
+      return found.map((c) => c.Id);
+    },
     async running(id) {
       try {
         // A successor under a restart policy that exited even once is a crash loop, whatever
         // the engine shows between two restarts.
         const info = await (await docker()).getContainer(id).inspect();
         return info.State.Running === true && info.State.Restarting !== true && (info.RestartCount ?? 0) === 0;
-      } catch {
-        return false;
-      }
-    },
-    async alive(id) {
-      try {
-        // A predecessor may have restarted before (after an earlier failed hand-over, say): that is not a crash loop.
-        return (await (await docker()).getContainer(id).inspect()).State.Running === true;
       } catch {
         return false;
       }

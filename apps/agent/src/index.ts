@@ -41,3 +41,5 @@ export type { RunningAgent } from './main.js';
 export { collectStatus, renderStatus } from './status.js';
 export type { StatusReport } from './status.js';
 export { terminalProgress } from './progress.js';
+export { clearHandover, decideHandover, handoverRole, readHandoverOutcome, readHandoverRecord, writeHandoverRecord } from './handover-record.js';
+export type { DecidedOutcome, HandoverOutcome, HandoverRecord, HandoverRole } from './handover-record.js';

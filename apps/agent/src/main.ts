@@ -1,5 +1,5 @@
 import { chmod, mkdir } from 'node:fs/promises';
-import { dirname, resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 
 import { type BridgeAck, ensureTokenFile } from '@resultity/bridge-endpoint';
 
@@ -18,14 +18,24 @@ import { namespacedProcesses } from './lock-namespaces.js';
 import { AGENT_VERSION } from './version.js';
 import { AgentError, errorCode, errorMessage } from './errors.js';
 import { dockerAgentContainers, dockerContainerLiveness, dockerSuccessors, ownContainerId } from './agent-containers.js';
-import { HANDOVER_FROM, HANDOVER_NAME, handOver } from './handover.js';
-import type { AuditLog } from './audit.js';
-import type { ProcessPort } from './lock.js';
+import { HANDOVER_ID, HANDOVER_NAME, finishRevert, guardHandover, handOver } from './handover.js';
+import {
+  type HandoverRecord,
+  type HandoverRole,
+  clearHandover,
+  decideHandover,
+  handoverRole,
+  readHandoverOutcome,
+  readHandoverRecord,
+} from './handover-record.js';
+import { AuditLog, readAuditEntries } from './audit.js';
+import type { HeldLock, ProcessPort } from './lock.js';
 import { type AgentContainersPort, SelfUpdater, fileAttemptStore } from './self-update.js';
 
 /** A running Agent daemon and how to stop it. */
 export interface RunningAgent {
-  readonly daemon: Daemon;
+  /** Null for an Agent idle in a hand-over decided for the other one: it runs no loop. */
+  readonly daemon: Daemon | null;
   readonly statusUrl: string | null;
   readonly bridgeAddress: string | null;
   stop(): Promise<void>;
@@ -83,11 +93,15 @@ export async function startAgent(
 ): Promise<RunningAgent> {
   await assertHostPaths(config);
   const lockPort = namespacedProcesses(dockerContainerLiveness(config.docker.socket_path));
-  // A successor is started right after its predecessor released the lock; it waits for the
-  // lock rather than fail if the release is not yet visible.
-  const handoverFrom = process.env[HANDOVER_FROM];
-  let lock = handoverFrom ? await acquireLockWithin(config.state_dir, lockPort, 60_000) : await acquireLock(config.state_dir, lockPort);
   const logger = options.logger ?? createLogger(config);
+  const exit = options.exit ?? ((code: number) => process.exit(code));
+  // A hand-over in progress decides this Agent's part before it goes near the lock: a
+  // predecessor restarted mid-hand-over guards instead of failing on LOCKED, and a successor of
+  // a reverted hand-over applies nothing.
+  const entered = await enterHandover(config, logger, lockPort, exit);
+  if (entered.kind === 'idle') return entered.agent;
+  let lock = entered.lock;
+  const role = entered.role;
   let notifier: RuntimeNotifier = noRuntimeNotifier('the runtime bridge is disabled in the configuration');
   // Late answers are audited once the audit log exists; until then there can be none.
   let lateAck: (ack: BridgeAck) => void = () => undefined;
@@ -112,13 +126,19 @@ export async function startAgent(
     });
     await parts.audit.append('start', { version: AGENT_VERSION, pid: process.pid });
     // The predecessor waits for this entry: written with the lock held, before this Agent applies anything.
-    // Only while the predecessor still runs is this a hand-over: the same variables are there
-    // again when this container is restarted later, long after the predecessor was removed.
-    const takingOver = handoverFrom !== undefined && (await dockerSuccessors(config.docker.socket_path).alive(handoverFrom));
-    if (takingOver) await parts.audit.append('agent-takeover', { predecessor: handoverFrom, container: await ownContainerId(), version: AGENT_VERSION });
+    const own = await ownContainerId();
+    if (role.kind === 'take-over') {
+      await parts.audit.append('agent-takeover', { predecessor: role.record.predecessor, container: own, version: AGENT_VERSION, handover: role.record.id });
+    }
     if (config.self_update.enabled && config.file !== null) {
+      const agentContainers = options.agentContainers ?? dockerAgentContainers({ socketPath: config.docker.socket_path });
+      // A standby run outlives an Agent killed while it waited for it (the hand-over kill campaign found them left for ever).
+      if (own !== null) {
+        const removed = await agentContainers.removeStandbyRuns(own).catch(() => []);
+        if (removed.length > 0) logger.warn({ removed }, 'self-update: removed standby containers an earlier run of this Agent left');
+      }
       selfUpdater = new SelfUpdater({
-        containers: options.agentContainers ?? dockerAgentContainers({ socketPath: config.docker.socket_path }),
+        containers: agentContainers,
         attempts: fileAttemptStore(config.state_dir),
         audit: parts.audit,
         logger,
@@ -135,6 +155,7 @@ export async function startAgent(
               logger,
               stateDir: config.state_dir,
               timeoutMs: config.self_update.handover_timeout_ms,
+              self: ready.self.id,
               // The successor binds the same bridge socket and status address: this Agent lets
               // go of them with the loop. An apply in flight is let finish rather than cancelled.
               stopApplying: async () => {
@@ -155,7 +176,7 @@ export async function startAgent(
           // Handed over: the successor removes this container. Failed: this Agent holds the
           // lock again but its loop is stopped; it exits and its restart policy (the image
           // runs with --restart always) starts it afresh, the digest's attempt counted.
-          if (outcome === 'failed') (options.exit ?? ((code: number) => process.exit(code)))(75);
+          if (outcome === 'failed') exit(75);
         },
       });
     }
@@ -202,7 +223,14 @@ export async function startAgent(
     await daemon.start();
     // The predecessor waits, alive and idle, for proof that this Agent works: one successful
     // sync cycle. Only then is it removed; until then it can take the node back.
-    if (takingOver) void confirmTakeover(config, parts.audit, logger, handoverFrom, daemon);
+    const yieldNode = async () => {
+      await daemon.stop();
+      await notifier.close().catch(() => undefined);
+      await status?.close().catch(() => undefined);
+      await lock.release();
+    };
+    if (role.kind === 'take-over') void confirmTakeover(config, parts.audit, logger, role.record, daemon, own, yieldNode);
+    if (role.kind === 'complete') void completeTakeover(config, parts.audit, logger, role.record, own);
     if (selfUpdater !== null) {
       // A trigger applied before this start (or before a crash) is followed up now, not at the next snapshot.
       const current = await parts.engine.appliedTarget().catch(() => null);
@@ -265,30 +293,133 @@ async function acquireLockWithin(dir: string, processes: ProcessPort, ms: number
   }
 }
 
-/** Audits `agent-confirmed` once the loop has had a successful sync cycle, then completes the takeover. */
-async function confirmTakeover(config: AgentConfig, audit: AuditLog, logger: Logger, predecessor: string, daemon: Daemon): Promise<void> {
-  // Unref'd: an Agent stopped in-process before its first success must not be kept alive by this wait.
-  while (daemon.status().lastSuccessAt === null) await new Promise((r) => setTimeout(r, 250).unref());
+/** What enterHandover leaves the start with: the lock to run with, or an Agent that only waits. */
+type Entered = { kind: 'run'; lock: HeldLock; role: HandoverRole } | { kind: 'idle'; agent: RunningAgent };
+
+/**
+ * Plays this Agent's part in a hand-over in progress (handover.json), if any, before the
+ * usual start. The predecessor restarted in the middle resumes guarding its successor and
+ * comes back holding the lock only if it reverted it; the successor takes the lock (waiting
+ * for the predecessor's release); an Agent whose hand-over was decided against it applies
+ * nothing and waits to be removed.
+ */
+async function enterHandover(config: AgentConfig, logger: Logger, lockPort: ProcessPort, exit: (code: number) => void): Promise<Entered> {
+  const dir = config.state_dir;
   const own = await ownContainerId();
-  // Confirming only while the predecessor runs: once it has reverted, this container is being removed.
-  if (!(await dockerSuccessors(config.docker.socket_path).alive(predecessor))) return;
-  await audit.append('agent-confirmed', { predecessor, container: own, version: AGENT_VERSION });
-  await completeTakeover(config, audit, logger, predecessor);
+  const record = await readHandoverRecord(dir);
+  const outcome = record === null ? null : ((await readHandoverOutcome(dir, record.id))?.outcome ?? null);
+  let role = handoverRole(record, outcome, own, process.env[HANDOVER_ID]);
+  const successors = dockerSuccessors(config.docker.socket_path);
+  let retaken: HeldLock | null = null;
+  const guardDeps = (self: string) => ({
+    successors,
+    // Opened only once the lock is retaken: this Agent's own log object, not the running one's.
+    audit: new AuditLog(join(dir, 'audit.jsonl')),
+    attempts: fileAttemptStore(dir),
+    logger,
+    stateDir: dir,
+    timeoutMs: config.self_update.handover_timeout_ms,
+    self,
+    retakeLock: async () => {
+      retaken = await acquireLockWithin(dir, lockPort, 60_000);
+    },
+  });
+  if (role.kind === 'guard' && own !== null) {
+    logger.warn({ handover: role.record.id, digest: role.record.digest }, 'self-update: restarted in the middle of a hand-over; guarding the successor again');
+    const result = await guardHandover(guardDeps(own), role.record, { successor: null, resumed: true });
+    role = result === 'failed' ? { kind: 'none' } : { kind: 'superseded', record: role.record };
+  } else if (role.kind === 'finish-revert' && own !== null) {
+    logger.warn({ handover: role.record.id }, 'self-update: restarted while reverting a hand-over; finishing the revert');
+    await finishRevert(guardDeps(own), role.record, { successor: null, tookOver: false, reason: 'the hand-over was reverted' });
+    role = { kind: 'none' };
+  } else if (role.kind === 'superseded' && (await successors.list(role.record.id)).length === 0) {
+    // Confirmed, but its successor is gone (removed by hand): nobody else can be the Agent.
+    const lock = await acquireLock(dir, lockPort);
+    await clearHandover(dir, role.record.id);
+    return { kind: 'run', lock, role: { kind: 'none' } };
+  }
+  if (role.kind === 'superseded' || role.kind === 'yield') return { kind: 'idle', agent: idleAgent(config, logger, role, exit) };
+  if (retaken !== null) return { kind: 'run', lock: retaken, role };
+  // A successor is started right after its predecessor released the lock; it waits for the
+  // lock rather than fail if the release is not yet visible.
+  const lock = role.kind === 'take-over' || role.kind === 'complete' ? await acquireLockWithin(dir, lockPort, 60_000) : await acquireLock(dir, lockPort);
+  return { kind: 'run', lock, role };
 }
 
-/** The successor's last step: remove the predecessor's container and take its name. */
-async function completeTakeover(config: AgentConfig, audit: AuditLog, logger: Logger, predecessor: string): Promise<void> {
+/**
+ * An Agent that lost its hand-over: it holds no lock, runs no loop and waits for the winner
+ * to remove its container. A superseded predecessor whose successor disappears restarts (exit
+ * 75, its policy brings it back) and then finds nobody else to be the Agent.
+ */
+function idleAgent(
+  config: AgentConfig,
+  logger: Logger,
+  role: Extract<HandoverRole, { kind: 'superseded' | 'yield' }>,
+  exit: (code: number) => void,
+): RunningAgent {
+  logger.warn({ handover: role.record.id, part: role.kind }, 'self-update: this hand-over was decided for the other Agent; idle until removed');
+  const successors = dockerSuccessors(config.docker.socket_path);
+  const timer = setInterval(() => {
+    if (role.kind !== 'superseded') return;
+    void successors.list(role.record.id).then(
+      (left) => {
+        if (left.length === 0) exit(75);
+      },
+      () => undefined,
+    );
+  }, 2000);
+  return {
+    daemon: null,
+    statusUrl: null,
+    bridgeAddress: null,
+    async stop() {
+      clearInterval(timer);
+    },
+  };
+}
+
+/**
+ * Decides the hand-over `confirmed` once the loop has had a successful sync cycle, then
+ * completes it. Losing that compare-and-set means the predecessor decided to revert in the
+ * same instant: this Agent stops applying, lets go of the lock and waits to be removed.
+ */
+async function confirmTakeover(
+  config: AgentConfig,
+  audit: AuditLog,
+  logger: Logger,
+  record: HandoverRecord,
+  daemon: Daemon,
+  own: string | null,
+  yieldNode: () => Promise<void>,
+): Promise<void> {
+  // Unref'd: an Agent stopped in-process before its first success must not be kept alive by this wait.
+  while (daemon.status().lastSuccessAt === null) await new Promise((r) => setTimeout(r, 250).unref());
+  const { won } = await decideHandover(config.state_dir, record.id, 'confirmed', own ?? 'unknown');
+  if (!won) {
+    logger.warn({ handover: record.id }, 'self-update: the predecessor reverted this hand-over first; stopping');
+    await yieldNode();
+    return;
+  }
+  await completeTakeover(config, audit, logger, record, own);
+}
+
+/** The successor's last step: audit the confirmation, remove the predecessor's container, take its name, end the hand-over. */
+async function completeTakeover(config: AgentConfig, audit: AuditLog, logger: Logger, record: HandoverRecord, own: string | null): Promise<void> {
   const successors = dockerSuccessors(config.docker.socket_path);
   try {
-    await successors.remove(predecessor);
-    const own = await ownContainerId();
-    const name = process.env[HANDOVER_NAME];
+    const entries = await readAuditEntries(join(config.state_dir, 'audit.jsonl'));
+    if (!entries.some((e) => e.type === 'agent-confirmed' && e.handover === record.id)) {
+      await audit.append('agent-confirmed', { predecessor: record.predecessor, container: own, version: AGENT_VERSION, handover: record.id });
+    }
+    await successors.remove(record.predecessor);
+    const name = process.env[HANDOVER_NAME] || record.predecessor_name;
     if (own !== null && name) await successors.rename(own, name).catch(() => undefined);
+    await clearHandover(config.state_dir, record.id);
   } catch (error) {
     // The predecessor stopped applying before it released the lock; leaving its container is untidy, not unsafe.
-    logger.warn({ predecessor, err: errorMessage(error) }, 'self-update: could not remove the predecessor container');
+    logger.warn({ predecessor: record.predecessor, err: errorMessage(error) }, 'self-update: could not remove the predecessor container');
     await audit
-      .append('agent-update-failed', { stage: 'cleanup', code: 'PREDECESSOR_NOT_REMOVED', message: errorMessage(error), predecessor })
+      .append('agent-update-failed', { stage: 'cleanup', code: 'PREDECESSOR_NOT_REMOVED', message: errorMessage(error), predecessor: record.predecessor })
       .catch(() => undefined);
   }
 }

@@ -32,6 +32,12 @@ export interface AgentContainersPort {
    * waits for it to exit, then removes it. A run longer than `timeoutMs` is killed and removed.
    */
   runStandby(self: SelfContainer, ref: string, command: readonly string[], env: Readonly<Record<string, string>>, timeoutMs: number): Promise<StandbyResult>;
+  /**
+   * Removes the standby containers of container `selfId` and returns their ids: called at
+   * start, before this run started any, so those are what an earlier run killed mid-standby
+   * could not remove.
+   */
+  removeStandbyRuns(selfId: string): Promise<string[]>;
 }
 
 /** Failed attempts per candidate digest, kept in the state directory so a restart does not reset the budget. */

@@ -65,6 +65,23 @@ if (!process.argv.includes('standby')) {
 import('${LAUNCHER}');
 `;
 
+/** Cannot reach the origin for the first 15 s after each start (standby works), then can: a slow first sync. */
+const lateOriginScript = crashLoopScript
+  .replace("const http = require('node:http');", "const http = require('node:http');\nconst reachableAt = Date.now() + 15000;")
+  .replace(
+    "throw new Error('this build cannot reach the origin');",
+    "if (Date.now() < reachableAt) throw new Error('this build cannot reach the origin yet');\n    return request.apply(this, args);",
+  )
+  .replace(/^\s*setTimeout.*$/m, '');
+
+/** Kills a container's main process from the host, as a crash would: unlike `docker kill`, the restart policy applies. */
+async function killPid(id: string): Promise<number> {
+  const pid = Number(await docker('inspect', '--format', '{{.State.Pid}}', id));
+  if (!(pid > 0)) throw new Error(`container ${id} has no process to kill`);
+  process.kill(pid, 'SIGKILL');
+  return pid;
+}
+
 describe('the Agent following updates.agent in its container', () => {
   let work: { path: string; cleanup: () => Promise<void> };
   let baseExisted = false;
@@ -77,6 +94,9 @@ describe('the Agent following updates.agent in its container', () => {
   let crashesAfterTakeover: { ref: string; digest: string };
   let noOrigin: { ref: string; digest: string };
   let noOriginB: { ref: string; digest: string };
+  let crashLoopB: { ref: string; digest: string };
+  let lateOrigin: { ref: string; digest: string };
+  let slowStandby: { ref: string; digest: string };
   let net: DevNetwork;
   let origin: Awaited<ReturnType<typeof startOriginServer>>;
   let state: string;
@@ -133,7 +153,33 @@ describe('the Agent following updates.agent in its container', () => {
         'no-origin.cjs': crashLoopScript.replace(/^\s*setTimeout.*$/m, ''),
       },
     );
-    derived.push(v2, exitsAtStart, standbyFails, runFails, crashesAfterTakeover, noOrigin, noOriginB);
+    // Another digest of the crash-looping build, for the predecessor killed while it guards.
+    crashLoopB = await derive(
+      work.path,
+      v1,
+      'v3-crash-loop-b',
+      'COPY crash-loop.cjs /opt/crash-loop.cjs\nENTRYPOINT ["/usr/local/bin/node", "/opt/crash-loop.cjs"]',
+      {
+        'crash-loop.cjs': crashLoopScript,
+      },
+    );
+    lateOrigin = await derive(
+      work.path,
+      v1,
+      'v3-late-origin',
+      'COPY late-origin.cjs /opt/late-origin.cjs\nENTRYPOINT ["/usr/local/bin/node", "/opt/late-origin.cjs"]',
+      {
+        'late-origin.cjs': lateOriginScript,
+      },
+    );
+    // A build whose standby check takes 20 s and then fails: time to kill the Agent that waits for it.
+    slowStandby = await derive(
+      work.path,
+      v1,
+      'v3-slow-standby',
+      `ENTRYPOINT ["/usr/local/bin/node", "-e", "if (process.argv.includes('standby')) setTimeout(() => { console.error('STATE_CORRUPT: slow and broken'); process.exit(1); }, 20000); else import('${LAUNCHER}');"]`,
+    );
+    derived.push(v2, exitsAtStart, standbyFails, runFails, crashesAfterTakeover, noOrigin, noOriginB, crashLoopB, lateOrigin, slowStandby);
 
     net = await createDevNetwork(join(work.path, 'net'), 'testnet');
     origin = await startOriginServer({ dir: net.originDir });
@@ -373,6 +419,86 @@ describe('the Agent following updates.agent in its container', () => {
     await until('snapshot 12 to be applied by v2', async () => (await audit()).some((e) => e.type === 'applied' && e.sequence === 12));
     expect((await lockHolder()).container).toBe(successorId);
     expect(await docker('ps', '-aq', '--filter', `label=io.resultity.agent-successor-of=${successorId}`)).toBe('');
+    await auditIntact();
+  }, 300_000);
+
+  /** Publishes an update to `target` and waits for its successor's takeover; returns the successor's id. */
+  const takeoverOf = async (sequence: number, target: { digest: string }) => {
+    await publishWithAgentUpdate(sequence, target.digest);
+    let taken = '';
+    await until('the successor to take over', async () => {
+      const log = await audit();
+      const handover = log.find((e) => e.type === 'agent-handover' && e.image_digest === target.digest);
+      const takeover = handover && log.find((e) => e.type === 'agent-takeover' && e.seq > handover.seq);
+      taken = takeover ? String(takeover.container) : '';
+      return taken !== '';
+    });
+    return taken;
+  };
+  const restartCount = async (id: string) => Number(await docker('inspect', '--format', '{{.RestartCount}}', id).catch(() => '-1'));
+
+  it('gives the node back to v2 when v2 is killed with kill -9 while it waits for the confirmation and the successor then crash-loops', async () => {
+    const crashed = await takeoverOf(13, crashLoopB);
+    const restartsBefore = await restartCount(successorId);
+    // v2 is idle, holding nothing, waiting for the confirmation: the point where a kill used to leave the successor unguarded.
+    await killPid(successorId);
+    await until('v2 to be restarted by its policy', async () => (await restartCount(successorId)) > restartsBefore && (await runningId(successorId)));
+    await until('the restarted v2 to resume guarding', async () =>
+      (await docker('logs', successorId).catch(() => '')).includes('guarding the successor again'),
+    );
+    await until('the revert to be audited', async () => (await entriesFor('agent-update-reverted', crashLoopB.digest)).length > 0);
+    expect((await entriesFor('agent-update-reverted', crashLoopB.digest))[0]).toMatchObject({
+      code: 'SUCCESSOR_NOT_CONFIRMED',
+      successor: crashed,
+      attempt: 1,
+    });
+    expect((await audit()).some((e) => e.type === 'agent-confirmed' && e.container === crashed)).toBe(false);
+    expect(await docker('ps', '-aq', '--filter', `id=${crashed}`)).toBe('');
+    await until('v2 to hold the lock', async () => (await runningId(successorId)) && (await lockHolder()).container === successorId);
+    await publishWithAgentUpdate(14, crashLoopB.digest);
+    await until('snapshot 14 to be applied by v2', async () => (await audit()).some((e) => e.type === 'applied' && e.sequence === 14));
+    expect(await entriesFor('agent-standby-passed', crashLoopB.digest)).toHaveLength(1);
+    expect((await lockHolder()).container).toBe(successorId);
+    expect(await readFile(join(state, 'handover.json'), 'utf8').catch(() => null)).toBeNull();
+    await auditIntact();
+  }, 300_000);
+
+  it('lets a successor that confirms after v2 was killed with kill -9 and restarted take the node, and removes v2', async () => {
+    const v3 = await takeoverOf(15, lateOrigin);
+    await killPid(successorId);
+    // The successor cannot sync for 15 s after its start: v2 is back and guarding before it confirms.
+    await until('the restarted v2 to resume guarding', async () =>
+      (await docker('logs', successorId).catch(() => '')).includes('guarding the successor again'),
+    );
+    expect((await audit()).some((e) => e.type === 'agent-confirmed' && e.container === v3)).toBe(false);
+    await until('v3 to confirm', async () => (await audit()).some((e) => e.type === 'agent-confirmed' && e.container === v3));
+    await until('v2 to be removed', async () => (await docker('ps', '-aq', '--filter', `id=${successorId}`)) === '');
+    await until('v3 to take the name', async () => (await docker('inspect', '--format', '{{.Name}}', v3)) === `/${container}`);
+    expect(await runningId(v3)).toBe(true);
+    expect((await lockHolder()).container).toBe(v3);
+    expect(await entriesFor('agent-update-reverted', lateOrigin.digest)).toEqual([]);
+    await until('the hand-over record to be cleared', async () => (await readFile(join(state, 'handover.json'), 'utf8').catch(() => null)) === null);
+    await publishWithAgentUpdate(16, lateOrigin.digest);
+    await until('snapshot 16 to be applied by v3', async () => (await audit()).some((e) => e.type === 'applied' && e.sequence === 16));
+    expect((await lockHolder()).container).toBe(v3);
+    successorId = v3;
+    await auditIntact();
+  }, 300_000);
+
+  it('removes the standby container that an Agent killed with kill -9 during the standby run left', async () => {
+    await publishWithAgentUpdate(17, slowStandby.digest);
+    let standby = '';
+    await until('the standby run', async () => {
+      standby = (await standbyContainers(successorId))[0] ?? '';
+      return standby !== '';
+    });
+    await killPid(successorId);
+    // Restarted by its policy, the Agent removes what its killed run could not, then checks the build again.
+    await until('the left standby container to be removed', async () => (await docker('ps', '-aq', '--filter', `id=${standby}`)) === '');
+    await until('the second standby run to fail', async () => (await entriesFor('agent-update-failed', slowStandby.digest)).length > 0);
+    expect(await runningId(successorId)).toBe(true);
+    expect((await lockHolder()).container).toBe(successorId);
+    expect(await standbyContainers(successorId)).toEqual([]);
     await auditIntact();
   }, 300_000);
 });
