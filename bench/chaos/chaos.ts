@@ -1014,10 +1014,13 @@ async function main(): Promise<void> {
     const next = await publish();
     // A rollout that fetches a chunked model is killed at one of its download's points half of
     // the time (the draws above happen on every trial, so a seed's sequence does not depend on it).
-    if (onlyTrigger === '' && next.model.chunked && next.model.sha256 !== old.model.sha256 && aimAtChunks) {
+    const fetchesChunked = next.model.chunked === true && next.model.sha256 !== old.model.sha256;
+    if (onlyTrigger === '' && fetchesChunked && aimAtChunks) {
       trigger = 'file';
       fileTarget = chunkTarget;
     }
+    // A chunk point on a rollout without a chunked download would only wait out the apply: a delay instead.
+    if (onlyTrigger === '' && trigger === 'file' && !fetchesChunked && (CHUNK_FILES as readonly string[]).includes(fileTarget)) trigger = 'delay';
     const point = trigger === 'delay' ? `delay ${delay}ms` : trigger === 'audit' ? `audit line ${n}` : `file ${fileTarget}`;
     let fired = true;
     try {
@@ -1060,6 +1063,18 @@ async function main(): Promise<void> {
     daemon = startDaemon(config, daemonEnv);
     let recovered: Published | null = null;
     let problems: string[] = [];
+    // A chunked download needs its chunk list from the origin, which is down during recovery:
+    // the node then goes back to the old configuration and keeps the new model's verified chunks
+    // (staging/<new sha256>.chunked and .chunks) for the retry, as a failed apply does. Those, and
+    // only those, may be there while the node is on the old configuration; at convergence nothing may.
+    let keptForResume = false;
+    const resumable = (on: Published, problem: string) =>
+      on === old &&
+      problem.startsWith('left behind: ') &&
+      problem
+        .slice('left behind: '.length)
+        .split(', ')
+        .every((f) => f.startsWith(`models/staging/${next.model.sha256}.`));
     try {
       recovered = await until(
         'recovery to settle on the old or the new configuration',
@@ -1071,7 +1086,8 @@ async function main(): Promise<void> {
           // Cheap signs of a settled node first; the full check (CLI calls) only then.
           const running = (await dockerJson(['ps', '--filter', `label=${LABEL}.managed-by`, '--format', '{{json .}}'])).length;
           if (running !== 1) return null;
-          const p = await checkNode(stateDir, config, on, { previous: previousOf(on) });
+          const p = (await checkNode(stateDir, config, on, { previous: previousOf(on) })).filter((problem) => !resumable(on, problem));
+          if (p.length === 0 && on === old) keptForResume = (await leftovers(stateDir)).length > 0;
           return p.length === 0 ? on : null;
         },
         30_000,
@@ -1080,7 +1096,10 @@ async function main(): Promise<void> {
     } catch (error) {
       const s = await readState(stateDir);
       const on = s?.applied?.digest === next.digest ? next : old;
-      problems = [`recovery: ${(error as Error).message}`, ...(await checkNode(stateDir, config, on, { previous: previousOf(on) }))];
+      problems = [
+        `recovery: ${(error as Error).message}`,
+        ...(await checkNode(stateDir, config, on, { previous: previousOf(on) })).filter((problem) => !resumable(on, problem)),
+      ];
     }
     // Convergence once the origin is back: the new configuration, runtime told, nothing left over.
     origin.up = true;
@@ -1095,7 +1114,16 @@ async function main(): Promise<void> {
     if (daemon.child.exitCode !== null) problems.push(`daemon exited ${daemon.child.exitCode}: ${daemon.output.slice(-5).join(' | ')}`);
     const ok = problems.length === 0;
     if (ok) passed++;
-    const result = { kill: k, point, fired, at: where, recovered_to: recovered === null ? null : recovered === next ? 'new' : 'old', ok, problems };
+    const result = {
+      kill: k,
+      point,
+      fired,
+      at: where,
+      recovered_to: recovered === null ? null : recovered === next ? 'new' : 'old',
+      kept_for_resume: keptForResume,
+      ok,
+      problems,
+    };
     results.push(result);
     log(
       `kill ${k}/${kills} [${point}${fired ? '' : ', after the apply'}] at ${where}: recovered to ${result.recovered_to ?? '?'}, ${ok ? 'ok' : `FAILED: ${problems.join('; ')}`}`,
@@ -1114,7 +1142,16 @@ async function main(): Promise<void> {
 
   if (kills > 0) {
     await mkdir(args.out, { recursive: true });
-    const summary = { seed: SEED, kills, passed, apply_ms: applyMs, audit_lines_per_apply: auditPerApply, at: stepsSeen, results };
+    const summary = {
+      seed: SEED,
+      kills,
+      passed,
+      apply_ms: applyMs,
+      audit_lines_per_apply: auditPerApply,
+      recovered_to_old_keeping_chunks: results.filter((r) => r.kept_for_resume === true).length,
+      at: stepsSeen,
+      results,
+    };
     await writeFile(join(args.out, `chaos-${SEED}.json`), `${JSON.stringify(summary, null, 1)}\n`);
     log(`chaos: seed ${SEED}: ${passed}/${kills} passed`);
     log(`kill points (audit entry / step in flight): ${JSON.stringify(stepsSeen)}`);
