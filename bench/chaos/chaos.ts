@@ -7,6 +7,9 @@
 //   pnpm chaos                          # 100 kills, fresh seed (printed)
 //   pnpm chaos --kills 20 --seed 1234   # reproduce a run
 //   pnpm chaos --soak 200               # no kills: rollouts in a row, RSS/fd figures and a plot
+//   pnpm chaos --faults --seed 1234     # every fault (origin, runtime, engine, registry, disk full,
+//                                       # read-only state directory, clock); --only REGEX picks some.
+//                                       # Needs root (tmpfs mounts) and Debian's faketime package.
 //
 // Kill points are chosen from outside the product (nothing is compiled into the Agent):
 //   delay : a uniform delay within the measured apply duration after journal.json appears,
@@ -596,6 +599,7 @@ async function main(): Promise<void> {
   // and remount it) and under libfaketime (the clock fault); the kills run it as it is.
   let daemonEnv: Record<string, string> = {};
   if (args.faults) {
+    if (!(await exists(FAKETIME_LIB))) throw new Error(`the clock fault needs ${FAKETIME_LIB}: apt-get install -y faketime`);
     await mkdir(stateDir, { mode: 0o700 });
     execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=64m,mode=0700', 'tmpfs', stateDir]);
     process.on('exit', () => {
