@@ -1028,6 +1028,8 @@ async function main(): Promise<void> {
     // A chunk point on a rollout without a chunked download would only wait out the apply: a delay instead.
     if (onlyTrigger === '' && trigger === 'file' && !fetchesChunked && (CHUNK_FILES as readonly string[]).includes(fileTarget)) trigger = 'delay';
     const point = trigger === 'delay' ? `delay ${delay}ms` : trigger === 'audit' ? `audit line ${n}` : `file ${fileTarget}`;
+    // A blob already in the store (a rollout that keeps its model) is no commit to be killed in.
+    const blobBefore = await exists(join(stateDir, 'models', 'sha256', next.model.sha256));
     let fired = true;
     try {
       if (trigger === 'delay') {
@@ -1049,7 +1051,7 @@ async function main(): Promise<void> {
           chunked: async () => (await readdir(join(stateDir, 'models', 'staging')).catch(() => [] as string[])).some((f) => f.endsWith('.chunked')),
           chunk: () => chunksVerified(stateDir, CHUNKS, 1),
           'chunks-done': () => chunksVerified(stateDir, CHUNKS, CHUNKS),
-          blob: () => exists(join(stateDir, 'models', 'sha256', next.model.sha256)),
+          blob: async () => !blobBefore && (await exists(join(stateDir, 'models', 'sha256', next.model.sha256))),
         }[fileTarget];
         await until(`file ${fileTarget}`, probe, 20_000, 3);
       }
