@@ -7,17 +7,23 @@
 //   pnpm chaos                          # 100 kills, fresh seed (printed)
 //   pnpm chaos --kills 20 --seed 1234   # reproduce a run
 //   pnpm chaos --soak 200               # no kills: rollouts in a row, RSS/fd figures and a plot
+//   pnpm chaos --faults --seed 1234     # every fault (origin, runtime, engine, registry, disk full,
+//                                       # read-only state directory, clock); --only REGEX picks some.
+//                                       # Needs root (tmpfs mounts) and Debian's faketime package.
 //
 // Kill points are chosen from outside the product (nothing is compiled into the Agent):
 //   delay : a uniform delay within the measured apply duration after journal.json appears,
 //   audit : right after the n-th audit line of this apply is appended,
 //   file  : as soon as a file of the apply appears or changes (journal, a model's staging
-//           .part, the model index (the commit), last-known-good.json, state.json).
+//           .part, the model index (the commit), last-known-good.json, state.json), or a
+//           point of a chunked download: its staged .chunked file appears (range fetches in
+//           flight), its .chunks journal records a verified chunk, records all of them (the
+//           whole-file hash and the rename are next), or the blob lands in the store.
 // The step in flight is read from the daemon's own debug log ("apply step") and the audit log.
 // Later kill points (self-update hand-over, chunk commits) are one more entry of TRIGGERS.
-import { type ChildProcess, execFile, spawn } from 'node:child_process';
+import { type ChildProcess, execFile, execFileSync, spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { copyFile, mkdir, mkdtemp, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
+import { copyFile, mkdir, mkdtemp, readFile, readdir, rm, stat, statfs, writeFile } from 'node:fs/promises';
 import { type IncomingMessage, type ServerResponse, createServer, request } from 'node:http';
 import { type AddressInfo, type Socket, connect as netConnect, createServer as createNetServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -25,11 +31,14 @@ import { join } from 'node:path';
 import { parseArgs, promisify } from 'node:util';
 
 import { startOriginServer } from '../../packages/snapshot/dist/origin/index.js';
-import { createDevNetwork, devSnapshot, makeModel, startFileServer } from '../../packages/testkit/src/devnet.ts';
+import { createDevNetwork, devSnapshot } from '../../packages/testkit/src/devnet.ts';
 
 const run = promisify(execFile);
 const here = new URL('.', import.meta.url).pathname;
 const CLI = join(here, '../../apps/agent/dist/cli.js');
+const SNAPSHOT_CLI = join(here, '../../packages/snapshot/dist/cli.js');
+// libfaketime moves the wall clock of the daemon alone (the clock fault); monotonic timers stay real.
+const FAKETIME_LIB = '/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1';
 const { connect } = (await import(join(here, '../../apps/runtime-bridge/dist/index.js'))) as typeof import('../../apps/runtime-bridge/src/index.js');
 
 const { values: args } = parseArgs({
@@ -41,14 +50,18 @@ const { values: args } = parseArgs({
     // Aim every kill at one point: delay, audit, or file:<journal|part|index|lkg|state>.
     only: { type: 'string' },
     keep: { type: 'boolean', default: false },
+    // The Agent's retry_budget: high by default, since every runtime NACK spends one unit.
+    'retry-budget': { type: 'string', default: '1000' },
     out: { type: 'string', default: join(here, 'results') },
   },
 });
 const SEED = args.seed === undefined ? randomBytes(4).readUInt32LE() : Number(args.seed);
-// Per run, so that two campaigns (or a campaign and a soak) can share the engine and registry.
+// Per run, so that two campaigns (or a campaign and a soak) can share the engine.
 const LABEL = `io.resultity.chaos${SEED}`;
-const REGISTRY = '127.0.0.1:5000';
-const REPO = `${REGISTRY}/resultity-chaos/busybox-${SEED}`;
+// The run's own registry (a docker-registry on a free loopback port, storage in the run's
+// directory): the registry fault can stop it, and nothing is left in a shared registry.
+let REGISTRY = '';
+let REPO = '';
 
 /** mulberry32: small, seedable, and the same sequence on every machine. */
 function prng(seed: number): () => number {
@@ -115,6 +128,159 @@ async function dockerJson(argv: string[]): Promise<unknown[]> {
         .trim()
         .split('\n')
         .map((l) => JSON.parse(l));
+}
+
+// --------------------------------------------------------------- registry ----------------------
+
+interface OwnRegistry {
+  address: string;
+  /** Kills the registry process: pulls from it are refused, as from a registry that went down. */
+  stop(): Promise<void>;
+  /** Starts it again on the same port and storage. */
+  start(): Promise<void>;
+}
+
+async function freeLoopbackPort(): Promise<number> {
+  const server = createNetServer();
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const { port } = server.address() as AddressInfo;
+  await new Promise<void>((r) => server.close(() => r()));
+  return port;
+}
+
+/** A docker-registry of the run's own (the engine treats loopback registries as insecure ones). */
+async function startOwnRegistry(dir: string): Promise<OwnRegistry> {
+  const port = await freeLoopbackPort();
+  const address = `127.0.0.1:${port}`;
+  await mkdir(join(dir, 'data'), { recursive: true });
+  const config = join(dir, 'config.yml');
+  await writeFile(
+    config,
+    `version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: ${join(dir, 'data')}\n  delete:\n    enabled: true\nhttp:\n  addr: ${address}\n`,
+  );
+  let child: ChildProcess | null = null;
+  const stopSync = () => child?.kill('SIGKILL');
+  process.on('exit', stopSync);
+  const registry: OwnRegistry = {
+    address,
+    async start() {
+      child = spawn('docker-registry', ['serve', config], { stdio: 'ignore' });
+      await until('the registry to answer', async () => (await fetch(`http://${address}/v2/`)).ok, 30_000);
+    },
+    async stop() {
+      const running = child;
+      if (running === null || running.exitCode !== null) return;
+      const exited = new Promise((r) => running.once('exit', r));
+      running.kill('SIGKILL');
+      await exited;
+      child = null;
+    },
+  };
+  await registry.start();
+  return registry;
+}
+
+// ------------------------------------------------------------- model files ---------------------
+
+interface FileServer {
+  url: string;
+  close(): Promise<void>;
+}
+
+/**
+ * A loopback server for model files that answers whole files and byte ranges (`bytes=a-b` and
+ * `bytes=a-`, as a chunked download asks), each response throttled to `bytesPerSecond`, so that
+ * downloads last long enough to be killed in.
+ */
+async function startRangeFileServer(dir: string, bytesPerSecond: number): Promise<FileServer> {
+  const sockets = new Set<Socket>();
+  const server = createServer((req, res) => {
+    const name = decodeURIComponent(new URL(req.url ?? '/', 'http://x').pathname.slice(1));
+    if (!/^[A-Za-z0-9._-]+$/.test(name)) return void res.writeHead(404).end();
+    readFile(join(dir, name))
+      .then((data) => {
+        const range = /^bytes=(\d+)-(\d*)$/.exec(req.headers.range ?? '');
+        const start = range ? Number(range[1]) : 0;
+        const end = range?.[2] ? Math.min(Number(range[2]), data.byteLength - 1) : data.byteLength - 1;
+        if (range && start > end) return void res.writeHead(416, { 'content-range': `bytes */${data.byteLength}` }).end();
+        const body = data.subarray(start, end + 1);
+        res.writeHead(range ? 206 : 200, {
+          'content-length': body.byteLength,
+          'content-type': 'application/octet-stream',
+          'accept-ranges': 'bytes',
+          ...(range ? { 'content-range': `bytes ${start}-${end}/${data.byteLength}` } : {}),
+        });
+        const slice = Math.max(1, Math.floor(bytesPerSecond / 10));
+        let offset = 0;
+        const timer = setInterval(() => {
+          if (res.destroyed || offset >= body.byteLength) {
+            clearInterval(timer);
+            if (!res.destroyed) res.end();
+            return;
+          }
+          res.write(body.subarray(offset, offset + slice));
+          offset += slice;
+        }, 100);
+        res.on('close', () => clearInterval(timer));
+      })
+      .catch(() => res.writeHead(404).end());
+  });
+  server.on('connection', (s) => {
+    sockets.add(s);
+    s.on('close', () => sockets.delete(s));
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  return {
+    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    close: () =>
+      new Promise<void>((r) => {
+        for (const s of sockets) s.destroy();
+        server.close(() => r());
+      }),
+  };
+}
+
+interface ModelEntry {
+  name: string;
+  version: string;
+  sha256: string;
+  size: number;
+  urls: string[];
+  chunks?: { size: number; sha256: string };
+}
+
+/**
+ * Writes a model file for the file server and returns its snapshot entry; a chunked one goes
+ * through `resultity-snapshot model add` (1 MiB chunks), which also writes its chunk list into the origin.
+ */
+async function makeModelFile(dir: string, server: FileServer, originDir: string, version: string, content: Buffer, chunked: boolean): Promise<ModelEntry> {
+  const file = `chaos-model-${version}.bin`;
+  await writeFile(join(dir, file), content);
+  const url = `${server.url}/${file}`;
+  if (!chunked) return { name: 'chaos-model', version, sha256: createHash('sha256').update(content).digest('hex'), size: content.byteLength, urls: [url] };
+  const { stdout } = await run(
+    process.execPath,
+    [
+      SNAPSHOT_CLI,
+      'model',
+      'add',
+      join(dir, file),
+      '--name',
+      'chaos-model',
+      '--version',
+      version,
+      '--url',
+      url,
+      '--origin',
+      originDir,
+      '--network',
+      'testnet',
+      '--chunk-size',
+      '1MiB',
+    ],
+    { timeout: 60_000 },
+  );
+  return JSON.parse(stdout) as ModelEntry;
 }
 
 // ------------------------------------------------------------- origin switch -------------------
@@ -224,11 +390,13 @@ interface Daemon {
   /** The last "apply step" the daemon logged, and everything it printed. */
   lastStep: string | null;
   output: string[];
+  /** When (harness clock, ms) the daemon logged each failed sync, and its code: one per attempt. */
+  failures: { at: number; code: string }[];
 }
 
-function startDaemon(config: string): Daemon {
-  const child = spawn(process.execPath, [CLI, 'run', '--config', config], { stdio: ['ignore', 'pipe', 'pipe'] });
-  const daemon: Daemon = { child, lastStep: null, output: [] };
+function startDaemon(config: string, env: Record<string, string> = {}): Daemon {
+  const child = spawn(process.execPath, [CLI, 'run', '--config', config], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
+  const daemon: Daemon = { child, lastStep: null, output: [], failures: [] };
   let buffer = '';
   const onData = (d: Buffer) => {
     buffer += d.toString();
@@ -238,6 +406,11 @@ function startDaemon(config: string): Daemon {
       buffer = buffer.slice(nl + 1);
       daemon.output.push(line);
       if (daemon.output.length > 400) daemon.output.shift();
+      if (line.includes('"sync did not converge"')) {
+        try {
+          daemon.failures.push({ at: Date.now(), code: (JSON.parse(line) as { code: string }).code });
+        } catch {}
+      }
       if (line.includes('"apply step"')) {
         try {
           daemon.lastStep = (JSON.parse(line) as { step: string }).step;
@@ -275,7 +448,7 @@ interface Published {
   digest: string;
   image: { tag: string; digest: string };
   step: string;
-  model: { name: string; version: string; sha256: string };
+  model: { name: string; version: string; sha256: string; chunked?: boolean };
   subclouds: string[];
   maxTokens: number;
 }
@@ -305,7 +478,7 @@ async function leftovers(stateDir: string): Promise<string[]> {
     for (const entry of await readdir(dir, { withFileTypes: true }).catch(() => [])) {
       const path = join(dir, entry.name);
       if (entry.isDirectory()) await walk(path);
-      else if (/\.tmp$|\.part$|\.partial$/.test(entry.name) || entry.name === 'journal.json') found.push(path.slice(stateDir.length + 1));
+      else if (/\.tmp$|\.part$|\.partial$|\.chunked$|\.chunks$/.test(entry.name) || entry.name === 'journal.json') found.push(path.slice(stateDir.length + 1));
     }
   };
   await walk(stateDir);
@@ -397,7 +570,23 @@ async function checkNode(
 // ------------------------------------------------------------------ campaign -------------------
 
 const TRIGGERS = ['delay', 'delay', 'audit', 'file'] as const;
-const FILES = ['journal', 'part', 'index', 'lkg', 'state'] as const;
+const FILES = ['journal', 'part', 'index', 'lkg', 'state', 'chunked', 'chunk', 'chunks-done', 'blob'] as const;
+/** The points of a chunked download; a rollout that fetches a chunked model aims at one of them half of the time. */
+const CHUNK_FILES = ['chunked', 'chunk', 'chunks-done', 'blob'] as const;
+
+/** Whether a chunked download's journal (`<hex>.chunks`: header, then one bit per chunk) records `count` chunks verified. */
+async function chunksVerified(stateDir: string, chunkCount: number, atLeast: number): Promise<boolean> {
+  const staging = join(stateDir, 'models', 'staging');
+  for (const name of await readdir(staging).catch(() => [] as string[])) {
+    if (!name.endsWith('.chunks')) continue;
+    const journal = await readFile(join(staging, name)).catch(() => null);
+    if (journal === null || journal.byteLength < Math.ceil(chunkCount / 8)) continue;
+    let bits = 0;
+    for (const byte of journal.subarray(journal.byteLength - Math.ceil(chunkCount / 8))) for (let b = byte; b !== 0; b &= b - 1) bits++;
+    if (bits >= atLeast) return true;
+  }
+  return false;
+}
 
 async function main(): Promise<void> {
   const soak = args.soak === undefined ? 0 : Number(args.soak);
@@ -405,20 +594,43 @@ async function main(): Promise<void> {
   log(`chaos: seed ${SEED}, ${soak > 0 ? `soak of ${soak} rollouts` : `${kills} kills`} (reproduce with --seed ${SEED})`);
   const work = await mkdtemp(join(tmpdir(), 'resultity-chaos-'));
   const stateDir = join(work, 'state');
+  const clockFile = join(work, 'faketime');
+  // The faults run the daemon on a tmpfs of its own (the disk-full and read-only faults resize
+  // and remount it) and under libfaketime (the clock fault); the kills run it as it is.
+  let daemonEnv: Record<string, string> = {};
+  if (args.faults) {
+    if (!(await exists(FAKETIME_LIB))) throw new Error(`the clock fault needs ${FAKETIME_LIB}: apt-get install -y faketime`);
+    await mkdir(stateDir, { mode: 0o700 });
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=64m,mode=0700', 'tmpfs', stateDir]);
+    process.on('exit', () => {
+      try {
+        execFileSync('umount', ['-l', stateDir], { stdio: 'ignore' });
+      } catch {}
+    });
+    await writeFile(clockFile, '+0d\n');
+    daemonEnv = { LD_PRELOAD: FAKETIME_LIB, FAKETIME_TIMESTAMP_FILE: clockFile, FAKETIME_NO_CACHE: '1', FAKETIME_DONT_FAKE_MONOTONIC: '1' };
+  }
   const net = await createDevNetwork(join(work, 'net'), 'testnet');
   await mkdir(net.originDir, { recursive: true });
   const devOrigin = await startOriginServer({ dir: net.originDir });
   const origin = await startSwitchableOrigin(devOrigin.url);
   await mkdir(join(work, 'files'));
-  // Throttled so a model download takes about half a second: long enough to be killed in.
-  const files = await startFileServer(join(work, 'files'), 2 * 1024 * 1024);
+  // Throttled so a 1 MiB download takes about half a second (a chunked one: each of its 1 MiB
+  // ranges, fetched side by side): long enough to be killed in.
+  const files = await startRangeFileServer(join(work, 'files'), 2 * 1024 * 1024);
+  const registry = await startOwnRegistry(join(work, 'registry'));
+  REGISTRY = registry.address;
+  REPO = `${REGISTRY}/resultity-chaos/busybox-${SEED}`;
   const images = await buildImages(work);
   // The Agent reaches the engine through a proxy that the faults can stop; the shared engine is never touched.
   const engine = await startEngineProxy(join(work, 'engine.sock'));
-  const models = [
-    await makeModel(join(work, 'files'), files, 'chaos-model', '1', randomBytes(1024 * 1024)),
-    await makeModel(join(work, 'files'), files, 'chaos-model', '2', randomBytes(1024 * 1024)),
-  ];
+  // A plain 1 MiB model (one stream into staging/*.part) and a chunked 4 MiB one (four 1 MiB
+  // chunks into staging/*.chunked, journal *.chunks), alternating every third rollout.
+  const CHUNKS = 4;
+  let modelVersion = 0;
+  const newModel = async (chunked: boolean) =>
+    makeModelFile(join(work, 'files'), files, net.originDir, String(++modelVersion), randomBytes((chunked ? CHUNKS : 1) * 1024 * 1024), chunked);
+  const models = [await newModel(false), await newModel(true)];
   const config = join(work, 'agent.json');
   await writeFile(
     config,
@@ -437,7 +649,7 @@ async function main(): Promise<void> {
       downloads: { allow_private_addresses: true },
       limits: { max_snapshot_bytes: 64 * 1024, request_timeout_ms: 5000 },
       timers: { poll_interval_s: 1, heartbeat_interval_s: 60, retry_initial_ms: 100, retry_max_ms: 1000, jitter: 0 },
-      retry_budget: 1000,
+      retry_budget: Number(args['retry-budget']),
       log_level: 'debug',
     }),
   );
@@ -445,10 +657,11 @@ async function main(): Promise<void> {
   let sequence = 0;
   const bySequence = new Map<number, Published>();
   const previousOf = (p: Published) => bySequence.get(p.sequence - 1);
-  const publish = async (): Promise<Published> => {
+  /** Publishes the next snapshot of the cycle; a fault may name the image or model it needs instead. */
+  const publish = async (force: { image?: { tag: string; digest: string }; model?: ModelEntry } = {}): Promise<Published> => {
     sequence++;
-    const image = images[Math.floor(sequence / 2) % 2] as { tag: string; digest: string };
-    const model = models[Math.floor(sequence / 3) % 2] as (typeof models)[number];
+    const image = force.image ?? (images[Math.floor(sequence / 2) % 2] as { tag: string; digest: string });
+    const model = force.model ?? (models[Math.floor(sequence / 3) % 2] as ModelEntry);
     const subclouds = sequence % 2 === 0 ? ['dev'] : ['dev', 'eu'];
     const maxTokens = 1000 + sequence;
     const snapshot = devSnapshot({
@@ -478,7 +691,7 @@ async function main(): Promise<void> {
       digest,
       image,
       step: String(sequence),
-      model: { name: model.name, version: model.version, sha256: model.sha256 },
+      model: { name: model.name, version: model.version, sha256: model.sha256, chunked: model.chunks !== undefined },
       subclouds,
       maxTokens,
     };
@@ -492,7 +705,7 @@ async function main(): Promise<void> {
     fault: 'none',
     cleared: () => undefined,
   };
-  let daemon = startDaemon(config);
+  let daemon = startDaemon(config, daemonEnv);
   await until('the bridge socket', () => exists(join(stateDir, 'run', 'bridge.sock')), 30_000);
   const bridge = connect({
     url: join(stateDir, 'run', 'bridge.sock'),
@@ -577,7 +790,21 @@ async function main(): Promise<void> {
     const RETRY_MAX_MS = 2000; // devSnapshot's ttl.retry_max_ms
     const REQUEST_TIMEOUT_MS = 5000;
     const report: Record<string, unknown>[] = [];
-    const cases: { name: string; during: () => Promise<void> | void; clear: () => void; window: number; origin?: boolean }[] = [
+    const remount = (options: string) => execFileSync('mount', ['-o', `remount,${options}`, stateDir]);
+    const setClock = (offset: string) => writeFile(clockFile, `${offset}\n`);
+    interface FaultCase {
+      name: string;
+      /** Runs before the snapshot is published; may say what it must change. */
+      before?: () => Promise<Parameters<typeof publish>[0] | undefined>;
+      during: () => Promise<void> | void;
+      clear: () => Promise<void> | void;
+      window: number;
+      /** Attempts are the origin's latest.json polls (origin faults) or the daemon's failed syncs (the rest). */
+      origin?: boolean;
+      /** What the daemon must report during the fault, besides keeping the last good configuration. */
+      reports?: (status: string) => string | null;
+    }
+    const cases: FaultCase[] = [
       ...(['500', '404', 'timeout', 'close-mid-body', 'garbage', 'oversized', 'missing-digest'] as const).map((fault) => ({
         name: `origin ${fault}`,
         during: () => {
@@ -599,6 +826,8 @@ async function main(): Promise<void> {
           origin.fault = 'none';
         },
         window: 6000,
+        // Nothing fails here (the Agent sees no news): its pace is its polls.
+        origin: true,
       },
       ...(['nack', 'late', 'silent'] as const).map((fault) => ({
         name: `runtime ${fault}`,
@@ -623,24 +852,86 @@ async function main(): Promise<void> {
         },
         window: 10_000,
       },
+      {
+        // The new image is not on the engine, so the apply must pull it; the registry process is
+        // killed as the apply starts (the journal appears) and started again to clear.
+        name: 'registry down mid-apply (image pull)',
+        before: async () => {
+          const image = images.find((i) => i.digest !== current.image.digest) as (typeof images)[number];
+          await run('docker', ['rmi', `${REPO}:${image.tag}`, `${REPO}@${image.digest}`]).catch(() => undefined);
+          return { image };
+        },
+        during: async () => {
+          await until('the journal', () => exists(join(stateDir, 'journal.json')), 20_000, 2);
+          await registry.stop();
+        },
+        clear: () => registry.start(),
+        window: 12_000,
+      },
+      {
+        // The state directory's tmpfs is shrunk to what it holds plus 256 KiB, then a snapshot
+        // with a new 4 MiB chunked model is published: the download runs out of space.
+        name: 'disk full during a model download',
+        before: async () => {
+          const model = await newModel(true);
+          const fs = await statfs(stateDir);
+          const usedKiB = Math.ceil(((fs.blocks - fs.bfree) * fs.bsize) / 1024);
+          remount(`size=${usedKiB + 256}k`);
+          return { model };
+        },
+        during: () => undefined,
+        clear: () => remount('size=64m'),
+        window: 12_000,
+      },
+      {
+        name: 'state directory read-only',
+        during: () => remount('ro'),
+        clear: () => remount('rw'),
+        window: 10_000,
+      },
+      {
+        // The daemon's wall clock jumps 30 days ahead, past the new snapshot's expires_at (7
+        // days); the snapshot is published; then the clock comes back.
+        name: 'clock past expires_at and back',
+        before: async () => {
+          await setClock('+30d');
+          return undefined;
+        },
+        during: () => undefined,
+        clear: () => setClock('+0d'),
+        window: 10_000,
+        origin: true,
+        reports: (status) => (status.includes('EXPIRED') ? null : `status does not report the expired snapshot: ${status.slice(0, 300)}`),
+      },
     ];
+    const only = args.only === undefined ? null : new RegExp(args.only);
     for (const c of cases) {
+      if (only !== null && !only.test(c.name)) continue;
       const old = current;
       const pid = daemon.child.pid;
-      origin.polls = [];
       const auditBase = (await auditLines(stateDir)).length;
       // The stale latest.json is the one before this publication: take it first.
       if (c.name === 'origin stale latest.json') await c.during();
-      const next = await publish();
+      const force = (await c.before?.()) ?? {};
+      origin.polls = [];
+      daemon.failures = [];
+      const next = await publish(force);
       const startedAt = Date.now();
       if (c.name !== 'origin stale latest.json') await c.during();
       await sleep(Math.max(0, c.window - (Date.now() - startedAt)));
       const problems: string[] = [];
+      const attempts = c.origin ? origin.polls : daemon.failures.map((f) => f.at);
+      const codes = [...new Set(daemon.failures.map((f) => f.code))];
+      if (c.reports) {
+        const problem = c.reports((await cli(['status', '--config', config, '--json'])).stdout);
+        if (problem !== null) problems.push(`during: ${problem}`);
+      }
       if (daemon.child.exitCode !== null || daemon.child.pid !== pid) problems.push('the daemon did not stay up');
       const during = (await readState(stateDir))?.applied?.digest;
       if (during !== old.digest) problems.push(`during the fault the node recorded ${during}, expected the last good ${old.digest}`);
       // Old containers and models stay, whatever the fault (the engine proxy being down hides them from the check itself).
       if (c.name.startsWith('docker')) engine.up = true;
+      const retried = c.name.startsWith('docker') || c.name.startsWith('registry') || c.name.startsWith('disk');
       // A runtime that refuses makes the Agent try, roll back and try again (each attempt spends
       // retry budget): the node passes through the new configuration on every attempt, so
       // what must hold is the record (checked above) and the rollbacks, not a still picture.
@@ -651,18 +942,31 @@ async function main(): Promise<void> {
           ? []
           : ['no rollback after the runtime refused']
         : (await checkNode(stateDir, config, old, { previous: previousOf(old) })).filter(
-            // With the engine gone the Agent keeps retrying the apply (ENGINE_UNAVAILABLE is
-            // retryable): a journal and an unanchored append are that retry in flight, not a loss.
-            (p) => !(c.name.startsWith('docker') && (p.startsWith('left behind: journal.json') || p.startsWith('audit head'))),
+            // With the engine, the registry or the disk gone the Agent keeps retrying the apply
+            // (the failures are retryable): a journal, the staged download it resumes and an
+            // unanchored append are that retry in flight, not a loss. Everything else must hold.
+            (p) =>
+              !(
+                retried &&
+                ((p.startsWith('left behind: ') &&
+                  p
+                    .slice('left behind: '.length)
+                    .split(', ')
+                    .every((f) => f === 'journal.json' || f.startsWith('models/staging/'))) ||
+                  p.startsWith('audit head'))
+              ),
           );
       if (c.name.startsWith('docker')) engine.up = false;
       problems.push(...held.map((p) => `during: ${p}`));
-      const gaps = origin.polls.slice(1).map((t, i) => t - (origin.polls[i] as number));
+      const gaps = attempts.slice(1).map((t, i) => t - (attempts[i] as number));
       const maxGap = gaps.length > 0 ? Math.max(...gaps) : null;
-      if (c.origin && maxGap !== null && maxGap > RETRY_MAX_MS * 1.1 + REQUEST_TIMEOUT_MS + 500)
+      const minGap = gaps.length > 0 ? Math.min(...gaps) : null;
+      // Runtime faults are judged by their rollbacks (above); every other fault by its attempts.
+      const paced = !c.name.startsWith('runtime');
+      if (paced && maxGap !== null && maxGap > RETRY_MAX_MS * 1.1 + REQUEST_TIMEOUT_MS + 500)
         problems.push(`a retry waited ${maxGap} ms, beyond retry_max_ms ${RETRY_MAX_MS} and the request timeout`);
-      if (c.origin && origin.polls.length < 2) problems.push(`only ${origin.polls.length} attempts during the fault`);
-      c.clear();
+      if (paced && attempts.length < 2) problems.push(`only ${attempts.length} attempts during the fault`);
+      await c.clear();
       try {
         await converge(next, 60_000);
         problems.push(
@@ -672,12 +976,23 @@ async function main(): Promise<void> {
         problems.push(`after: ${(error as Error).message}`);
       }
       current = next;
-      const row = { fault: c.name, ok: problems.length === 0, attempts: origin.polls.length, max_gap_ms: maxGap, problems };
+      const row = {
+        fault: c.name,
+        ok: problems.length === 0,
+        attempts: attempts.length,
+        counted: c.origin ? 'origin polls' : 'failed syncs',
+        codes,
+        min_gap_ms: minGap,
+        max_gap_ms: maxGap,
+        problems,
+      };
       report.push(row);
-      log(`fault ${c.name}: ${origin.polls.length} polls, longest gap ${maxGap ?? '-'} ms, ${row.ok ? 'ok' : `FAILED: ${problems.join('; ')}`}`);
+      log(
+        `fault ${c.name}: ${attempts.length} ${row.counted} (${codes.join(',') || '-'}), gaps ${minGap ?? '-'}..${maxGap ?? '-'} ms, ${row.ok ? 'ok' : `FAILED: ${problems.join('; ')}`}`,
+      );
     }
     await mkdir(args.out, { recursive: true });
-    await writeFile(join(args.out, `faults-${SEED}.json`), `${JSON.stringify({ seed: SEED, report }, null, 1)}\n`);
+    await writeFile(join(args.out, `faults-${SEED}${only === null ? '' : '-only'}.json`), `${JSON.stringify({ seed: SEED, report }, null, 1)}\n`);
     log(`faults: ${report.filter((r) => r.ok).length}/${report.length} passed`);
   }
 
@@ -699,9 +1014,22 @@ async function main(): Promise<void> {
     const stateMtime = (await stat(join(stateDir, 'state.json'))).mtimeMs;
     const lkgMtime = (await stat(join(stateDir, 'last-known-good.json')).catch(() => ({ mtimeMs: 0 }))).mtimeMs;
     const indexMtime = (await stat(join(stateDir, 'models', 'index.json')).catch(() => ({ mtimeMs: 0 }))).mtimeMs;
+    const chunkTarget = pick(CHUNK_FILES);
+    const aimAtChunks = random() < 0.5;
     daemon.lastStep = null;
     const next = await publish();
+    // A rollout that fetches a chunked model is killed at one of its download's points half of
+    // the time (the draws above happen on every trial, so a seed's sequence does not depend on it).
+    const fetchesChunked = next.model.chunked === true && next.model.sha256 !== old.model.sha256;
+    if (onlyTrigger === '' && fetchesChunked && aimAtChunks) {
+      trigger = 'file';
+      fileTarget = chunkTarget;
+    }
+    // A chunk point on a rollout without a chunked download would only wait out the apply: a delay instead.
+    if (onlyTrigger === '' && trigger === 'file' && !fetchesChunked && (CHUNK_FILES as readonly string[]).includes(fileTarget)) trigger = 'delay';
     const point = trigger === 'delay' ? `delay ${delay}ms` : trigger === 'audit' ? `audit line ${n}` : `file ${fileTarget}`;
+    // A blob already in the store (a rollout that keeps its model) is no commit to be killed in.
+    const blobBefore = await exists(join(stateDir, 'models', 'sha256', next.model.sha256));
     let fired = true;
     try {
       if (trigger === 'delay') {
@@ -717,6 +1045,13 @@ async function main(): Promise<void> {
           index: async () => (await stat(join(stateDir, 'models', 'index.json')).catch(() => ({ mtimeMs: 0 }))).mtimeMs !== indexMtime,
           lkg: async () => (await stat(join(stateDir, 'last-known-good.json')).catch(() => ({ mtimeMs: 0 }))).mtimeMs !== lkgMtime,
           state: async () => (await stat(join(stateDir, 'state.json'))).mtimeMs !== stateMtime,
+          // A chunked download: its staged file exists (range fetches in flight), its journal
+          // records a verified chunk, records all of them (whole-file hash, then the rename),
+          // or its blob has landed in the store (before the index names it).
+          chunked: async () => (await readdir(join(stateDir, 'models', 'staging')).catch(() => [] as string[])).some((f) => f.endsWith('.chunked')),
+          chunk: () => chunksVerified(stateDir, CHUNKS, 1),
+          'chunks-done': () => chunksVerified(stateDir, CHUNKS, CHUNKS),
+          blob: async () => !blobBefore && (await exists(join(stateDir, 'models', 'sha256', next.model.sha256))),
         }[fileTarget];
         await until(`file ${fileTarget}`, probe, 20_000, 3);
       }
@@ -733,9 +1068,21 @@ async function main(): Promise<void> {
 
     // Recovery with the origin down: the node must settle on old or new from its own state.
     origin.up = false;
-    daemon = startDaemon(config);
+    daemon = startDaemon(config, daemonEnv);
     let recovered: Published | null = null;
     let problems: string[] = [];
+    // A chunked download needs its chunk list from the origin, which is down during recovery:
+    // the node then goes back to the old configuration and keeps the new model's verified chunks
+    // (staging/<new sha256>.chunked and .chunks) for the retry, as a failed apply does. Those, and
+    // only those, may be there while the node is on the old configuration; at convergence nothing may.
+    let keptForResume = false;
+    const resumable = (on: Published, problem: string) =>
+      on === old &&
+      problem.startsWith('left behind: ') &&
+      problem
+        .slice('left behind: '.length)
+        .split(', ')
+        .every((f) => f.startsWith(`models/staging/${next.model.sha256}.`));
     try {
       recovered = await until(
         'recovery to settle on the old or the new configuration',
@@ -747,7 +1094,8 @@ async function main(): Promise<void> {
           // Cheap signs of a settled node first; the full check (CLI calls) only then.
           const running = (await dockerJson(['ps', '--filter', `label=${LABEL}.managed-by`, '--format', '{{json .}}'])).length;
           if (running !== 1) return null;
-          const p = await checkNode(stateDir, config, on, { previous: previousOf(on) });
+          const p = (await checkNode(stateDir, config, on, { previous: previousOf(on) })).filter((problem) => !resumable(on, problem));
+          if (p.length === 0 && on === old) keptForResume = (await leftovers(stateDir)).length > 0;
           return p.length === 0 ? on : null;
         },
         30_000,
@@ -756,7 +1104,10 @@ async function main(): Promise<void> {
     } catch (error) {
       const s = await readState(stateDir);
       const on = s?.applied?.digest === next.digest ? next : old;
-      problems = [`recovery: ${(error as Error).message}`, ...(await checkNode(stateDir, config, on, { previous: previousOf(on) }))];
+      problems = [
+        `recovery: ${(error as Error).message}`,
+        ...(await checkNode(stateDir, config, on, { previous: previousOf(on) })).filter((problem) => !resumable(on, problem)),
+      ];
     }
     // Convergence once the origin is back: the new configuration, runtime told, nothing left over.
     origin.up = true;
@@ -771,7 +1122,16 @@ async function main(): Promise<void> {
     if (daemon.child.exitCode !== null) problems.push(`daemon exited ${daemon.child.exitCode}: ${daemon.output.slice(-5).join(' | ')}`);
     const ok = problems.length === 0;
     if (ok) passed++;
-    const result = { kill: k, point, fired, at: where, recovered_to: recovered === null ? null : recovered === next ? 'new' : 'old', ok, problems };
+    const result = {
+      kill: k,
+      point,
+      fired,
+      at: where,
+      recovered_to: recovered === null ? null : recovered === next ? 'new' : 'old',
+      kept_for_resume: keptForResume,
+      ok,
+      problems,
+    };
     results.push(result);
     log(
       `kill ${k}/${kills} [${point}${fired ? '' : ', after the apply'}] at ${where}: recovered to ${result.recovered_to ?? '?'}, ${ok ? 'ok' : `FAILED: ${problems.join('; ')}`}`,
@@ -790,7 +1150,16 @@ async function main(): Promise<void> {
 
   if (kills > 0) {
     await mkdir(args.out, { recursive: true });
-    const summary = { seed: SEED, kills, passed, apply_ms: applyMs, audit_lines_per_apply: auditPerApply, at: stepsSeen, results };
+    const summary = {
+      seed: SEED,
+      kills,
+      passed,
+      apply_ms: applyMs,
+      audit_lines_per_apply: auditPerApply,
+      recovered_to_old_keeping_chunks: results.filter((r) => r.kept_for_resume === true).length,
+      at: stepsSeen,
+      results,
+    };
     await writeFile(join(args.out, `chaos-${SEED}.json`), `${JSON.stringify(summary, null, 1)}\n`);
     log(`chaos: seed ${SEED}: ${passed}/${kills} passed`);
     log(`kill points (audit entry / step in flight): ${JSON.stringify(stepsSeen)}`);
@@ -805,6 +1174,9 @@ async function main(): Promise<void> {
   const ids = (await run('docker', ['images', '-q', REPO]).catch(() => ({ stdout: '' }))).stdout.split('\n').filter((id) => id !== '');
   if (ids.length > 0) await run('docker', ['rmi', '-f', ...new Set(ids)]).catch(() => undefined);
   await files.close();
+  // The run's registry goes with the run's directory: no image of this run outlives it.
+  await registry.stop();
+  if (args.faults) execFileSync('umount', [stateDir]);
   await engine.close();
   await origin.close();
   await devOrigin.close();

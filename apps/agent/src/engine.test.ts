@@ -204,6 +204,21 @@ describe('syncOnce', () => {
       expect(applier.executed).toEqual([]);
     });
 
+    it('refuses a snapshot its clock says has expired without spending the budget, and applies it once the clock is right again', async () => {
+      // The node's clock runs a month ahead: the snapshot is expired to it, as long as that lasts.
+      let now = new Date(NOW.getTime() + 30 * 86_400_000);
+      const first = publish(1, {
+        issued_at: '2026-01-01T00:00:00Z',
+        expires_at: new Date(NOW.getTime() + 7 * 86_400_000).toISOString().replace(/\.\d+Z$/, 'Z'),
+      });
+      const e = engine({ retryBudget: 2, clock: () => now });
+      for (let i = 0; i < 4; i++) expect(await e.syncOnce()).toMatchObject({ result: 'refused', code: 'EXPIRED' });
+      expect((await store.read()).last_error).toMatchObject({ code: 'EXPIRED', digest: first });
+      expect(audit.types()).not.toContain('budget-exhausted');
+      now = NOW;
+      expect(await e.syncOnce()).toEqual({ result: 'applied', digest: first, sequence: 1 });
+    });
+
     it('refuses a snapshot that goes back in sequence with ROLLBACK', async () => {
       const older = signer.sign(sampleSnapshot({ sequence: 1 }));
       publish(2);

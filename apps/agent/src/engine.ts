@@ -16,6 +16,8 @@ import { TrustStore } from './trust-store.js';
 
 export type { ApplyOptions } from './apply-transaction.js';
 
+/** Refusals that depend on the node's wall clock (SPEC §3 expires_at, §4 an expired root), not on the bytes. */
+const CLOCK_REFUSALS: ReadonlySet<string> = new Set(['EXPIRED', 'ROOT_EXPIRED']);
 /** What one sync cycle ended in; `sync --once` maps it to an exit code. */
 export type SyncOutcome =
   | { readonly result: 'unchanged'; readonly digest: string | null }
@@ -285,7 +287,12 @@ export class SyncEngine {
         return this.done({ result: 'failed', code, message, digest: hint.digest });
       }
       await audit.append('refused', { digest: hint.digest, sequence: hint.sequence, code, message });
-      await this.transaction.recordFailure(hint, code, message);
+      // An expiry is judged by this node's clock, not by the bytes: a clock that ran ahead and
+      // is set right makes the same snapshot good again. Counting it would fail the digest for
+      // good after retry_budget polls of a wrong clock; so it is reported and backed off from,
+      // never counted.
+      if (CLOCK_REFUSALS.has(code)) await this.state.update((s) => noteError(s, { code, message, at, digest: hint.digest }));
+      else await this.transaction.recordFailure(hint, code, message);
       await this.state.anchor();
       return this.done({ result: 'refused', code, message, digest: hint.digest });
     }

@@ -85,6 +85,8 @@ export interface EndpointStats {
   /** Answers to environments, including made-up ACK_TIMEOUT / DISCONNECTED nacks. */
   acks: number;
   nacks: number;
+  /** Answers that came after their ACK_TIMEOUT: ignored, never counted as an ack. */
+  late: number;
 }
 
 /** The endpoint as the Agent holds it. */
@@ -124,7 +126,12 @@ interface Peer {
   pending: Map<string, { digest: string; settle: (ack: BridgeAck) => void }>;
   /** The answer being awaited for a digest, so the same environment is never in flight twice. */
   inflight: Map<string, Promise<BridgeAck>>;
+  /** Nonces whose answer timed out (oldest first, at most EXPIRED_NONCES), so a late answer is known for what it is. */
+  expired: Map<string, string>;
 }
+
+/** How many timed-out nonces a peer remembers; an older late answer is treated as unknown. */
+const EXPIRED_NONCES = 32;
 
 // isLoopbackHost and bearerMatches live in @resultity/node-kit; re-exported for this package's users.
 export { bearerMatches, isLoopbackHost };
@@ -166,7 +173,7 @@ export async function startBridgeEndpoint(options: BridgeEndpointOptions): Promi
 
   const events = new EventEmitter();
   const peers = new Set<Peer>();
-  const stats: EndpointStats = { connections: 0, unauthorized: 0, malformed: 0, rateLimited: 0, oversized: 0, acks: 0, nacks: 0 };
+  const stats: EndpointStats = { connections: 0, unauthorized: 0, malformed: 0, rateLimited: 0, oversized: 0, acks: 0, nacks: 0, late: 0 };
   let current: RuntimeEnvironment | null = null;
   let closed = false;
   let pingId = 0;
@@ -236,6 +243,7 @@ export async function startBridgeEndpoint(options: BridgeEndpointOptions): Promi
       helloTimer: undefined,
       pending: new Map(),
       inflight: new Map(),
+      expired: new Map(),
     };
     peers.add(peer);
     stats.connections += 1;
@@ -316,6 +324,17 @@ export async function startBridgeEndpoint(options: BridgeEndpointOptions): Promi
       return;
     }
     const waiting = peer.pending.get(message.nonce);
+    if (waiting === undefined && peer.expired.get(message.nonce) === message.digest) {
+      // An answer after the timeout: the attempt it belongs to was already answered ACK_TIMEOUT
+      // (and the Agent may have rolled back since), so it counts for nothing. The runtime may
+      // have taken that environment after all: what it runs stays unknown until it answers an
+      // environment in time, so the next setEnvironment sends and waits even for this digest.
+      peer.expired.delete(message.nonce);
+      peer.digest = null;
+      stats.late += 1;
+      logger.warn({ runtimeId: peer.runtimeId, digest: message.digest, answer: message.type }, 'ignored a bridge answer that came after its ACK timeout');
+      return;
+    }
     if (waiting === undefined || waiting.digest !== message.digest) {
       malformed(peer, 'UNKNOWN_NONCE', `expected an answer to an environment sent, found nonce ${message.nonce.slice(0, 128)} for ${message.digest}`);
       return;
@@ -366,6 +385,12 @@ export async function startBridgeEndpoint(options: BridgeEndpointOptions): Promi
     const answer = new Promise<BridgeAck>((resolve) => {
       const timer = setTimeout(() => {
         peer.pending.delete(nonce);
+        peer.expired.set(nonce, env.digest);
+        if (peer.expired.size > EXPIRED_NONCES) peer.expired.delete(peer.expired.keys().next().value as string);
+        // No answer in time does not mean the runtime kept what it had: it may take this
+        // environment late. Until it answers one in time, its environment is unknown, so a
+        // rollback's environment is sent (and waited for) rather than taken as already there.
+        peer.digest = null;
         settle({ runtimeId, digest: env.digest, ok: false, code: 'ACK_TIMEOUT', message: `expected an answer within ${ackTimeoutMs} ms` });
       }, ackTimeoutMs);
       timer.unref();

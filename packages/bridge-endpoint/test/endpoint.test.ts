@@ -23,6 +23,14 @@ afterEach(async () => {
   await Promise.all(cleanups.splice(0).map((c) => c()));
 });
 
+async function until(probe: () => boolean, ms = 5000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!probe()) {
+    if (Date.now() > deadline) throw new Error('timed out waiting for the endpoint');
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
 async function codeOf(promise: Promise<unknown>): Promise<string> {
   const error = await promise.then(
     () => undefined,
@@ -163,6 +171,35 @@ describe('setEnvironment', () => {
     await helloClient(server.address, 'silent');
     const [ack] = await server.setEnvironment(sampleEnvironment(3));
     expect(ack).toMatchObject({ runtimeId: 'silent', ok: false, code: 'ACK_TIMEOUT' });
+  });
+
+  it('counts an answer after the ACK timeout for nothing, and sends the previous environment again instead of taking it as still there', async () => {
+    const server = await endpoint({ ackTimeoutMs: 100 });
+    const client = await helloClient(server.address, 'slow');
+    const old = sampleEnvironment(6);
+    const oldAcks = server.setEnvironment(old);
+    const first = await client.next('environment');
+    client.send({ type: 'ack', nonce: first.nonce, digest: old.digest });
+    expect((await oldAcks)[0]?.ok).toBe(true);
+
+    const next = sampleEnvironment(7);
+    expect((await server.setEnvironment(next))[0]).toMatchObject({ ok: false, code: 'ACK_TIMEOUT' });
+    const timedOut = await client.next('environment');
+    // The bridge took it after all and says so late: ignored, not an error, not an ack.
+    client.send({ type: 'ack', nonce: timedOut.nonce, digest: next.digest });
+    await until(() => server.stats().late === 1);
+    expect(server.stats()).toMatchObject({ malformed: 0, acks: 1 });
+    expect(client.received.filter((m) => m.type === 'error')).toEqual([]);
+    expect(server.connected()[0]?.digest).toBeNull();
+
+    // The rollback to the previous environment is sent and waited for, not answered ok at once.
+    const rollback = server.setEnvironment(old);
+    const resent = await client.next('environment');
+    expect(resent).toMatchObject({ digest: old.digest });
+    expect(resent.nonce).not.toBe(first.nonce);
+    client.send({ type: 'ack', nonce: resent.nonce, digest: old.digest });
+    expect((await rollback)[0]?.ok).toBe(true);
+    expect(server.connected()[0]?.digest).toBe(old.digest);
   });
 
   it('refuses an environment that does not match the schema with ENVIRONMENT_INVALID and keeps the current one', async () => {
