@@ -99,7 +99,12 @@ try {
     const before = await cpuNs(pid);
     const t0 = Date.now();
     const published = await net.publish(snapshot(sequence));
-    await waitFor(`snapshot ${sequence} applied`, async () => (await readFile(join(stateDir, 'audit.jsonl'), 'utf8')).includes(`"applied","digest":"${published.digest}`), 30_000, 5);
+    await waitFor(
+      `snapshot ${sequence} applied`,
+      async () => (await readFile(join(stateDir, 'audit.jsonl'), 'utf8')).includes(`"applied","digest":"${published.digest}`),
+      30_000,
+      5,
+    );
     const spent = (await cpuNs(pid)) - before - idleNsPerMs * (Date.now() - t0);
     perApply.push(spent / 1e6);
     // Let the Agent finish what follows an apply (its next long-poll) before the next publish.
@@ -109,7 +114,7 @@ try {
   const result = {
     node: process.version,
     rounds,
-    idle_cpu_ms_per_s: +(idleNsPerMs * 1000 / 1e6).toFixed(3),
+    idle_cpu_ms_per_s: +((idleNsPerMs * 1000) / 1e6).toFixed(3),
     first_two_ms: perApply.slice(0, 2).map((x) => +x.toFixed(2)),
     warm_cpu_ms: { n: warm.length, p50: +percentile(warm, 50).toFixed(2), p90: +percentile(warm, 90).toFixed(2), max: +Math.max(...warm).toFixed(2) },
   };

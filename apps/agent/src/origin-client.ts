@@ -1,3 +1,6 @@
+import { request as httpRequest } from 'node:http';
+import { request as httpsRequest } from 'node:https';
+
 import { LONG_POLL_HEADER, type LatestHint, originPaths, parseLatestHint } from '@resultity/snapshot/origin';
 
 import { AgentError } from './errors.js';
@@ -45,6 +48,9 @@ export class OriginError extends AgentError {
 export type LatestResult =
   | { readonly status: 'not-modified'; readonly longPoll?: boolean }
   | { readonly status: 'ok'; readonly hint: LatestHint; readonly etag: string | null; readonly bytes: number; readonly longPoll?: boolean };
+
+/** latest.json as it was answered in full (a 200). */
+export type LatestAnswer = Extract<LatestResult, { readonly status: 'ok' }>;
 
 /** How to ask for latest.json: at once (the default), or held by the origin for up to `waitS` seconds (SPEC §5 long-poll). */
 export interface LatestOptions {
@@ -102,9 +108,9 @@ export type HttpTransport = (
  * plain (a GET with an ETag, a bounded body, a small POST).
  */
 export const nodeHttpTransport: HttpTransport = async (url, init) => {
-  const client = url.protocol === 'https:' ? await import('node:https') : await import('node:http');
+  const request = url.protocol === 'https:' ? httpsRequest : httpRequest;
   return new Promise<HttpReply>((resolve, reject) => {
-    const req = client.request(url, { method: init.method, headers: init.headers, signal: init.signal }, (res) => {
+    const req = request(url, { method: init.method, headers: init.headers, signal: init.signal }, (res) => {
       resolve({
         status: res.statusCode ?? 0,
         header: (name) => {
