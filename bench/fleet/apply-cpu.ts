@@ -7,6 +7,7 @@
 //   pnpm build
 //   node --import tsx bench/fleet/apply-cpu.ts --rounds 40 --work-base /dev/shm
 //   ... --cpu-prof DIR   (the Agent runs with --cpu-prof; the profile is written to DIR on exit)
+//   ... --agent-cli PATH (another build's apps/agent/dist/cli.js, for an A/B under the same load)
 import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -18,17 +19,20 @@ import { createDevNetwork, devSnapshot, writeAgentConfig } from '@resultity/test
 import { freePort, percentile, waitFor } from './lib.js';
 
 const root = new URL('../../', import.meta.url).pathname;
-const agentCli = join(root, 'apps/agent/dist/cli.js');
+const agentCli0 = join(root, 'apps/agent/dist/cli.js');
 const snapshotCli = join(root, 'packages/snapshot/dist/cli.js');
 const { values } = parseArgs({
   options: {
     rounds: { type: 'string', default: '40' },
     'work-base': { type: 'string', default: tmpdir() },
     'cpu-prof': { type: 'string' },
+    // Another build of the Agent (e.g. a checkout of an earlier commit), to compare under the same load.
+    'agent-cli': { type: 'string' },
     out: { type: 'string' },
   },
 });
 const rounds = Number(values.rounds);
+const agentCli = values['agent-cli'] ?? agentCli0;
 
 /** On-CPU nanoseconds of every thread of `pid` (the main thread, libuv's pool, V8's helpers). */
 async function cpuNs(pid: number): Promise<number> {
@@ -113,6 +117,7 @@ try {
   const warm = perApply.slice(2);
   const result = {
     node: process.version,
+    agent: agentCli,
     rounds,
     idle_cpu_ms_per_s: +((idleNsPerMs * 1000) / 1e6).toFixed(3),
     first_two_ms: perApply.slice(0, 2).map((x) => +x.toFixed(2)),

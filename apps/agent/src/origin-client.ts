@@ -102,6 +102,9 @@ export type HttpTransport = (
   init: { readonly method: 'GET' | 'POST'; readonly headers: Record<string, string>; readonly body?: string; readonly signal: AbortSignal },
 ) => Promise<HttpReply>;
 
+/** An unread body up to this size is drained rather than cutting the connection. */
+const SMALL_BODY_BYTES = 4096;
+
 /**
  * The default transport, on node:http and node:https. Not the global fetch: its HTTP stack is
  * loaded on first use and costs the daemon about 12 MB of resident memory, for requests this
@@ -118,12 +121,18 @@ export const nodeHttpTransport: HttpTransport = async (url, init) => {
           return value === undefined ? null : Array.isArray(value) ? value.join(', ') : value;
         },
         body: res,
-        // An empty answer (a 304) is drained so its connection is kept for the next poll; any
-        // other unread body is cut off, never downloaded just to be thrown away.
+        // An empty or small answer (a 304, the root chain's 404) is drained so its connection is
+        // kept for the next request; a body that is (or turns out to be) larger is cut off, never
+        // downloaded just to be thrown away.
         discard: () => {
-          const empty = res.statusCode === 304 || res.statusCode === 204 || res.headers['content-length'] === '0';
-          if (empty) res.resume();
-          else res.destroy();
+          const length = res.headers['content-length'];
+          if (length !== undefined && Number(length) > SMALL_BODY_BYTES) return void res.destroy();
+          let seen = 0;
+          res.on('data', (chunk: Buffer) => {
+            seen += chunk.byteLength;
+            if (seen > SMALL_BODY_BYTES) res.destroy();
+          });
+          res.resume();
         },
       });
     });
