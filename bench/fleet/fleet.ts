@@ -2,8 +2,8 @@
 // HTTP) against one origin, before and after a publish.
 //
 //   pnpm build
-//   node --import tsx bench/fleet/fleet.ts --nodes 10000 --workers 2 --origin nginx
-//   node --import tsx bench/fleet/fleet.ts --nodes 10000 --workers 2 --origin dev
+//   cd bench && node --import tsx fleet/fleet.ts --nodes 10000 --workers 2 --origin nginx
+//   cd bench && node --import tsx fleet/fleet.ts --nodes 10000 --workers 2 --origin dev
 //
 // nginx: requests are read from its access log ($msec: millisecond timestamps). dev: the dev
 // origin (startOriginServer, long-poll) runs in its own process and writes its request counts,
@@ -24,7 +24,7 @@ const { values } = parseArgs({
     workers: { type: 'string', default: '2' },
     origin: { type: 'string', default: 'nginx' },
     'poll-s': { type: 'string', default: '60' },
-    'spread-ms': { type: 'string', default: '250' },
+    'spread-ms': { type: 'string', default: '100' },
     // How long nodes take to start (random phases) and the steady wait before the publish; default one poll interval.
     'warm-s': { type: 'string' },
     out: { type: 'string' },
