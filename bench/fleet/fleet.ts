@@ -19,6 +19,7 @@ import { freePort, percentile, startNginx, waitFor } from './lib.js';
 
 const here = new URL('.', import.meta.url).pathname;
 const { values } = parseArgs({
+  allowNegative: true,
   options: {
     nodes: { type: 'string', default: '10000' },
     workers: { type: 'string', default: '2' },
@@ -27,6 +28,8 @@ const { values } = parseArgs({
     'spread-ms': { type: 'string', default: '100' },
     // How long nodes take to start (random phases) and the steady wait before the publish; default one poll interval.
     'warm-s': { type: 'string' },
+    // Nodes start from a copy of one node's state on snapshot 1 (random phases kept); --no-seeded: each applies it.
+    seeded: { type: 'boolean', default: true },
     out: { type: 'string' },
   },
 });
@@ -111,6 +114,7 @@ try {
         spreadMs,
         target: 1,
         pollS,
+        seeded: values.seeded !== false,
       },
       'started',
     );
@@ -261,6 +265,7 @@ try {
     uv_threadpool_size: Number(process.env.UV_THREADPOOL_SIZE ?? 4),
     jitter: 0.1,
     spread_ms: spreadMs,
+    seeded: values.seeded !== false,
     ulimit_n: Number((await readFile('/proc/self/limits', 'utf8')).match(/Max open files\s+(\d+)/)?.[1]),
     time_to_99_fetched_ms: fetched99,
     time_to_99_ms: Math.round(t99),
