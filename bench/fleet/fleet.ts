@@ -131,6 +131,8 @@ try {
     2000,
   );
   console.error(`all ${N} nodes on snapshot 1 after ${((Date.now() - t1) / 1000).toFixed(1)} s`);
+  // Seeded nodes are "on snapshot 1" before they have started: let them all start first.
+  if (values.seeded !== false) await new Promise((r) => setTimeout(r, warmS * 1000));
   // One more interval, so that what is measured is a fleet in its steady state.
   await new Promise((r) => setTimeout(r, warmS * 1000));
 

@@ -100,7 +100,7 @@ if (nginx && dev) {
       yMax: 100,
       series: [
         { label: 'nginx, polling every 60 s ±10 %', color: '#c0392b', points: fraction(nginx) },
-        { label: 'dev origin, long-poll (spread 250 ms)', color: '#2471a3', points: fraction(dev) },
+        { label: 'dev origin, long-poll (spread 100 ms)', color: '#2471a3', points: fraction(dev) },
       ],
     }),
   );
