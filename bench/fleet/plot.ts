@@ -138,7 +138,8 @@ interface AgentsRun {
 const cdf = (xs: number[]) => [...xs].sort((a, b) => a - b).map((x, i, a) => [Math.max(x, 10), (100 * (i + 1)) / a.length] as const);
 const runs: { file: string; label: string; color: string }[] = [
   { file: 'agents-100-dev-spread250-shm.json', label: 'before: 100 Agents, long-poll, spread 250 ms', color: '#95a5a6' },
-  { file: 'agents-100-dev-spread100.json', label: '100 Agents, long-poll, spread 100 ms', color: '#2471a3' },
+  { file: 'agents-100-dev-spread100-b.json', label: '100 Agents, long-poll, spread 100 ms (quiet start)', color: '#2471a3' },
+  { file: 'agents-100-dev-spread100.json', label: '100 Agents, long-poll, spread 100 ms (load 16+)', color: '#5dade2' },
   { file: 'agents-100-dev-spread0.json', label: '100 Agents, long-poll, no spread', color: '#17a589' },
   { file: 'agents-100-nginx-poll5.json', label: '100 Agents, nginx, polling every 5 s', color: '#c0392b' },
 ];
