@@ -141,7 +141,7 @@ const runs: { file: string; label: string; color: string }[] = [
   { file: 'agents-100-dev-spread100-b.json', label: '100 Agents, long-poll, spread 100 ms (quiet start)', color: '#2471a3' },
   { file: 'agents-100-dev-spread100.json', label: '100 Agents, long-poll, spread 100 ms (load 16+)', color: '#5dade2' },
   { file: 'agents-100-dev-spread0.json', label: '100 Agents, long-poll, no spread', color: '#17a589' },
-  { file: 'agents-100-nginx-poll5.json', label: '100 Agents, nginx, polling every 5 s', color: '#c0392b' },
+  { file: 'agents-100-nginx-poll5-b.json', label: '100 Agents, nginx, polling every 5 s (quiet start)', color: '#c0392b' },
 ];
 const series: Series[] = [];
 for (const r of runs) {
