@@ -6,26 +6,28 @@
 // containers and no models, and the Agents are pointed at no Docker engine, so an apply is
 // the Agent's own work: latest.json, the envelope, verification, plan, journal, state, bridge.
 //
-//   pnpm build
-//   node --import tsx bench/fleet/agents.ts --agents 100 --origin dev --rounds 10
-//   node --import tsx bench/fleet/agents.ts --agents 100 --origin nginx --poll-s 5 --rounds 5
-//   ... --work-base /dev/shm   (state directories on tmpfs: the shared VM's disk out of the measure)
+//   pnpm install --offline && pnpm build
+//   cd bench
+//   node --import tsx fleet/agents.ts --agents 100 --origin dev --rounds 10 --work-base /dev/shm
+//   node --import tsx fleet/agents.ts --agents 100 --origin nginx --poll-s 5 --rounds 5 --work-base /dev/shm
+//   ... --spread-ms 0   (no spread: what the origin sees without it)
+//   (or: pnpm --filter @resultity/bench fleet:agents)
 //
 // Latencies are from the start of the publish call (signing and writing included) to the
-// Agent's audit entries `runtime-ack` and `applied` (the Agent's clock; one machine).
-import { type ChildProcess, spawn } from 'node:child_process';
+// Agent's audit entries `runtime-ack` and `applied` (the Agent's clock; one machine). Against
+// the dev origin (dev-origin.ts) the origin's side of each burst is recorded as well.
+import { type ChildProcess, fork, spawn } from 'node:child_process';
 import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 
 import { createDevNetwork, devSnapshot, writeAgentConfig } from '@resultity/testkit/devnet';
 
-import { percentile, startNginx, waitFor } from './lib.js';
+import { freePort, percentile, startNginx, waitFor } from './lib.js';
 
 const root = new URL('../../', import.meta.url).pathname;
 const agentCli = join(root, 'apps/agent/dist/cli.js');
-const snapshotCli = join(root, 'packages/snapshot/dist/cli.js');
 
 const { values } = parseArgs({
   options: {
@@ -33,7 +35,7 @@ const { values } = parseArgs({
     origin: { type: 'string', default: 'dev' },
     rounds: { type: 'string', default: '10' },
     'poll-s': { type: 'string', default: '5' },
-    'spread-ms': { type: 'string', default: '250' },
+    'spread-ms': { type: 'string', default: '100' },
     // /tmp by default (the disk, every state write fsync'd); /dev/shm takes the disk out of what is measured.
     'work-base': { type: 'string', default: tmpdir() },
     out: { type: 'string' },
@@ -74,19 +76,22 @@ async function auditTime(stateDir: string, type: string, digest: string): Promis
   return null;
 }
 
+const loadStart = loadavg().map((x) => +x.toFixed(2));
 try {
   await mkdir(work, { recursive: true });
   const net = await createDevNetwork(join(work, 'net'), 'benchnet');
   const first = await net.publish(snapshot(1));
   let url: string;
+  // The dev origin's own account every 10 ms: requests answered, held, and the most others in progress at once.
+  const statsFile = join(work, 'origin-stats.jsonl');
   if (kind === 'dev') {
-    const port = 18780 + (process.pid % 1000);
-    const origin = spawn(process.execPath, [snapshotCli, 'serve', '--origin', net.originDir, '--port', String(port), '--max-held', String(N + 100)], {
-      stdio: 'ignore',
+    const origin = fork(join(root, 'bench/fleet/dev-origin.ts'), [net.originDir, String(await freePort()), String(N + 100), statsFile, '10'], {
+      execArgv: ['--import', 'tsx'],
+      cwd: join(root, 'bench'),
+      stdio: ['ignore', 'ignore', 'inherit', 'ipc'],
     });
     children.push(origin);
-    url = `http://127.0.0.1:${port}`;
-    await waitFor('the dev origin', async () => (await fetch(`${url}/v1/benchnet/latest.json`)).ok, 10_000);
+    url = await new Promise<string>((resolve) => origin.once('message', (m) => resolve((m as { url: string }).url)));
   } else {
     nginx = await startNginx({ dir: net.originDir, work: join(work, 'nginx'), connections: N * 2 + 64 });
     url = nginx.url;
@@ -132,6 +137,7 @@ try {
   const applied: number[] = [];
   const acked: number[] = [];
   const publishMs: number[] = [];
+  const publishedAt: number[] = [];
   for (let round = 0; round < rounds; round++) {
     const sequence = round + 2;
     // nginx's ETag is mtime and size; whole seconds apart keeps every publish visible.
@@ -141,6 +147,7 @@ try {
     const t0 = Date.now();
     const published = await net.publish(snapshot(sequence));
     publishMs.push(Date.now() - t0);
+    publishedAt.push(t0);
     await waitFor(`every Agent on snapshot ${sequence}`, async () => (await Promise.all(stateDirs.map(appliedOf))).every((s) => s === sequence), 120_000);
     for (const dir of stateDirs) {
       // state.json can be written a moment before the audit entry that closes the apply.
@@ -170,8 +177,40 @@ try {
     p99: +percentile(xs, 99).toFixed(1),
     max: +Math.max(...xs).toFixed(1),
   });
+  // What the burst after each publish cost the dev origin: the most requests (other than held
+  // waits) in progress at once, and the most answered in one 10 ms slice, within 2 s of the publish.
+  let origin: {
+    inflight_max_p50: number;
+    inflight_max_max: number;
+    answered_per_10ms_max: number;
+    by_round: { inflight_max: number; per_10ms_max: number }[];
+  } | null = null;
+  if (kind === 'dev') {
+    await new Promise((r) => setTimeout(r, 100));
+    const stats = (await readFile(statsFile, 'utf8'))
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => JSON.parse(l) as { t: number; inflight_max: number; counts: Record<string, number> });
+    const byRound = publishedAt.map((t0) => {
+      const window = stats.filter((x) => x.t >= t0 && x.t < t0 + 2000);
+      return {
+        inflight_max: Math.max(0, ...window.map((x) => x.inflight_max)),
+        per_10ms_max: Math.max(0, ...window.map((x) => Object.entries(x.counts).reduce((a, [k, n]) => a + (k === 'wait' ? 0 : n), 0))),
+      };
+    });
+    origin = {
+      inflight_max_p50: percentile(
+        byRound.map((r) => r.inflight_max),
+        50,
+      ),
+      inflight_max_max: Math.max(...byRound.map((r) => r.inflight_max)),
+      answered_per_10ms_max: Math.max(...byRound.map((r) => r.per_10ms_max)),
+      by_round: byRound,
+    };
+  }
   const result = {
     node: process.version,
+    loadavg_start_end: [loadStart, loadavg().map((x) => +x.toFixed(2))],
     agents: N,
     work: values['work-base'],
     origin: kind,
@@ -181,6 +220,7 @@ try {
     applied_ms: summary(applied),
     runtime_ack_ms: summary(acked),
     publish_call_ms: summary(publishMs),
+    origin_burst: origin,
   };
   console.log(JSON.stringify(result));
   if (values.out) await writeFile(values.out, JSON.stringify({ ...result, samples: { applied, acked } }));

@@ -2,8 +2,8 @@
 // HTTP) against one origin, before and after a publish.
 //
 //   pnpm build
-//   node --import tsx bench/fleet/fleet.ts --nodes 10000 --workers 2 --origin nginx
-//   node --import tsx bench/fleet/fleet.ts --nodes 10000 --workers 2 --origin dev
+//   cd bench && node --import tsx fleet/fleet.ts --nodes 10000 --workers 2 --origin nginx
+//   cd bench && node --import tsx fleet/fleet.ts --nodes 10000 --workers 2 --origin dev
 //
 // nginx: requests are read from its access log ($msec: millisecond timestamps). dev: the dev
 // origin (startOriginServer, long-poll) runs in its own process and writes its request counts,
@@ -19,14 +19,17 @@ import { freePort, percentile, startNginx, waitFor } from './lib.js';
 
 const here = new URL('.', import.meta.url).pathname;
 const { values } = parseArgs({
+  allowNegative: true,
   options: {
     nodes: { type: 'string', default: '10000' },
     workers: { type: 'string', default: '2' },
     origin: { type: 'string', default: 'nginx' },
     'poll-s': { type: 'string', default: '60' },
-    'spread-ms': { type: 'string', default: '250' },
+    'spread-ms': { type: 'string', default: '100' },
     // How long nodes take to start (random phases) and the steady wait before the publish; default one poll interval.
     'warm-s': { type: 'string' },
+    // Nodes start from a copy of one node's state on snapshot 1 (random phases kept); --no-seeded: each applies it.
+    seeded: { type: 'boolean', default: true },
     out: { type: 'string' },
   },
 });
@@ -111,6 +114,7 @@ try {
         spreadMs,
         target: 1,
         pollS,
+        seeded: values.seeded !== false,
       },
       'started',
     );
@@ -127,6 +131,8 @@ try {
     2000,
   );
   console.error(`all ${N} nodes on snapshot 1 after ${((Date.now() - t1) / 1000).toFixed(1)} s`);
+  // Seeded nodes are "on snapshot 1" before they have started: let them all start first.
+  if (values.seeded !== false) await new Promise((r) => setTimeout(r, warmS * 1000));
   // One more interval, so that what is measured is a fleet in its steady state.
   await new Promise((r) => setTimeout(r, warmS * 1000));
 
@@ -261,6 +267,7 @@ try {
     uv_threadpool_size: Number(process.env.UV_THREADPOOL_SIZE ?? 4),
     jitter: 0.1,
     spread_ms: spreadMs,
+    seeded: values.seeded !== false,
     ulimit_n: Number((await readFile('/proc/self/limits', 'utf8')).match(/Max open files\s+(\d+)/)?.[1]),
     time_to_99_fetched_ms: fetched99,
     time_to_99_ms: Math.round(t99),

@@ -6,7 +6,7 @@
 // file system's cost, not the fleet's).
 //
 // Started by fleet.ts with IPC; not meant to be run by hand.
-import { mkdir, readFile } from 'node:fs/promises';
+import { cp, mkdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
 import type { ApplierPort, ApplyTarget, AuditEntry, AuditSink, AuditType } from '../../apps/agent/src/index.js';
@@ -26,6 +26,8 @@ interface Start {
   readonly spreadMs: number;
   readonly target: number;
   readonly pollS: number;
+  /** Seed every node's state directory with the snapshot named by latest.json already applied (one apply, copied). */
+  readonly seeded: boolean;
 }
 
 const ApplierRunsNothing: ApplierPort = {
@@ -80,18 +82,8 @@ async function start(s: Start): Promise<void> {
   const root = new Uint8Array(await readFile(s.rootFile));
   // The configuration's timers (used until a snapshot is applied, and for the poll that follows that apply).
   const fallback = { poll_interval_s: s.pollS, heartbeat_interval_s: 86_400, retry_initial_ms: 1000, retry_max_ms: 300_000, jitter: 0.1 };
-  for (let i = 0; i < s.count; i++) {
-    const id = s.first + i;
-    const dir = join(s.stateBase, `n${id}`);
-    await mkdir(dir, { recursive: true });
-    const store = new agent.StateStore(dir, 2);
+  const build = (id: number, dir: string, metrics: typeof agent.noMetrics) => {
     const origin = agent.createHttpOrigin({ baseUrl: s.origin, network: s.network, nodeId: `sim-${id}`, timeoutMs: 30_000, maxBytes: 4 << 20 });
-    const metrics = {
-      ...agent.noMetrics,
-      appliedSequence(sequence: number) {
-        if (sequence === target && !appliedAt.has(id)) appliedAt.set(id, Date.now());
-      },
-    };
     const engine = new agent.SyncEngine({
       network: s.network,
       nodeId: `sim-${id}`,
@@ -102,12 +94,37 @@ async function start(s: Start): Promise<void> {
       origin,
       applier: ApplierRunsNothing,
       notifier: agent.noRuntimeNotifier('simulated node'),
-      store,
+      store: new agent.StateStore(dir, 2),
       audit: new CountingAudit(),
       clock: () => new Date(),
       logger: agent.silentLogger,
       metrics,
     });
+    return { origin, engine };
+  };
+  // A fleet that has run for a while has every node on the current snapshot at a random phase.
+  // Applying it first in every simulated node would queue 5,000 applies on this process's CPU,
+  // and the nodes' phases would follow that queue instead of being random: so one node applies
+  // it and every node starts from a copy of that state directory.
+  const template = join(s.stateBase, `template-${s.first}`);
+  if (s.seeded) {
+    await mkdir(template, { recursive: true });
+    const seeded = await build(-1, template, agent.noMetrics).engine.syncOnce();
+    if (seeded.result !== 'applied') throw new Error(`seeding the state directories: ${JSON.stringify(seeded)}`);
+    if (seeded.sequence === target) for (let i = 0; i < s.count; i++) appliedAt.set(s.first + i, Date.now());
+  }
+  for (let i = 0; i < s.count; i++) {
+    const id = s.first + i;
+    const dir = join(s.stateBase, `n${id}`);
+    if (s.seeded) await cp(template, dir, { recursive: true });
+    else await mkdir(dir, { recursive: true });
+    const metrics = {
+      ...agent.noMetrics,
+      appliedSequence(sequence: number) {
+        if (sequence === target && !appliedAt.has(id)) appliedAt.set(id, Date.now());
+      },
+    };
+    const { origin, engine } = build(id, dir, metrics);
     const daemon = new agent.Daemon({
       engine,
       origin,

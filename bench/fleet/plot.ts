@@ -1,7 +1,7 @@
 // Draws the fleet benchmarks' figures as SVG from the JSON the runs wrote (--out), by hand: no
 // plotting dependency.
 //
-//   node --import tsx bench/fleet/plot.ts
+//   cd bench && node --import tsx fleet/plot.ts
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
@@ -14,7 +14,7 @@ interface Series {
   readonly step?: boolean;
 }
 
-function escape(s: string): string {
+function escapeXml(s: string): string {
   return s.replace(/&/g, '&amp;').replace(/</g, '&lt;');
 }
 
@@ -40,8 +40,9 @@ function chart(options: { title: string; x: string; y: string; series: readonly 
   const sy = (y: number) => H - m.b - (y / yMax) * (H - m.t - m.b);
   const out: string[] = [];
   out.push(`<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" font-family="sans-serif" font-size="12">`);
+  out.push(`<title>${escapeXml(options.title)}</title>`);
   out.push(`<rect width="${W}" height="${H}" fill="white"/>`);
-  out.push(`<text x="${W / 2}" y="22" text-anchor="middle" font-size="15">${escape(options.title)}</text>`);
+  out.push(`<text x="${W / 2}" y="22" text-anchor="middle" font-size="15">${escapeXml(options.title)}</text>`);
   const xTicks = options.logX ? [10, 100, 1000, 10000, 100000].filter((t) => t <= xMax) : [0, 1, 2, 3, 4, 5].map((i) => (xMax * i) / 5);
   for (const t of xTicks) {
     out.push(`<line x1="${sx(t)}" y1="${m.t}" x2="${sx(t)}" y2="${H - m.b}" stroke="#eee"/>`);
@@ -55,8 +56,8 @@ function chart(options: { title: string; x: string; y: string; series: readonly 
   out.push(
     `<line x1="${m.l}" y1="${H - m.b}" x2="${W - m.r}" y2="${H - m.b}" stroke="black"/><line x1="${m.l}" y1="${m.t}" x2="${m.l}" y2="${H - m.b}" stroke="black"/>`,
   );
-  out.push(`<text x="${(m.l + W - m.r) / 2}" y="${H - 12}" text-anchor="middle">${escape(options.x)}</text>`);
-  out.push(`<text transform="translate(16 ${(m.t + H - m.b) / 2}) rotate(-90)" text-anchor="middle">${escape(options.y)}</text>`);
+  out.push(`<text x="${(m.l + W - m.r) / 2}" y="${H - 12}" text-anchor="middle">${escapeXml(options.x)}</text>`);
+  out.push(`<text transform="translate(16 ${(m.t + H - m.b) / 2}) rotate(-90)" text-anchor="middle">${escapeXml(options.y)}</text>`);
   options.series.forEach((s, i) => {
     const pts: string[] = [];
     let prev: readonly [number, number] | null = null;
@@ -67,7 +68,7 @@ function chart(options: { title: string; x: string; y: string; series: readonly 
     }
     out.push(`<polyline fill="none" stroke="${s.color}" stroke-width="2" points="${pts.join(' ')}"/>`);
     out.push(`<rect x="${m.l + 12}" y="${m.t + 8 + i * 18}" width="14" height="3" fill="${s.color}"/>`);
-    out.push(`<text x="${m.l + 32}" y="${m.t + 13 + i * 18}">${escape(s.label)}</text>`);
+    out.push(`<text x="${m.l + 32}" y="${m.t + 13 + i * 18}">${escapeXml(s.label)}</text>`);
   });
   out.push('</svg>');
   return `${out.join('\n')}\n`;
@@ -99,7 +100,7 @@ if (nginx && dev) {
       yMax: 100,
       series: [
         { label: 'nginx, polling every 60 s ±10 %', color: '#c0392b', points: fraction(nginx) },
-        { label: 'dev origin, long-poll (spread 250 ms)', color: '#2471a3', points: fraction(dev) },
+        { label: 'dev origin, long-poll (spread 100 ms)', color: '#2471a3', points: fraction(dev) },
       ],
     }),
   );
@@ -136,10 +137,11 @@ interface AgentsRun {
 }
 const cdf = (xs: number[]) => [...xs].sort((a, b) => a - b).map((x, i, a) => [Math.max(x, 10), (100 * (i + 1)) / a.length] as const);
 const runs: { file: string; label: string; color: string }[] = [
-  { file: 'agents-100-dev-spread250-shm.json', label: '100 Agents, long-poll, spread 250 ms', color: '#2471a3' },
-  { file: 'agents-100-dev-spread50-shm.json', label: '100 Agents, long-poll, spread 50 ms', color: '#17a589' },
-  { file: 'agents-10-dev-spread50-shm.json', label: '10 Agents, long-poll, spread 50 ms', color: '#8e44ad' },
-  { file: 'agents-100-nginx-poll5-shm.json', label: '100 Agents, nginx, polling every 5 s', color: '#c0392b' },
+  { file: 'agents-100-dev-spread250-shm.json', label: 'before: 100 Agents, long-poll, spread 250 ms', color: '#95a5a6' },
+  { file: 'agents-100-dev-spread100-b.json', label: '100 Agents, long-poll, spread 100 ms (quiet start)', color: '#2471a3' },
+  { file: 'agents-100-dev-spread100.json', label: '100 Agents, long-poll, spread 100 ms (load 16+)', color: '#5dade2' },
+  { file: 'agents-100-dev-spread0.json', label: '100 Agents, long-poll, no spread', color: '#17a589' },
+  { file: 'agents-100-nginx-poll5-b.json', label: '100 Agents, nginx, polling every 5 s (quiet start)', color: '#c0392b' },
 ];
 const series: Series[] = [];
 for (const r of runs) {

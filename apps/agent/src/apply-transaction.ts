@@ -107,12 +107,13 @@ export class ApplyTransaction {
 
     await store.putLastKnownGood(bytes);
     const appliedAt = this.deps.now();
+    // Recorded and pruned in one write; the journal goes after it, so a crash in between finds
+    // the digest recorded and only clears the journal.
     await state.update((s) => {
       const applied = markApplied(s, ref, appliedAt, runtime);
-      return options.pin ? pin(applied, ref, appliedAt) : applied;
+      return store.prune(options.pin ? pin(applied, ref, appliedAt) : applied);
     });
     await store.clearJournal();
-    await state.update((s) => store.prune(s));
     const dropped = executed.droppedMirrors ?? [];
     for (const d of dropped) for (const m of d.mirrors) this.deps.metrics.mirrorFailure(m.code);
     await audit.append('applied', {

@@ -25,6 +25,19 @@ describe('AuditLog', () => {
     expect(result).toMatchObject({ ok: true, entries: 3 });
   });
 
+  it('keeps one chain across close() and reload(), with another writer in between', async () => {
+    const log = new AuditLog(path);
+    await log.append('fetch', { i: 0 });
+    await log.close();
+    await log.append('fetch', { i: 1 });
+    await new AuditLog(path).append('applied', { by: 'another process' });
+    log.reload();
+    await log.append('fetch', { i: 2 });
+    await log.close();
+    expect(await verifyAuditFile(path)).toMatchObject({ ok: true, entries: 4 });
+    expect(log.head()).toMatchObject({ index: 3 });
+  });
+
   it('names the first entry whose content was changed', async () => {
     const log = new AuditLog(path);
     for (let i = 0; i < 4; i++) await log.append('fetch', { i });

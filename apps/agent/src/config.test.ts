@@ -24,7 +24,7 @@ describe('parseConfig', () => {
     });
     expect(config.allowed_registries).toEqual([]);
     expect(config.profile).toEqual({ vram_gb: 0, regions: [], gpu: [] });
-    expect(config.long_poll).toEqual({ enabled: true, wait_s: 30, spread_ms: 250, recheck_s: 600 });
+    expect(config.long_poll).toEqual({ enabled: true, wait_s: 30, spread_ms: 100, recheck_s: 600 });
   });
 
   it('keeps a long-poll wait within the 1 to 60 seconds SPEC §5 allows', () => {

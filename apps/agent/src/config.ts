@@ -124,11 +124,12 @@ export const ConfigSchema = z.strictObject({
       // How long the origin may hold a request (SPEC §5 allows 1 to 60); the request timeout counts only after it.
       wait_s: z.number().int().min(1).max(60).default(30),
       // After a change, the snapshot fetch waits a random 0..spread_ms so a fleet does not arrive in the same millisecond.
-      spread_ms: z.number().int().min(0).max(60_000).default(250),
+      // 100 ms turns a fleet's burst into a rate (bench/fleet/RESULTS.md) and keeps a node's apply within a quarter second.
+      spread_ms: z.number().int().min(0).max(60_000).default(100),
       // How often an origin found not to long-poll (or full) is asked again.
       recheck_s: z.number().int().min(1).max(86_400).default(600),
     })
-    .default({ enabled: true, wait_s: 30, spread_ms: 250, recheck_s: 600 }),
+    .default({ enabled: true, wait_s: 30, spread_ms: 100, recheck_s: 600 }),
   timers: TimersSchema.default({ poll_interval_s: 60, heartbeat_interval_s: 30, retry_initial_ms: 1000, retry_max_ms: 300_000, jitter: 0.1 }),
   status: z.strictObject({ listen: listenAddress.nullable().default('127.0.0.1:9464') }).default({ listen: '127.0.0.1:9464' }),
   log_level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),

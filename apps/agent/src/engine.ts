@@ -5,13 +5,13 @@ import type { AuditSink } from './audit.js';
 import { decide } from './decide.js';
 import { checkConfigDigest } from './digest.js';
 import { AgentError, errorCode, errorMessage, isRetryable } from './errors.js';
-import type { Origin } from './origin-client.js';
+import type { LatestAnswer, Origin } from './origin-client.js';
 import type { ApplierPort, ApplyTarget, Logger, MetricsSink, ProgressInfo, RuntimeNotifier } from './ports.js';
 import type { AgentState, SnapshotRef, StateStore } from './state.js';
 import { StateKeeper } from './state-keeper.js';
 import { rebuildState } from './state-rebuild.js';
 import { readStored } from './stored-envelope.js';
-import { forgetEtag, markNotEligible, markVerified, noteError, noteLatest, passesPin, unpin } from './transitions.js';
+import { forgetEtag, markNotEligible, markVerified, noteError, passesPin, unpin } from './transitions.js';
 import { TrustStore } from './trust-store.js';
 
 export type { ApplyOptions } from './apply-transaction.js';
@@ -79,6 +79,12 @@ export class SyncEngine {
   private readonly transaction: ApplyTransaction;
   /** When latest.json last answered 200 in this process; the ETag is not trusted for longer than etagMaxAgeMs. */
   private latestFetchedAt: number | null = null;
+  /**
+   * Stored envelopes parsed before, by digest, with their bytes: an apply reads the previous
+   * and the kept snapshots back several times, and parsing one costs more than reading it.
+   * The file is still read each time, so a missing or changed envelope is seen as before.
+   */
+  private readonly parsed = new Map<string, { bytes: Uint8Array; target: ApplyTarget }>();
 
   constructor(private readonly deps: EngineDeps) {
     this.state = new StateKeeper(deps.store, deps.audit, (cause) =>
@@ -196,11 +202,14 @@ export class SyncEngine {
    * the verified candidate without applying it, so the daemon can cancel an older apply first.
    * A check that finds nothing new writes nothing durable.
    */
-  async check(signal?: AbortSignal, options: { inProgress?: SnapshotRef | null } = {}): Promise<CheckResult> {
-    const hint = await this.readHint(signal);
+  async check(signal?: AbortSignal, options: { inProgress?: SnapshotRef | null; heard?: LatestAnswer } = {}): Promise<CheckResult> {
+    const auditedBefore = this.deps.audit.head()?.index;
+    const hint = await this.readHint(signal, options.heard ?? null);
     if ('outcome' in hint) return this.done(hint.outcome);
     const state = await this.state.read();
     const decision = decide(state, hint.ref, options.inProgress ?? null);
+    // Fetching ends in a state write; anything else anchors what this check audited of latest.json now.
+    if (decision.action !== 'fetch' && this.deps.audit.head()?.index !== auditedBefore) await this.state.anchor();
     switch (decision.action) {
       case 'unchanged':
         return this.done({ result: 'unchanged', digest: decision.digest });
@@ -215,8 +224,11 @@ export class SyncEngine {
     }
   }
 
-  /** latest.json, or the remembered hint on a 304; an outcome when there is nothing to act on. */
-  private async readHint(signal: AbortSignal | undefined): Promise<{ ref: SnapshotRef } | { outcome: SyncOutcome }> {
+  /**
+   * latest.json, or the remembered hint on a 304; an outcome when there is nothing to act on.
+   * `heard`: latest.json as a long-poll was just answered with it (counted there), not asked again.
+   */
+  private async readHint(signal: AbortSignal | undefined, heard: LatestAnswer | null): Promise<{ ref: SnapshotRef } | { outcome: SyncOutcome }> {
     const { origin, audit, clock } = this.deps;
     const before = await this.state.read();
     const checkedAt = this.now();
@@ -226,7 +238,7 @@ export class SyncEngine {
     const fresh = fetchedAt !== null && clock().getTime() - fetchedAt < (this.deps.etagMaxAgeMs ?? 600_000);
     let latest: Awaited<ReturnType<Origin['latest']>>;
     try {
-      latest = await origin.latest(fresh ? before.etag : null, signal);
+      latest = heard ?? (await origin.latest(fresh ? before.etag : null, signal));
     } catch (error) {
       const code = errorCode(error);
       const message = errorMessage(error);
@@ -238,12 +250,12 @@ export class SyncEngine {
     }
     this.state.noteCheck(checkedAt, true);
     if (latest.status === 'ok') {
-      this.deps.metrics.bytesDownloaded('latest', latest.bytes);
+      if (heard === null) this.deps.metrics.bytesDownloaded('latest', latest.bytes);
       this.latestFetchedAt = clock().getTime();
       const ref = { digest: latest.hint.config_digest, sequence: latest.hint.sequence };
       if (before.latest?.digest !== ref.digest || before.latest.sequence !== ref.sequence || before.etag !== latest.etag) {
         if (before.latest?.digest !== ref.digest) await audit.append('fetch', { what: 'latest', digest: ref.digest, sequence: ref.sequence });
-        await this.state.update((s) => noteLatest(s, ref, latest.etag, checkedAt));
+        this.state.noteLatest(ref, latest.etag, checkedAt);
       }
       return { ref };
     }
@@ -319,6 +331,7 @@ export class SyncEngine {
   async apply(candidate: Candidate, signal: AbortSignal | undefined, options: ApplyOptions): Promise<SyncOutcome> {
     const { verified, bytes } = candidate;
     const target: ApplyTarget = { snapshot: verified.snapshot, digest: verified.digest };
+    this.remember(bytes, target);
     const state = await this.state.read();
     const previous = state.applied ? await this.loadTarget(state.applied.digest) : null;
     await this.noteUpdates(target, previous);
@@ -488,8 +501,20 @@ export class SyncEngine {
   private async loadTarget(digest: string): Promise<ApplyTarget | null> {
     const bytes = await this.deps.store.getEnvelope(digest).catch(() => null);
     if (bytes === null) return null;
+    const known = this.parsed.get(digest);
+    if (known !== undefined && Buffer.from(known.bytes).equals(bytes)) return known.target;
     const stored = readStored(bytes);
-    return stored ? { snapshot: stored.snapshot, digest: stored.digest } : null;
+    if (stored === null) return null;
+    const target = { snapshot: stored.snapshot, digest: stored.digest };
+    this.remember(bytes, target);
+    return target;
+  }
+
+  private remember(bytes: Uint8Array, target: ApplyTarget): void {
+    this.parsed.delete(target.digest);
+    // The few an apply looks at (applied, previous, pinned, the target): a bound, not a policy.
+    if (this.parsed.size >= 8) this.parsed.delete(this.parsed.keys().next().value as string);
+    this.parsed.set(target.digest, { bytes, target });
   }
 
   private done(outcome: SyncOutcome): CheckResult {

@@ -36,7 +36,7 @@ export const AGENT_ERROR_RETRYABLE = {
   APPLY_INTERRUPTED: false,
   // Cancelled by shutdown or a newer snapshot: nothing was learned.
   ABORTED: true,
-  // The audit log fails its hash chain; an operator must look.
+  // The audit log fails its hash chain, or takes no more bytes; an operator must look.
   AUDIT_BROKEN: false,
   // The container engine cannot be reached: an environment condition.
   ENGINE_UNAVAILABLE: true,

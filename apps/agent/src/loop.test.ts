@@ -258,8 +258,12 @@ describe('Daemon', () => {
 class LongPollOrigin extends FakeOrigin {
   waits: (() => Promise<LatestResult>)[] = [];
   waitsAsked = 0;
+  plainAsked = 0;
   override async latest(etag: string | null, _signal?: AbortSignal, options?: LatestOptions): Promise<LatestResult> {
-    if (options?.waitS === undefined) return super.latest(etag);
+    if (options?.waitS === undefined) {
+      this.plainAsked += 1;
+      return super.latest(etag);
+    }
     this.waitsAsked += 1;
     const next = this.waits.shift();
     if (next === undefined) return new Promise<LatestResult>(() => undefined);
@@ -332,9 +336,13 @@ describe('Daemon with long-poll (the schedule it keeps)', () => {
     // random() = 0.5 of spread_ms 250.
     expect(timers.delays()).toContain(125);
     expect(lpDaemon.status().longPoll).toBe('active');
+    const plainBefore = lp.plainAsked;
     timers.fire(125);
     await lpDaemon.idle();
     await vi.waitFor(async () => expect((await store.read()).applied?.sequence).toBe(2));
+    // The check acts on the latest.json the long-poll was answered with; it does not ask for it again.
+    expect(lp.plainAsked).toBe(plainBefore);
+    expect((await store.read()).etag).toBe(`"${lp.etag}"`);
   });
 
   it('holds again at once when a wait ends with a 304', async () => {

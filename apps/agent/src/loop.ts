@@ -1,7 +1,7 @@
 import type { Candidate, SyncEngine, SyncOutcome, UnpinOutcome } from './engine.js';
 import { outcomeCode } from './engine.js';
 import { errorCode, errorMessage } from './errors.js';
-import { type LatestResult, type Origin, OriginError } from './origin-client.js';
+import { type LatestAnswer, type LatestResult, type Origin, OriginError } from './origin-client.js';
 import type { Logger, MetricsSink } from './ports.js';
 import { type LongPollSettings, type LoopTimers, backoffDelay, isHealthy, pollDelay, recheckDelay, spreadDelay } from './schedule.js';
 import type { AgentState, SnapshotRef } from './state.js';
@@ -97,6 +97,12 @@ export class Daemon {
   private watching: WatchTask | null = null;
   /** The ETag a long-poll answer taught that the engine has not seen; undefined: the engine's own. */
   private watchEtag: string | undefined;
+  /**
+   * The latest.json a long-poll was answered with, for the check it schedules: it is the file
+   * itself (SPEC §5 lets it name the digest to fetch), so asking for it again after the spread
+   * would only cost the origin and the node one more request.
+   */
+  private heard: LatestAnswer | null = null;
 
   constructor(private readonly options: DaemonOptions) {
     this.clock = options.clock ?? (() => new Date());
@@ -271,9 +277,9 @@ export class Daemon {
   }
 
   /**
-   * One long-poll of latest.json with the ETag the engine acted on. It only learns that
-   * something changed: the check that follows (after the spread) reads latest.json and
-   * verifies as any poll does. Returns the next step, or null when it was cancelled.
+   * One long-poll of latest.json with the ETag the engine acted on. When it answers with news,
+   * the check that follows (after the spread) acts on that answer and fetches and verifies the
+   * snapshot as any poll does. Returns the next step, or null when it was cancelled.
    */
   private async runWatch(settings: LongPollSettings, signal: AbortSignal): Promise<{ ms: number; kind: StepKind } | null> {
     const { origin, logger, metrics } = this.options;
@@ -306,6 +312,7 @@ export class Daemon {
     this.lastSuccessAt = now;
     if (answer.status === 'ok') metrics.bytesDownloaded('latest', answer.bytes);
     const changed = answer.status === 'ok' && isNews(answer.hint, known);
+    if (changed && answer.status === 'ok') this.heard = answer;
     if (answer.longPoll !== true) {
       // A static server or a CDN: it answered at once, as to any poll. Poll at the interval.
       this.watchNotBefore = now + recheckDelay(settings, timers, this.random());
@@ -377,9 +384,11 @@ export class Daemon {
     if (this.stopped) return;
     // The engine reads latest.json now: its ETag is the one to hold with from here on.
     this.watchEtag = undefined;
+    const heard = this.heard;
+    this.heard = null;
     let delay: number | null = null;
     try {
-      delay = await this.poll();
+      delay = await this.poll(heard);
     } catch (error) {
       this.options.logger.error({ code: errorCode(error), err: errorMessage(error) }, 'poll failed');
       this.note({ result: 'failed', code: errorCode(error), message: errorMessage(error) });
@@ -390,7 +399,7 @@ export class Daemon {
   }
 
   /** Checks, starts an apply or notes the outcome, and says when to poll next. */
-  private async poll(): Promise<number | null> {
+  private async poll(heard: LatestAnswer | null): Promise<number | null> {
     if (this.operator) {
       // An operator's rollback is running; the loop waits for it rather than racing it.
       return pollDelay(this.current ?? (await this.loadTimers()), this.random());
@@ -398,7 +407,7 @@ export class Daemon {
     const { engine, logger } = this.options;
     let result: Awaited<ReturnType<SyncEngine['check']>>;
     try {
-      result = await engine.check(this.stopController.signal, { inProgress: this.applying?.ref ?? null });
+      result = await engine.check(this.stopController.signal, { inProgress: this.applying?.ref ?? null, ...(heard ? { heard } : {}) });
     } catch (error) {
       result = { kind: 'done', outcome: { result: 'failed', code: errorCode(error), message: errorMessage(error) } };
       logger.error({ code: errorCode(error), err: errorMessage(error) }, 'check failed');

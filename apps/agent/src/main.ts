@@ -163,6 +163,8 @@ export async function startAgent(
                 await daemon.stop();
                 await notifier.close().catch(() => undefined);
                 await status?.close().catch(() => undefined);
+                // The successor appends to the log from here; this process holds no handle to it.
+                await parts.audit.close();
               },
               releaseLock: () => lock.release(),
               retakeLock: async () => {
@@ -246,6 +248,7 @@ export async function startAgent(
         await daemon.stop();
         await notifier.close().catch(() => undefined);
         await statusServer?.close();
+        await parts.audit.close();
         await lock.release();
       },
     };

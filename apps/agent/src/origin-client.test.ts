@@ -36,6 +36,28 @@ describe('createHttpOrigin', () => {
     expect(await o.latest('"e1"')).toEqual({ status: 'not-modified' });
   });
 
+  it("keeps the connection after the root chain's small 404, and cuts it after an unread large body", async () => {
+    const url = await serve((req, res) => {
+      if (req.url?.includes('/root/')) return void res.writeHead(404, { 'content-type': 'application/json' }).end('{"error":"not found"}');
+      if (req.url?.includes('/snapshots/')) return void res.writeHead(500).end('x'.repeat(100_000));
+      res.writeHead(200, { etag: '"e1"' }).end(JSON.stringify({ config_digest: digest, sequence: 3 }));
+    });
+    let connections = 0;
+    server?.on('connection', () => {
+      connections += 1;
+    });
+    const o = origin(url);
+    expect(await o.root(2)).toBeNull();
+    // The dropped body is drained in the background; the socket goes back to the pool after it.
+    await new Promise((r) => setTimeout(r, 50));
+    await o.latest(null);
+    expect(connections).toBe(1);
+    await expect(o.snapshot(digest)).rejects.toMatchObject({ code: 'HTTP_STATUS' });
+    await new Promise((r) => setTimeout(r, 50));
+    await o.latest(null);
+    expect(connections).toBe(2);
+  });
+
   it('refuses a snapshot body past the limit with TOO_LARGE, even without a Content-Length', async () => {
     const url = await serve((_req, res) => {
       res.writeHead(200);

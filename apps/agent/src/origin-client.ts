@@ -1,3 +1,6 @@
+import { request as httpRequest } from 'node:http';
+import { request as httpsRequest } from 'node:https';
+
 import { LONG_POLL_HEADER, type LatestHint, originPaths, parseLatestHint } from '@resultity/snapshot/origin';
 
 import { AgentError } from './errors.js';
@@ -45,6 +48,9 @@ export class OriginError extends AgentError {
 export type LatestResult =
   | { readonly status: 'not-modified'; readonly longPoll?: boolean }
   | { readonly status: 'ok'; readonly hint: LatestHint; readonly etag: string | null; readonly bytes: number; readonly longPoll?: boolean };
+
+/** latest.json as it was answered in full (a 200). */
+export type LatestAnswer = Extract<LatestResult, { readonly status: 'ok' }>;
 
 /** How to ask for latest.json: at once (the default), or held by the origin for up to `waitS` seconds (SPEC §5 long-poll). */
 export interface LatestOptions {
@@ -96,15 +102,18 @@ export type HttpTransport = (
   init: { readonly method: 'GET' | 'POST'; readonly headers: Record<string, string>; readonly body?: string; readonly signal: AbortSignal },
 ) => Promise<HttpReply>;
 
+/** An unread body up to this size is drained rather than cutting the connection. */
+const SMALL_BODY_BYTES = 4096;
+
 /**
  * The default transport, on node:http and node:https. Not the global fetch: its HTTP stack is
  * loaded on first use and costs the daemon about 12 MB of resident memory, for requests this
  * plain (a GET with an ETag, a bounded body, a small POST).
  */
 export const nodeHttpTransport: HttpTransport = async (url, init) => {
-  const client = url.protocol === 'https:' ? await import('node:https') : await import('node:http');
+  const request = url.protocol === 'https:' ? httpsRequest : httpRequest;
   return new Promise<HttpReply>((resolve, reject) => {
-    const req = client.request(url, { method: init.method, headers: init.headers, signal: init.signal }, (res) => {
+    const req = request(url, { method: init.method, headers: init.headers, signal: init.signal }, (res) => {
       resolve({
         status: res.statusCode ?? 0,
         header: (name) => {
@@ -112,12 +121,18 @@ export const nodeHttpTransport: HttpTransport = async (url, init) => {
           return value === undefined ? null : Array.isArray(value) ? value.join(', ') : value;
         },
         body: res,
-        // An empty answer (a 304) is drained so its connection is kept for the next poll; any
-        // other unread body is cut off, never downloaded just to be thrown away.
+        // An empty or small answer (a 304, the root chain's 404) is drained so its connection is
+        // kept for the next request; a body that is (or turns out to be) larger is cut off, never
+        // downloaded just to be thrown away.
         discard: () => {
-          const empty = res.statusCode === 304 || res.statusCode === 204 || res.headers['content-length'] === '0';
-          if (empty) res.resume();
-          else res.destroy();
+          const length = res.headers['content-length'];
+          if (length !== undefined && Number(length) > SMALL_BODY_BYTES) return void res.destroy();
+          let seen = 0;
+          res.on('data', (chunk: Buffer) => {
+            seen += chunk.byteLength;
+            if (seen > SMALL_BODY_BYTES) res.destroy();
+          });
+          res.resume();
         },
       });
     });

@@ -1,7 +1,7 @@
 import type { AuditSink } from './audit.js';
 import { errorCode } from './errors.js';
-import type { AgentState, StateStore } from './state.js';
-import { noteCheck } from './transitions.js';
+import type { AgentState, SnapshotRef, StateStore } from './state.js';
+import { noteCheck, noteLatest } from './transitions.js';
 
 /**
  * The engine's one way to the state: reads (mending a corrupt state.json through `rebuild`),
@@ -11,6 +11,7 @@ import { noteCheck } from './transitions.js';
 export class StateKeeper {
   private lock: Promise<unknown> = Promise.resolve();
   private checks: { at: string; reached: boolean; lastSuccess: string | null } | null = null;
+  private latest: { ref: SnapshotRef; etag: string | null; at: string } | null = null;
   private rebuilding: Promise<AgentState> | null = null;
 
   constructor(
@@ -28,11 +29,14 @@ export class StateKeeper {
   /** Read-modify-write, one at a time: a check may run while an apply is in progress. */
   update(change: (state: AgentState) => AgentState | Promise<AgentState>): Promise<AgentState> {
     const run = this.lock.then(async () => {
+      const [checks, latest] = [this.checks, this.latest];
       const next = await change(await this.read());
       const head = this.audit.head();
       const written = { ...next, audit_head: head ?? next.audit_head };
       await this.store.write(written);
-      this.checks = null;
+      // What was noted while this write was under way goes with the next one.
+      if (this.checks === checks) this.checks = null;
+      if (this.latest === latest) this.latest = null;
       return written;
     });
     this.lock = run.catch(() => undefined);
@@ -45,6 +49,15 @@ export class StateKeeper {
     this.checks = { at, reached: reachedOrigin, lastSuccess };
   }
 
+  /**
+   * latest.json named `ref` (with this ETag): kept in memory like a check and written with the
+   * next real change, which for a new hint follows at once (the snapshot is verified or the
+   * failure noted). Lost in a crash, it costs one full fetch of latest.json, nothing more.
+   */
+  noteLatest(ref: SnapshotRef, etag: string | null, at: string): void {
+    this.latest = { ref, etag, at };
+  }
+
   /** Writes the audit head into state.json when entries were appended since the last write. */
   async anchor(): Promise<void> {
     const head = this.audit.head();
@@ -55,8 +68,9 @@ export class StateKeeper {
   }
 
   private withChecks(state: AgentState): AgentState {
-    if (this.checks === null) return state;
-    let next = noteCheck(state, this.checks.at, this.checks.reached);
+    const noted = this.latest === null ? state : noteLatest(state, this.latest.ref, this.latest.etag, this.latest.at);
+    if (this.checks === null) return noted;
+    let next = noteCheck(noted, this.checks.at, this.checks.reached);
     if (!this.checks.reached && this.checks.lastSuccess !== null) next = { ...next, last_success_check: this.checks.lastSuccess };
     return next;
   }

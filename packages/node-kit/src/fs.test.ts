@@ -1,10 +1,10 @@
-import { mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
-import { readFileBounded, removeStaleTempFiles } from './fs.js';
+import { readFileBounded, removeStaleTempFiles, writeFileAtomic } from './fs.js';
 
 // Not the testkit's tempDir: the testkit stands on the snapshot package, which stands on this one.
 let dir: { path: string; cleanup: () => Promise<void> };
@@ -52,5 +52,19 @@ describe('removeStaleTempFiles', () => {
     } finally {
       await rm(dir, { recursive: true, force: true });
     }
+  });
+});
+
+describe('writeFileAtomic', () => {
+  it('creates missing directories, replaces the file whole, and leaves no temp file', async () => {
+    const target = join(dir.path, 'atomic', 'deep', 'state.json');
+    await writeFileAtomic(target, 'first', 0o600);
+    const big = Buffer.alloc(3 * 1024 * 1024, 9);
+    await writeFileAtomic(target, big, 0o600);
+    expect(Buffer.compare(await readFile(target), big)).toBe(0);
+    expect((await stat(target)).mode & 0o777).toBe(0o600);
+    await writeFileAtomic(target, 'é last');
+    expect(await readFile(target, 'utf8')).toBe('é last');
+    expect(await readdir(join(dir.path, 'atomic', 'deep'))).toEqual(['state.json']);
   });
 });

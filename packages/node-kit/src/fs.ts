@@ -4,21 +4,32 @@ import { dirname, join } from 'node:path';
 
 import { CodedError } from './errors.js';
 
-/**
- * Replaces a file so that a reader, or a restart after a crash, sees the old content or the
- * new, never a mix: temp file, fsync, rename over, fsync of the directory. `mtime`, when
- * given, is the modification time the new file appears with.
- */
 /** The name writeFileAtomic gives its temp file; nothing else in a directory it writes looks like this. */
 export const ATOMIC_TEMP_PATTERN = /^\.[0-9a-f]{12}\.tmp$/;
 
+/**
+ * Replaces a file so that a reader, or a restart after a crash, sees the old content or the
+ * new, never a mix: temp file, fsync, rename over, fsync of the directory. `mtime`, when
+ * given, is the modification time the new file appears with. The directory is created only
+ * when it is missing: the Agent writes its state several times per apply, and each
+ * asynchronous file operation costs CPU, so the common case makes no call it does not need.
+ */
 export async function writeFileAtomic(path: string, data: Uint8Array | string, mode = 0o644, mtime?: Date): Promise<void> {
   const dir = dirname(path);
-  await mkdir(dir, { recursive: true });
   const temp = join(dir, `.${randomBytes(6).toString('hex')}.tmp`); // ATOMIC_TEMP_PATTERN
-  const file = await open(temp, 'wx', mode);
+  const file = await open(temp, 'wx', mode).catch(async (error: NodeJS.ErrnoException) => {
+    if (error.code !== 'ENOENT') throw error;
+    await mkdir(dir, { recursive: true });
+    return open(temp, 'wx', mode);
+  });
   try {
-    await file.writeFile(data);
+    // One write call for the whole buffer in the common case; a short write (a full disk) loops or throws.
+    const bytes = typeof data === 'string' ? Buffer.from(data) : data;
+    for (let done = 0; done < bytes.byteLength; ) {
+      const { bytesWritten } = await file.write(bytes, done, bytes.byteLength - done, done);
+      if (bytesWritten === 0) refuse('IO', `${temp}: the write made no progress`);
+      done += bytesWritten;
+    }
     // Set before the rename, so the file appears with its final modification time at once.
     if (mtime !== undefined) await file.utimes(mtime, mtime);
     await file.sync();
