@@ -36,6 +36,7 @@ import { parseArgs, promisify } from 'node:util';
 
 import { startOriginServer } from '../../packages/snapshot/dist/origin/index.js';
 import { createDevNetwork, devSnapshot, writeAgentConfig } from '../../packages/testkit/src/devnet.ts';
+import { log, seeded, sleep } from './seeded.ts';
 
 const run = promisify(execFile);
 const here = new URL('.', import.meta.url).pathname;
@@ -74,21 +75,7 @@ const VICTIMS: Record<Step, readonly Victim[]> = {
   'predecessor-removal': ['predecessor', 'successor'],
 };
 
-/** mulberry32: small, seedable, and the same sequence on every machine. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-const random = prng(SEED);
-const pick = <T>(items: readonly T[]): T => items[Math.floor(random() * items.length)] as T;
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-const log = (...parts: unknown[]) => console.log(new Date().toISOString().slice(11, 19), ...parts);
+const { random, pick } = seeded(SEED);
 
 async function docker(...argv: string[]): Promise<string> {
   return (await run('docker', argv, { timeout: 120_000, maxBuffer: 16 * 1024 * 1024 })).stdout.trim();
