@@ -95,6 +95,18 @@ afterEach(async () => {
 });
 
 describe('Daemon', () => {
+  it('polls at the interval of the snapshot it just applied, not the one set before the apply', async () => {
+    const ttl = { poll_interval_s: 5, heartbeat_interval_s: 30, retry_initial_ms: 1000, retry_max_ms: 8000, cache_ttl_s: 3600 };
+    const signed = signer.sign(sampleSnapshot({ sequence: 1, ttl }));
+    origin.publish(signed.digest, 1, signed.bytes);
+    await daemon.start();
+    await daemon.tickNow();
+    // While the first apply ran, the next poll was set from the configuration's 60 s.
+    await daemon.idle();
+    await vi.waitFor(() => expect(timers.delays()).toContain(5000));
+    expect(timers.delays()).not.toContain(60_000);
+  });
+
   it('lets a newer verified snapshot cancel the apply in progress, and applies the newer one', async () => {
     let release!: () => void;
     applier.gate = new Promise<void>((r) => {

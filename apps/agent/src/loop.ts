@@ -79,6 +79,8 @@ export class Daemon {
   private readonly stopController = new AbortController();
   private readonly startedAt: number;
   private pollTimer: unknown = null;
+  /** When the one timer fires and what it does then. */
+  private pollDue: { at: number; kind: StepKind } | null = null;
   private heartbeatTimer: unknown = null;
   private applying: ApplyTask | null = null;
   private ticking: Promise<void> | null = null;
@@ -227,8 +229,10 @@ export class Daemon {
     if (this.stopped) return;
     if (this.pollTimer !== null) this.timerPort.clearTimeout(this.pollTimer);
     void this.cancelWatch();
+    this.pollDue = { at: this.clock().getTime() + ms, kind };
     this.pollTimer = this.timerPort.setTimeout(() => {
       this.pollTimer = null;
+      this.pollDue = null;
       if (kind === 'next' && this.wantsWatch()) this.watch();
       else void this.tick();
     }, ms);
@@ -462,10 +466,21 @@ export class Daemon {
       if (outcome.result === 'cancelled') return;
       this.note(outcome);
       const timers = await this.loadTimers();
-      if (outcome.result !== 'applied' && !this.stopped && this.applying === null) {
-        this.schedule(backoffDelay(timers, this.failures, this.random()), 'check');
-      }
+      if (this.stopped || this.applying !== null) return;
+      if (outcome.result !== 'applied') this.schedule(backoffDelay(timers, this.failures, this.random()), 'check');
+      else this.pullInPoll(timers);
     });
+  }
+
+  /**
+   * The poll set while an apply ran used the timers known before it (the configuration's at
+   * the first apply); a snapshot that asks to be polled sooner is polled sooner from now on.
+   */
+  private pullInPoll(timers: LoopTimers): void {
+    const due = this.pollDue;
+    if (this.pollTimer === null || due === null || due.kind !== 'next' || this.watching !== null) return;
+    const delay = pollDelay(timers, this.random());
+    if (this.clock().getTime() + delay < due.at) this.schedule(delay, 'next');
   }
 
   private note(outcome: SyncOutcome): void {
