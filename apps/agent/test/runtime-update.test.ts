@@ -1,5 +1,4 @@
 import { execFile } from 'node:child_process';
-import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 
@@ -13,7 +12,7 @@ import { readAuditEntries } from '../src/audit.js';
 import { loadConfig } from '../src/config.js';
 import { type RunningAgent, startAgent } from '../src/main.js';
 import { silentLogger } from '../src/ports.js';
-import { type Setup, setup } from './helpers.js';
+import { type Setup, readState, setup } from './helpers.js';
 
 const run = promisify(execFile);
 const docker = async (...args: string[]) => (await run('docker', args, { maxBuffer: 16 * 1024 * 1024 })).stdout.trim();
@@ -88,8 +87,8 @@ describe('updates.runtime moves the runtime container to the next image version'
     );
     await until('version b to ack snapshot 2', () => ackedBy(second.digest, `example-runtime:${b.version}`), 90_000);
 
-    const state = JSON.parse(await readFile(join(s.stateDir, 'state.json'), 'utf8')) as { applied: { digest: string } };
-    expect(state.applied.digest).toBe(second.digest);
+    // The ACK is audited before the apply is recorded: the state catches up a moment later.
+    await until('snapshot 2 recorded as applied', async () => (await readState(s.stateDir))?.applied?.digest === second.digest, 30_000);
     const mine = [];
     for (const id of (await docker('ps', '-q', '--filter', 'label=io.resultity.config-digest')).split('\n').filter(Boolean)) {
       if ((await docker('inspect', '--format', '{{json .Config.Env}}', id)).includes(`AGENT_TEST=${work.path}`)) mine.push(id);
