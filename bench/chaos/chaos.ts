@@ -32,7 +32,7 @@ import { parseArgs, promisify } from 'node:util';
 
 import { startOriginServer } from '../../packages/snapshot/dist/origin/index.js';
 import { createDevNetwork, devSnapshot } from '../../packages/testkit/src/devnet.ts';
-import { log, seeded, sleep } from './seeded.ts';
+import { log, seeded, sleep, until } from './campaign.ts';
 
 const run = promisify(execFile);
 const here = new URL('.', import.meta.url).pathname;
@@ -65,16 +65,6 @@ let REGISTRY = '';
 let REPO = '';
 
 const { random, pick } = seeded(SEED);
-
-async function until<T>(what: string, probe: () => Promise<T | null | undefined | false>, ms: number, every = 100): Promise<T> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const value = await probe().catch(() => null);
-    if (value) return value;
-    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-    await sleep(every);
-  }
-}
 
 async function exists(path: string): Promise<boolean> {
   return stat(path).then(

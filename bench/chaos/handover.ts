@@ -36,7 +36,7 @@ import { parseArgs, promisify } from 'node:util';
 
 import { startOriginServer } from '../../packages/snapshot/dist/origin/index.js';
 import { createDevNetwork, devSnapshot, writeAgentConfig } from '../../packages/testkit/src/devnet.ts';
-import { log, seeded, sleep } from './seeded.ts';
+import { log, seeded, sleep, until } from './campaign.ts';
 
 const run = promisify(execFile);
 const here = new URL('.', import.meta.url).pathname;
@@ -79,16 +79,6 @@ const { random, pick } = seeded(SEED);
 
 async function docker(...argv: string[]): Promise<string> {
   return (await run('docker', argv, { timeout: 120_000, maxBuffer: 16 * 1024 * 1024 })).stdout.trim();
-}
-
-async function until<T>(what: string, probe: () => Promise<T | null | undefined | false>, ms: number, every = 100): Promise<T> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const value = await probe().catch(() => null);
-    if (value) return value;
-    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-    await sleep(every);
-  }
 }
 
 interface AuditLine {

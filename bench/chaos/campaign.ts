@@ -1,5 +1,5 @@
-// What both campaigns (chaos.ts, handover.ts) share: a seeded random sequence, so a printed
-// seed reproduces a run, and a timestamped log line.
+// What both kill campaigns (chaos.ts, handover.ts) share: a seeded random sequence, so a
+// printed seed reproduces a run, a timestamped log line, and a poll fine enough to aim a kill.
 
 /** mulberry32: small, seedable, and the same sequence on every machine. */
 export function prng(seed: number): () => number {
@@ -22,3 +22,17 @@ export function seeded(seed: number): { random: () => number; pick: <T>(items: r
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 export const log = (...parts: unknown[]) => console.log(new Date().toISOString().slice(11, 19), ...parts);
+
+/**
+ * Polls `probe` every `every` ms (a few ms where a kill is aimed at a short window) until it
+ * gives a truthy value; a probe that throws counts as "not yet".
+ */
+export async function until<T>(what: string, probe: () => Promise<T | null | undefined | false>, ms: number, every = 100): Promise<T> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const value = await probe().catch(() => null);
+    if (value) return value;
+    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
+    await sleep(every);
+  }
+}
