@@ -174,6 +174,20 @@ function watchedBody(
   return body;
 }
 
+/** A mirror address the downloader will try: a URL that parses, over http or https. */
+function mirrorUrl(url: string): URL {
+  let target: URL;
+  try {
+    target = new URL(url);
+  } catch {
+    throw new ApplyError('MIRROR_ADDRESS_REFUSED', 'the mirror URL does not parse');
+  }
+  if (target.protocol !== 'http:' && target.protocol !== 'https:') {
+    throw new ApplyError('MIRROR_ADDRESS_REFUSED', `expected an http(s) mirror, found ${target.protocol}`);
+  }
+  return target;
+}
+
 /**
  * The default Downloader: node's http/https with Range requests, confined redirects, mirrors
  * only on public addresses, an idle timeout and a minimum rate. Every failure is an ApplyError
@@ -199,29 +213,12 @@ export class HttpDownloader implements Downloader {
   }
 
   async open(url: string, options: { offset: number; end?: number; signal?: AbortSignal }): Promise<DownloadResponse> {
-    let target: URL;
-    try {
-      target = new URL(url);
-    } catch {
-      throw new ApplyError('MIRROR_ADDRESS_REFUSED', 'the mirror URL does not parse');
-    }
-    if (target.protocol !== 'http:' && target.protocol !== 'https:') {
-      throw new ApplyError('MIRROR_ADDRESS_REFUSED', `expected an http(s) mirror, found ${target.protocol}`);
-    }
-    return this.request(target, options, 0);
+    return this.request(mirrorUrl(url), options, 0);
   }
 
   /** A chunk over a bare socket into reused buffers (see range-reader.ts), under this downloader's rules. */
   async readRange(url: string, request: RangeReadRequest, sink: RangeSink): Promise<void> {
-    let target: URL;
-    try {
-      target = new URL(url);
-    } catch {
-      throw new ApplyError('MIRROR_ADDRESS_REFUSED', 'the mirror URL does not parse');
-    }
-    if (target.protocol !== 'http:' && target.protocol !== 'https:') {
-      throw new ApplyError('MIRROR_ADDRESS_REFUSED', `expected an http(s) mirror, found ${target.protocol}`);
-    }
+    const target = mirrorUrl(url);
     const bucket = this.bucket;
     return readRange(target, request, sink, {
       idleMs: this.idleTimeoutMs,
