@@ -1,3 +1,4 @@
+import { execFileSync } from 'node:child_process';
 import { readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
@@ -85,5 +86,14 @@ describe('decideHandover', () => {
   it('reads a record it cannot parse as none', async () => {
     await writeHandoverRecord(dir.path, { ...record, id: 'not hex' });
     expect(await readHandoverRecord(dir.path)).toBeNull();
+  });
+});
+
+describe('reading the hand-over files', () => {
+  it("refuses a FIFO or an oversized file under the record's name with STATE_CORRUPT, instead of blocking or reading it whole", async () => {
+    execFileSync('mkfifo', [join(dir.path, 'handover.json')]);
+    await expect(readHandoverRecord(dir.path)).rejects.toMatchObject({ code: 'STATE_CORRUPT' });
+    await writeFile(join(dir.path, `handover-${record.id}.outcome`), Buffer.alloc(2 * 1024 * 1024, 0x20));
+    await expect(readHandoverOutcome(dir.path, record.id)).rejects.toMatchObject({ code: 'STATE_CORRUPT' });
   });
 });

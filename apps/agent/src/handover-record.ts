@@ -1,10 +1,11 @@
 import { randomBytes } from 'node:crypto';
-import { link, open, readFile, readdir, unlink } from 'node:fs/promises';
+import { link, open, readdir, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 
 import { fsyncDirectory, writeFileAtomic } from '@resultity/node-kit';
 
 import { AgentError } from './errors.js';
+import { readOptional } from './state.js';
 
 /**
  * The hand-over in progress, kept in `<state_dir>/handover.json`: written by the predecessor
@@ -53,7 +54,7 @@ export async function writeHandoverRecord(dir: string, record: HandoverRecord): 
 
 /** The hand-over in progress, or null; a record that does not parse is none (it cannot name anyone). */
 export async function readHandoverRecord(dir: string): Promise<HandoverRecord | null> {
-  const text = await readFile(join(dir, RECORD), 'utf8').catch(() => null);
+  const text = await readOptional(join(dir, RECORD));
   if (text === null) return null;
   try {
     const value = JSON.parse(text) as Partial<HandoverRecord>;
@@ -78,7 +79,7 @@ export async function readHandoverRecord(dir: string): Promise<HandoverRecord | 
 
 /** The outcome of hand-over `id`, or null while it is undecided. */
 export async function readHandoverOutcome(dir: string, id: string): Promise<DecidedOutcome | null> {
-  const text = await readFile(outcomePath(dir, id), 'utf8').catch(() => null);
+  const text = await readOptional(outcomePath(dir, id));
   if (text === null) return null;
   try {
     const value = JSON.parse(text) as Partial<DecidedOutcome>;
