@@ -1,3 +1,4 @@
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 
 import type {
@@ -88,11 +89,24 @@ export function modelStoreDir(stateDir: string): string {
 /**
  * A node without a reachable Docker engine still applies snapshots that run no containers:
  * listing finds none, and any step that needs the engine fails with the engine's own error.
+ *
+ * Every apply plans from reality, and planning pings the engine before it lists the
+ * containers. An engine that answered last time is not pinged again (the listing is the
+ * request that matters, and a listing that fails asks again whether the engine is there:
+ * gone, it lists nothing as before). `missing`, when given, says without a request that there
+ * is no engine to ask (no socket at its path), so a node without Docker makes no engine call
+ * per apply.
  */
-export function optionalEngine(engine: ContainerEngine, onUnavailable?: (error: unknown) => void): ContainerEngine & { available(): Promise<boolean> } {
+export function optionalEngine(
+  engine: ContainerEngine,
+  onUnavailable?: (error: unknown) => void,
+  missing?: () => Error | null,
+): ContainerEngine & { available(): Promise<boolean> } {
   let reachable: boolean | null = null;
   const probe = async () => {
     try {
+      const absent = missing?.() ?? null;
+      if (absent !== null) throw absent;
       await engine.ping();
       reachable = true;
     } catch (error) {
@@ -104,9 +118,17 @@ export function optionalEngine(engine: ContainerEngine, onUnavailable?: (error: 
   return {
     available: probe,
     ping: async () => {
-      await probe();
+      if (reachable !== true) await probe();
     },
-    listContainers: async (label) => ((reachable ?? (await probe())) ? engine.listContainers(label) : []),
+    listContainers: async (label) => {
+      if (!(reachable ?? (await probe()))) return [];
+      try {
+        return await engine.listContainers(label);
+      } catch (error) {
+        if (await probe()) throw error;
+        return [];
+      }
+    },
     inspectContainer: (id) => engine.inspectContainer(id),
     imageRepoDigests: (ref) => engine.imageRepoDigests(ref),
     pullImage: (ref, options) => engine.pullImage(ref, options),
@@ -115,6 +137,11 @@ export function optionalEngine(engine: ContainerEngine, onUnavailable?: (error: 
     stopContainer: (id, timeout) => engine.stopContainer(id, timeout),
     removeContainer: (id) => engine.removeContainer(id),
   };
+}
+
+/** No engine can answer on a unix socket path where nothing exists: said without a request. */
+export function socketMissing(path: string): () => Error | null {
+  return () => (existsSync(path) ? null : new AgentError('ENGINE_UNAVAILABLE', `there is no Docker engine socket at ${path}`));
 }
 
 /**
@@ -154,7 +181,8 @@ export function createApplierPort(options: ApplierAdapterOptions & { onEngineUna
           ...(options.chunks === undefined ? {} : { chunks: options.chunks }),
           ...(options.reserveBytes === undefined ? {} : { reserveBytes: options.reserveBytes }),
         });
-      const engine = optionalEngine(base.engine, options.onEngineUnavailable);
+      // The default engine talks to the configured socket; ports a test passes in are asked as they are.
+      const engine = optionalEngine(base.engine, options.onEngineUnavailable, options.ports ? undefined : socketMissing(options.dockerSocketPath));
       return { mod, ports: { ...base, engine }, engine };
     });
     return loading;

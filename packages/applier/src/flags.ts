@@ -1,9 +1,10 @@
-import { mkdir, readFile } from 'node:fs/promises';
+import { mkdir } from 'node:fs/promises';
 import { dirname } from 'node:path';
 
 import { writeFileAtomic } from '@resultity/node-kit';
 
 import { fail } from './errors.js';
+import { readSmallFile } from './store.js';
 import type { Clock, FlagsStore } from './ports.js';
 import type { ParticipationFlags } from './types.js';
 
@@ -22,10 +23,11 @@ function isFlags(value: unknown): value is ParticipationFlags {
 export class FileFlagsStore implements FlagsStore {
   constructor(readonly path: string) {}
 
+  /** Read at every apply's planning: synchronously and non-blocking, as the model store's index (store.ts). */
   async read(): Promise<ParticipationFlags | null> {
     let text: string;
     try {
-      text = await readFile(this.path, 'utf8');
+      text = readSmallFile(this.path);
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code === 'ENOENT') return null;
       throw error;

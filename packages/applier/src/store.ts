@@ -1,4 +1,4 @@
-import { createReadStream } from 'node:fs';
+import { closeSync, constants, createReadStream, openSync, readFileSync, readdirSync, statSync } from 'node:fs';
 import { mkdir, open, readdir, readFile, rename, rm, stat, statfs } from 'node:fs/promises';
 import { join } from 'node:path';
 
@@ -9,6 +9,18 @@ import { fail } from './errors.js';
 import type { ChunkLayout, ChunkStaging, ChunkedPart, ModelIndexEntry, ModelStore, PartWriter } from './ports.js';
 
 const HEX64 = /^[0-9a-f]{64}$/;
+/**
+ * Reads a small file of the store synchronously. Opened non-blocking: a FIFO under its name
+ * reads as empty instead of holding the process's one thread. Throws as readFile does (ENOENT).
+ */
+export function readSmallFile(path: string): string {
+  const fd = openSync(path, constants.O_RDONLY | constants.O_NONBLOCK);
+  try {
+    return readFileSync(fd, 'utf8');
+  } finally {
+    closeSync(fd);
+  }
+}
 /** Staged files collection knows: only these names are ever removed from staging. */
 const STAGED = /^([0-9a-f]{64})\.(part|chunked|chunks)$/;
 const STAGED_KINDS = { part: 'part', chunked: 'chunked', chunks: 'journal' } as const;
@@ -70,10 +82,17 @@ export class FsModelStore implements ModelStore, ChunkStaging, CollectableStore 
     await mkdir(this.staging, { recursive: true });
   }
 
+  /**
+   * The index, the blob listing and the inventory are read synchronously: every apply reads
+   * them (planning from reality, collecting after), they are small page-cache reads, and the
+   * asynchronous calls cost several times their CPU in promises and thread hand-offs. Opened
+   * non-blocking: a FIFO under the index's name reads as empty (refused as not JSON) instead of
+   * holding the Agent's one thread.
+   */
   async readIndex(): Promise<ModelIndexEntry[]> {
     let text: string;
     try {
-      text = await readFile(this.indexFile, 'utf8');
+      text = readSmallFile(this.indexFile);
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code === 'ENOENT') return [];
       throw error;
@@ -99,7 +118,9 @@ export class FsModelStore implements ModelStore, ChunkStaging, CollectableStore 
 
   async listBlobs(): Promise<string[]> {
     try {
-      return (await readdir(this.blobs)).filter((n) => HEX64.test(n)).sort();
+      return readdirSync(this.blobs)
+        .filter((n) => HEX64.test(n))
+        .sort();
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code === 'ENOENT') return [];
       throw error;
@@ -284,7 +305,7 @@ export class FsModelStore implements ModelStore, ChunkStaging, CollectableStore 
     const files: StoreFile[] = [];
     const add = async (kind: StoreFile['kind'], sha256: string, path: string) => {
       try {
-        const s = await stat(path);
+        const s = statSync(path);
         // Allocated blocks: what removing the file gives back (a staged chunked file is sparse).
         if (s.isFile()) files.push({ kind, sha256, bytes: s.blocks * 512 });
       } catch {
@@ -294,7 +315,7 @@ export class FsModelStore implements ModelStore, ChunkStaging, CollectableStore 
     for (const hex of await this.listBlobs()) await add('blob', hex, join(this.blobs, hex));
     let staged: string[] = [];
     try {
-      staged = await readdir(this.staging);
+      staged = readdirSync(this.staging);
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
     }
