@@ -100,13 +100,18 @@ export function modelStoreDir(stateDir: string): string {
 export function optionalEngine(
   engine: ContainerEngine,
   onUnavailable?: (error: unknown) => void,
-  missing?: () => Error | null,
+  missing?: () => string | null,
 ): ContainerEngine & { available(): Promise<boolean> } {
   let reachable: boolean | null = null;
   const probe = async () => {
     try {
       const absent = missing?.() ?? null;
-      if (absent !== null) throw absent;
+      // The error is made only to be told: a node without Docker meets this on every apply.
+      if (absent !== null) {
+        if (reachable !== false) onUnavailable?.(new AgentError('ENGINE_UNAVAILABLE', absent));
+        reachable = false;
+        return reachable;
+      }
       await engine.ping();
       reachable = true;
     } catch (error) {
@@ -139,9 +144,9 @@ export function optionalEngine(
   };
 }
 
-/** No engine can answer on a unix socket path where nothing exists: said without a request. */
-export function socketMissing(path: string): () => Error | null {
-  return () => (existsSync(path) ? null : new AgentError('ENGINE_UNAVAILABLE', `there is no Docker engine socket at ${path}`));
+/** No engine can answer on a unix socket path where nothing exists: said (why, or null) without a request. */
+export function socketMissing(path: string): () => string | null {
+  return () => (existsSync(path) ? null : `there is no Docker engine socket at ${path}`);
 }
 
 /**

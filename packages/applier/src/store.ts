@@ -1,5 +1,5 @@
 import { closeSync, constants, createReadStream, openSync, readFileSync, readdirSync, statSync } from 'node:fs';
-import { mkdir, open, readdir, readFile, rename, rm, stat, statfs } from 'node:fs/promises';
+import { mkdir, open, readFile, rename, rm, stat, statfs } from 'node:fs/promises';
 import { join } from 'node:path';
 
 import { writeFileAtomic } from '@resultity/node-kit';
