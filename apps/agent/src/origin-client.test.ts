@@ -1,4 +1,5 @@
 import { type Server, createServer } from 'node:http';
+import { getEventListeners } from 'node:events';
 import type { AddressInfo } from 'node:net';
 
 import { afterEach, describe, expect, it } from 'vitest';
@@ -34,6 +35,29 @@ describe('createHttpOrigin', () => {
     const o = origin(url);
     expect(await o.latest(null)).toMatchObject({ status: 'ok', etag: '"e1"', hint: { config_digest: digest, sequence: 3 } });
     expect(await o.latest('"e1"')).toEqual({ status: 'not-modified' });
+  });
+
+  it("leaves no listener on the caller's signal once its requests are answered, whatever the answer", async () => {
+    const url = await serve((req, res) => {
+      if (req.url?.includes('wait=')) return; // held, never answered
+      if (req.url?.includes('/root/')) return void res.writeHead(404).end('{}');
+      if (req.headers['if-none-match'] === '"e1"') return void res.writeHead(304).end();
+      res.writeHead(200, { etag: '"e1"' }).end(JSON.stringify({ config_digest: digest, sequence: 3 }));
+    });
+    const o = origin(url);
+    // The daemon's stop signal lives as long as the process, and every request listens to it.
+    const stop = new AbortController();
+    for (let i = 0; i < 20; i++) {
+      await o.latest(null, stop.signal);
+      await o.latest('"e1"', stop.signal);
+      expect(await o.root(2, stop.signal)).toBeNull();
+    }
+    expect(getEventListeners(stop.signal, 'abort')).toHaveLength(0);
+    // It still stops a request in flight.
+    const pending = o.latest(null, stop.signal, { waitS: 30 });
+    await new Promise((r) => setTimeout(r, 50));
+    stop.abort();
+    await expect(pending).rejects.toMatchObject({ code: 'ABORTED' });
   });
 
   it("keeps the connection after the root chain's small 404, and cuts it after an unread large body", async () => {
