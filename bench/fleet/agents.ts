@@ -22,9 +22,10 @@ import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 
+import { startNginx } from '@resultity/testkit';
 import { createDevNetwork, devSnapshot, writeAgentConfig } from '@resultity/testkit/devnet';
 
-import { freePort, percentile, startNginx, waitFor } from './lib.js';
+import { freePort, percentile, waitFor } from './lib.js';
 
 const root = new URL('../../', import.meta.url).pathname;
 const agentCli = join(root, 'apps/agent/dist/cli.js');
@@ -93,7 +94,7 @@ try {
     children.push(origin);
     url = await new Promise<string>((resolve) => origin.once('message', (m) => resolve((m as { url: string }).url)));
   } else {
-    nginx = await startNginx({ dir: net.originDir, work: join(work, 'nginx'), connections: N * 2 + 64 });
+    nginx = await startNginx({ root: net.originDir, work, connections: N * 2 + 64, defaultType: 'application/json' });
     url = nginx.url;
   }
 
