@@ -251,6 +251,11 @@ try {
       by_round: byRound,
     };
   }
+  const medianOf = (key: keyof (typeof cpuRounds)[number]) =>
+    percentile(
+      cpuRounds.map((r) => r[key]),
+      50,
+    );
   const result = {
     node: process.version,
     loadavg_start_end: [loadStart, loadavg().map((x) => +x.toFixed(2))],
@@ -266,32 +271,12 @@ try {
     origin_burst: origin,
     // Medians over the rounds; agents_per_apply_ms is the Agents' sum divided by the Agents.
     cpu_per_round_ms: {
-      agents: percentile(
-        cpuRounds.map((r) => r.agents_ms),
-        50,
-      ),
-      agents_per_apply: +(
-        percentile(
-          cpuRounds.map((r) => r.agents_ms),
-          50,
-        ) / N
-      ).toFixed(1),
-      origin: percentile(
-        cpuRounds.map((r) => r.origin_ms),
-        50,
-      ),
-      standin: percentile(
-        cpuRounds.map((r) => r.standin_ms),
-        50,
-      ),
-      harness: percentile(
-        cpuRounds.map((r) => r.harness_ms),
-        50,
-      ),
-      wall: percentile(
-        cpuRounds.map((r) => r.wall_ms),
-        50,
-      ),
+      agents: medianOf('agents_ms'),
+      agents_per_apply: +(medianOf('agents_ms') / N).toFixed(1),
+      origin: medianOf('origin_ms'),
+      standin: medianOf('standin_ms'),
+      harness: medianOf('harness_ms'),
+      wall: medianOf('wall_ms'),
     },
   };
   console.log(JSON.stringify(result));
