@@ -1,4 +1,4 @@
-import { createReadStream } from 'node:fs';
+import { constants, createReadStream } from 'node:fs';
 import { mkdir, open, readdir, readFile, rename, rm, stat, statfs } from 'node:fs/promises';
 import { join } from 'node:path';
 
@@ -10,8 +10,8 @@ import type { ChunkLayout, ChunkStaging, ChunkedPart, ModelIndexEntry, ModelStor
 
 const HEX64 = /^[0-9a-f]{64}$/;
 /** Staged files collection knows: only these names are ever removed from staging. */
-const STAGED = /^([0-9a-f]{64})\.(part|chunked|chunks)$/;
-const STAGED_KINDS = { part: 'part', chunked: 'chunked', chunks: 'journal' } as const;
+const STAGED = /^([0-9a-f]{64})\.(part|chunked|chunks|list)$/;
+const STAGED_KINDS = { part: 'part', chunked: 'chunked', chunks: 'journal', list: 'list' } as const;
 
 /** Refuses anything but 64 lowercase hex digits, so a store path can never escape the store. */
 export function assertSha256(sha256: string): string {
@@ -181,6 +181,36 @@ export class FsModelStore implements ModelStore, ChunkStaging, CollectableStore 
     return join(this.staging, `${assertSha256(sha256)}.chunks`);
   }
 
+  private listPath(sha256: string): string {
+    return join(this.staging, `${assertSha256(sha256)}.list`);
+  }
+
+  async keepChunkList(sha256: string, list: Uint8Array): Promise<void> {
+    await this.ready();
+    await writeFileAtomic(this.listPath(sha256), list);
+  }
+
+  async keptChunkList(sha256: string, maxBytes: number): Promise<Uint8Array | null> {
+    let handle: Awaited<ReturnType<typeof open>>;
+    try {
+      // Non-blocking and checked to be a regular file: whatever sits under the name, a read cannot hang or run long.
+      handle = await open(this.listPath(sha256), constants.O_RDONLY | constants.O_NONBLOCK);
+    } catch {
+      return null;
+    }
+    try {
+      const info = await handle.stat();
+      if (!info.isFile() || info.size > maxBytes) return null;
+      const bytes = Buffer.alloc(info.size);
+      const { bytesRead } = await handle.read(bytes, 0, info.size, 0);
+      return bytesRead === info.size ? bytes : null;
+    } catch {
+      return null;
+    } finally {
+      await handle.close();
+    }
+  }
+
   async openChunked(sha256: string, layout: ChunkLayout): Promise<ChunkedPart> {
     await this.ready();
     const dataPath = this.chunkedPath(sha256);
@@ -276,6 +306,7 @@ export class FsModelStore implements ModelStore, ChunkStaging, CollectableStore 
   }
 
   async discardChunked(sha256: string): Promise<void> {
+    await rm(this.listPath(sha256), { force: true });
     await rm(this.journalPath(sha256), { force: true });
     await rm(this.chunkedPath(sha256), { force: true });
   }
@@ -315,7 +346,9 @@ export class FsModelStore implements ModelStore, ChunkStaging, CollectableStore 
           ? this.partPath(file.sha256)
           : file.kind === 'chunked'
             ? this.chunkedPath(file.sha256)
-            : this.journalPath(file.sha256);
+            : file.kind === 'list'
+              ? this.listPath(file.sha256)
+              : this.journalPath(file.sha256);
     await rm(path, { force: true });
   }
 
@@ -324,6 +357,7 @@ export class FsModelStore implements ModelStore, ChunkStaging, CollectableStore 
     // The data was flushed before the last chunk was journalled; the rename makes it the blob.
     await rename(this.chunkedPath(sha256), this.blobPath(sha256));
     await rm(this.journalPath(sha256), { force: true });
+    await rm(this.listPath(sha256), { force: true });
   }
 }
 
