@@ -264,14 +264,24 @@ export class FsModelStore implements ModelStore, ChunkStaging, CollectableStore 
       chain = next.catch(() => undefined);
       return next;
     };
+    const writeAt = async (position: number, chunks: Uint8Array[]) => {
+      const expected = chunks.reduce((n, c) => n + c.byteLength, 0);
+      const { bytesWritten } = await data.writev(chunks, position);
+      // A short write to a regular file means the disk is full; say so the way a write would.
+      if (bytesWritten !== expected) throw Object.assign(new Error(`short write: ${bytesWritten} of ${expected} bytes`), { code: 'ENOSPC' });
+    };
+    // Positional writes one at a time, whichever connection they come from. Writes to one file
+    // hold its inode lock, and concurrent writers from the I/O thread pool spin on it instead of
+    // sleeping (measured on ext4 with a flush running: ~1.8 CPU-s per GiB of spinning); one after
+    // another they cost only the copy into the page cache.
+    let writing: Promise<void> = Promise.resolve();
     return {
       path: dataPath,
       done,
-      write: async (position, chunks) => {
-        const expected = chunks.reduce((n, c) => n + c.byteLength, 0);
-        const { bytesWritten } = await data.writev(chunks, position);
-        // A short write to a regular file means the disk is full; say so the way a write would.
-        if (bytesWritten !== expected) throw Object.assign(new Error(`short write: ${bytesWritten} of ${expected} bytes`), { code: 'ENOSPC' });
+      write: (position, chunks) => {
+        const next = writing.then(() => writeAt(position, chunks));
+        writing = next.catch(() => undefined);
+        return next;
       },
       read: async (position, into) => (await data.read(into, 0, into.byteLength, position)).bytesRead,
       markDone: (indices) =>
@@ -290,6 +300,7 @@ export class FsModelStore implements ModelStore, ChunkStaging, CollectableStore 
           for (const i of indices) bitmap[i >> 3]! &= ~(1 << (i & 7));
         }, false),
       close: async () => {
+        await writing;
         await chain;
         await Promise.allSettled([data.close(), journal.close()]);
       },
