@@ -2,6 +2,10 @@
 // verified, fdatasync + journal, whole-file sha256) next to bare curl and aria2c with the same
 // number of connections, all from nginx on 127.0.0.1.
 // Usage: node bench/applier/chunked.mjs [sizeMiB=1024] [runs=3] [scenarios=main,limited,resume,bad] [connections=8] [chunkMiB=64]
+// Scenario `ab` (not in the default set) runs only ours, run by run against another build of the
+// applier: `APPLIER_BASELINE=<path of its dist/index.js>` (e.g. a copy of dist made before a change).
+// `APPLIER=<path of a dist/index.js>` makes every scenario run that build as ours. With
+// `AB_DISK_BUSY=1`, `ab` runs a 4 GiB dd (fdatasync) into the same disk during each of its runs.
 // Needs `pnpm --filter @resultity/applier build`, nginx, curl and aria2c. Scratch: bench/.work/applier-chunked.
 import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
@@ -71,6 +75,7 @@ async function ours(model, urls, origin, root, options = {}) {
     connections,
     progress: options.killAt !== undefined,
     fsync: options.fsync !== false,
+    ...((options.applier ?? process.env.APPLIER) ? { applier: options.applier ?? process.env.APPLIER } : {}),
     ...(options.maxBytesPerSecond ? { maxBytesPerSecond: options.maxBytesPerSecond } : {}),
   };
   const t0 = process.hrtime.bigint();
@@ -173,6 +178,55 @@ if (scenarios.has('main')) {
     await server.stop();
   }
   console.error(JSON.stringify(report.scenarios.main));
+}
+
+if (scenarios.has('ab')) {
+  // Ours only, flushes on, the baseline build and this one interleaved run by run (each after a
+  // write of the same size, freed again, like ours after aria2c in `main`): CPU seconds per GiB.
+  const baseline = process.env.APPLIER_BASELINE;
+  // AB_DISK_BUSY=1: another writer on the same disk during each run (dd of 4 GiB with fdatasync).
+  const diskBusy = process.env.AB_DISK_BUSY === '1';
+  if (!baseline) throw new Error('scenario ab needs APPLIER_BASELINE=<path of another build of dist/index.js>');
+  const model = await ensureModel(root, sizeMiB);
+  const server = await startNginx(join(work, 'nginx-ab'), root);
+  const url = `${server.url}/${model.name}`;
+  const builds = { baseline: { applier: baseline }, current: {} };
+  const t = { baseline: collect(), current: collect() };
+  const lines = [];
+  try {
+    for (let i = 0; i < runs; i++) {
+      for (const [name, options] of Object.entries(builds)) {
+        await fresh(out);
+        await copyFile(model.file, join(out, 'before'));
+        await fresh(out);
+        const load = readFileSync('/proc/loadavg', 'utf8').split(' ')[0];
+        const busy = diskBusy
+          ? spawn('dd', ['if=/dev/zero', `of=${join(work, 'busy.bin')}`, 'bs=1M', 'count=4096', 'conv=fdatasync'], { stdio: 'ignore' })
+          : null;
+        const r = await oursOk(model, [url], server.url, join(out, 'store'), options);
+        if (busy !== null) {
+          if (busy.exitCode === null && busy.signalCode === null) {
+            const exited = new Promise((resolve) => busy.once('exit', resolve));
+            busy.kill('SIGKILL');
+            await exited;
+          }
+          await rm(join(work, 'busy.bin'), { force: true });
+        }
+        add(t[name], r);
+        lines.push({ build: name, seconds: +r.seconds.toFixed(2), user: +r.userSeconds.toFixed(2), system: +r.systemSeconds.toFixed(2), load });
+        console.error(JSON.stringify(lines.at(-1)));
+      }
+    }
+    report.scenarios.ab = {
+      diskBusy,
+      cpuSecondsPerGiB: { baseline: cpuPerGiB(t.baseline), current: cpuPerGiB(t.current) },
+      MiBps: { baseline: mibps(median(t.baseline.seconds)), current: mibps(median(t.current.seconds)) },
+      runs: lines,
+    };
+  } finally {
+    await server.stop();
+  }
+  console.error(JSON.stringify({ ...report.scenarios.ab, runs: undefined }));
 }
 
 if (scenarios.has('limited')) {

@@ -31,7 +31,7 @@ import { join } from 'node:path';
 import { parseArgs, promisify } from 'node:util';
 
 import { startOriginServer } from '../../packages/snapshot/dist/origin/index.js';
-import { createDevNetwork, devSnapshot } from '../../packages/testkit/src/devnet.ts';
+import { type FileServer, createDevNetwork, devSnapshot, startFileServer } from '../../packages/testkit/src/devnet.ts';
 import { log, seeded, sleep, until } from './campaign.ts';
 
 const run = promisify(execFile);
@@ -159,64 +159,6 @@ async function startOwnRegistry(dir: string): Promise<OwnRegistry> {
 
 // ------------------------------------------------------------- model files ---------------------
 
-interface FileServer {
-  url: string;
-  close(): Promise<void>;
-}
-
-/**
- * A loopback server for model files that answers whole files and byte ranges (`bytes=a-b` and
- * `bytes=a-`, as a chunked download asks), each response throttled to `bytesPerSecond`, so that
- * downloads last long enough to be killed in.
- */
-async function startRangeFileServer(dir: string, bytesPerSecond: number): Promise<FileServer> {
-  const sockets = new Set<Socket>();
-  const server = createServer((req, res) => {
-    const name = decodeURIComponent(new URL(req.url ?? '/', 'http://x').pathname.slice(1));
-    if (!/^[A-Za-z0-9._-]+$/.test(name)) return void res.writeHead(404).end();
-    readFile(join(dir, name))
-      .then((data) => {
-        const range = /^bytes=(\d+)-(\d*)$/.exec(req.headers.range ?? '');
-        const start = range ? Number(range[1]) : 0;
-        const end = range?.[2] ? Math.min(Number(range[2]), data.byteLength - 1) : data.byteLength - 1;
-        if (range && start > end) return void res.writeHead(416, { 'content-range': `bytes */${data.byteLength}` }).end();
-        const body = data.subarray(start, end + 1);
-        res.writeHead(range ? 206 : 200, {
-          'content-length': body.byteLength,
-          'content-type': 'application/octet-stream',
-          'accept-ranges': 'bytes',
-          ...(range ? { 'content-range': `bytes ${start}-${end}/${data.byteLength}` } : {}),
-        });
-        const slice = Math.max(1, Math.floor(bytesPerSecond / 10));
-        let offset = 0;
-        const timer = setInterval(() => {
-          if (res.destroyed || offset >= body.byteLength) {
-            clearInterval(timer);
-            if (!res.destroyed) res.end();
-            return;
-          }
-          res.write(body.subarray(offset, offset + slice));
-          offset += slice;
-        }, 100);
-        res.on('close', () => clearInterval(timer));
-      })
-      .catch(() => res.writeHead(404).end());
-  });
-  server.on('connection', (s) => {
-    sockets.add(s);
-    s.on('close', () => sockets.delete(s));
-  });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  return {
-    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
-    close: () =>
-      new Promise<void>((r) => {
-        for (const s of sockets) s.destroy();
-        server.close(() => r());
-      }),
-  };
-}
-
 interface ModelEntry {
   name: string;
   version: string;
@@ -227,8 +169,9 @@ interface ModelEntry {
 }
 
 /**
- * Writes a model file for the file server and returns its snapshot entry; a chunked one goes
- * through `resultity-snapshot model add` (1 MiB chunks), which also writes its chunk list into the origin.
+ * Writes a model file for the file server (the testkit's, throttled so downloads last long enough
+ * to be killed in) and returns its snapshot entry; a chunked one goes through `resultity-snapshot
+ * model add` (1 MiB chunks), which also writes its chunk list into the origin.
  */
 async function makeModelFile(dir: string, server: FileServer, originDir: string, version: string, content: Buffer, chunked: boolean): Promise<ModelEntry> {
   const file = `chaos-model-${version}.bin`;
@@ -594,7 +537,7 @@ async function main(): Promise<void> {
   await mkdir(join(work, 'files'));
   // Throttled so a 1 MiB download takes about half a second (a chunked one: each of its 1 MiB
   // ranges, fetched side by side): long enough to be killed in.
-  const files = await startRangeFileServer(join(work, 'files'), 2 * 1024 * 1024);
+  const files = await startFileServer(join(work, 'files'), 2 * 1024 * 1024);
   const registry = await startOwnRegistry(join(work, 'registry'));
   REGISTRY = registry.address;
   REPO = `${REGISTRY}/resultity-chaos/busybox-${SEED}`;

@@ -35,6 +35,7 @@ import { join } from 'node:path';
 import { parseArgs, promisify } from 'node:util';
 
 import { startOriginServer } from '../../packages/snapshot/dist/origin/index.js';
+import { agentRunArgs, brokenAgentEntry, deriveImage } from '../../packages/testkit/src/agent-builds.ts';
 import { createDevNetwork, devSnapshot, writeAgentConfig } from '../../packages/testkit/src/devnet.ts';
 import { log, seeded, sleep, until } from './campaign.ts';
 
@@ -185,40 +186,19 @@ async function killPid(id: string): Promise<{ pid: number } | null> {
   }
 }
 
-/**
- * The entry point of a broken build: the real Agent, except that as the daemon (not in
- * standby) every HTTP request but the engine's fails, and it exits 5 s after each start.
- */
-const CRASH_LOOP = `
-const http = require('node:http');
-const { syncBuiltinESMExports } = require('node:module');
-if (!process.argv.includes('standby')) {
-  const original = http.request;
-  http.request = function (...args) {
-    if (args.some((a) => a && typeof a === 'object' && !(a instanceof URL) && a.socketPath)) return original.apply(this, args);
-    throw new Error('this broken build cannot reach its origin');
-  };
-  syncBuiltinESMExports();
-  setTimeout(() => process.exit(3), 5000);
-}
-import('/opt/resultity/agent/node_modules/@resultity/agent/bin/resultity-agent.js');
-`;
-
 /** A build of the Agent image under another label: another digest, pushed, local tag removed (so the Agent really pulls it). */
-async function derive(work: string, base: { image: string; digest: string }, name: string, broken = false): Promise<{ ref: string; digest: string }> {
-  const context = join(work, `build-${name}`);
-  await mkdir(context, { recursive: true });
-  await writeFile(join(context, 'crash-loop.cjs'), CRASH_LOOP);
-  const tail = broken ? 'COPY crash-loop.cjs /opt/crash-loop.cjs\nENTRYPOINT ["/usr/local/bin/node", "/opt/crash-loop.cjs"]\n' : '';
-  await writeFile(join(context, 'Dockerfile'), `FROM ${base.image}@${base.digest}\nLABEL org.opencontainers.image.version="${name}"\n${tail}`);
-  const ref = `${base.image}:hochaos-${SEED}-${name}`;
-  await docker('build', '-q', '-t', ref, context);
-  await docker('push', '-q', ref);
-  const digests = JSON.parse(await docker('image', 'inspect', '--format', '{{json .RepoDigests}}', ref)) as string[];
-  const digest = digests.find((d) => d.startsWith(`${base.image}@`))?.slice(base.image.length + 1);
-  if (digest === undefined) throw new Error(`no repo digest for ${ref}`);
-  await docker('image', 'rm', ref).catch(() => undefined);
-  return { ref, digest };
+function derive(work: string, base: { image: string; digest: string }, name: string, broken = false): Promise<{ ref: string; digest: string }> {
+  // A broken build cannot reach its origin as the daemon and exits 5 s after each start.
+  const tail = broken ? 'COPY crash-loop.cjs /opt/crash-loop.cjs\nENTRYPOINT ["/usr/local/bin/node", "/opt/crash-loop.cjs"]' : '';
+  return deriveImage({
+    work,
+    from: base,
+    name,
+    tag: `hochaos-${SEED}-${name}`,
+    tail,
+    files: broken ? { 'crash-loop.cjs': brokenAgentEntry() } : {},
+    removeLocal: true,
+  });
 }
 
 interface LockTransition {
@@ -365,15 +345,7 @@ async function main(): Promise<void> {
     NAME,
     '--restart',
     'always',
-    '--network',
-    'host',
-    '-v',
-    '/var/run/docker.sock:/var/run/docker.sock',
-    '-v',
-    `${stateDir}:${stateDir}`,
-    '-v',
-    `${etc}:/etc/resultity:ro`,
-    `${v1.image}@${v1.digest}`,
+    ...agentRunArgs({ stateDir, configDir: etc, image: `${v1.image}@${v1.digest}` }),
   );
   known.add(first);
   const lockWatch = watchLock(stateDir);

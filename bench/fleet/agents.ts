@@ -22,9 +22,10 @@ import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 
+import { startNginx } from '@resultity/testkit';
 import { createDevNetwork, devSnapshot, writeAgentConfig } from '@resultity/testkit/devnet';
 
-import { freePort, percentile, startNginx, waitFor } from './lib.js';
+import { freePort, percentile, waitFor } from './lib.js';
 
 const root = new URL('../../', import.meta.url).pathname;
 const agentCli = join(root, 'apps/agent/dist/cli.js');
@@ -49,7 +50,7 @@ const spreadMs = Number(values['spread-ms']);
 
 const work = join(values['work-base'] ?? tmpdir(), `fleet-agents-${process.pid}`);
 const children: ChildProcess[] = [];
-let nginx: { url: string; close(): Promise<void> } | null = null;
+let nginx: { url: string; pid: number; close(): Promise<void> } | null = null;
 
 function snapshot(sequence: number) {
   const s = devSnapshot({ network: 'benchnet', sequence, pollSeconds: pollS, maxTokens: 1000 + sequence });
@@ -62,6 +63,18 @@ async function appliedOf(stateDir: string): Promise<number | null> {
     return (JSON.parse(await readFile(join(stateDir, 'state.json'), 'utf8')) as { applied: { sequence: number } | null }).applied?.sequence ?? null;
   } catch {
     return null;
+  }
+}
+
+/** On-CPU milliseconds of a process so far: user + system from /proc/<pid>/stat, in 10 ms ticks. */
+async function cpuMsOf(pid: number | undefined): Promise<number> {
+  if (pid === undefined) return 0;
+  try {
+    const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (Number(fields[11]) + Number(fields[12])) * 10;
+  } catch {
+    return 0;
   }
 }
 
@@ -84,6 +97,7 @@ try {
   let url: string;
   // The dev origin's own account every 10 ms: requests answered, held, and the most others in progress at once.
   const statsFile = join(work, 'origin-stats.jsonl');
+  let originPid: number | undefined;
   if (kind === 'dev') {
     const origin = fork(join(root, 'bench/fleet/dev-origin.ts'), [net.originDir, String(await freePort()), String(N + 100), statsFile, '10'], {
       execArgv: ['--import', 'tsx'],
@@ -91,11 +105,14 @@ try {
       stdio: ['ignore', 'ignore', 'inherit', 'ipc'],
     });
     children.push(origin);
+    originPid = origin.pid;
     url = await new Promise<string>((resolve) => origin.once('message', (m) => resolve((m as { url: string }).url)));
   } else {
-    nginx = await startNginx({ dir: net.originDir, work: join(work, 'nginx'), connections: N * 2 + 64 });
+    nginx = await startNginx({ root: net.originDir, work, connections: N * 2 + 64, defaultType: 'application/json' });
     url = nginx.url;
+    originPid = nginx.pid;
   }
+  const agentPids: number[] = [];
 
   const stateDirs: string[] = [];
   for (let i = 0; i < N; i++) {
@@ -116,6 +133,7 @@ try {
     stateDirs.push(join(dir, 'state'));
     const child = spawn(process.execPath, [agentCli, 'run', '--config', config], { stdio: ['ignore', 'ignore', 'inherit'] });
     children.push(child);
+    agentPids.push(child.pid as number);
     // Starting a hundred Node processes at once on two cores only makes each start slower.
     await new Promise((r) => setTimeout(r, 150));
   }
@@ -138,17 +156,34 @@ try {
   const acked: number[] = [];
   const publishMs: number[] = [];
   const publishedAt: number[] = [];
+  // Where the two cores went in each round, from before the publish to the last entry read: the
+  // Agents (summed), the origin, the stand-in and this harness (which reads state files while it waits).
+  const cpuRounds: { agents_ms: number; origin_ms: number; standin_ms: number; harness_ms: number; wall_ms: number }[] = [];
+  const cpuNow = async () => {
+    const agents = await Promise.all(agentPids.map(cpuMsOf));
+    const harness = process.cpuUsage();
+    return {
+      agents: agents.reduce((a, b) => a + b, 0),
+      origin: await cpuMsOf(originPid),
+      standin: await cpuMsOf(standin.pid),
+      harness: (harness.user + harness.system) / 1000,
+      at: Date.now(),
+    };
+  };
   for (let round = 0; round < rounds; round++) {
     const sequence = round + 2;
     // nginx's ETag is mtime and size; whole seconds apart keeps every publish visible.
     if (kind === 'nginx') await new Promise((r) => setTimeout(r, 1100));
     // From before the publish (signing and the fsync'd writes included, so latencies err long):
     // publish sets latest.json's mtime a second past the previous one, so mtime is no clock.
+    const cpuBefore = await cpuNow();
     const t0 = Date.now();
     const published = await net.publish(snapshot(sequence));
     publishMs.push(Date.now() - t0);
     publishedAt.push(t0);
-    await waitFor(`every Agent on snapshot ${sequence}`, async () => (await Promise.all(stateDirs.map(appliedOf))).every((s) => s === sequence), 120_000);
+    // Polled slowly: the latencies come from the Agents' audit entries, not from when they are
+    // read, and every read here is CPU taken from the Agents being measured.
+    await waitFor(`every Agent on snapshot ${sequence}`, async () => (await Promise.all(stateDirs.map(appliedOf))).every((s) => s === sequence), 120_000, 500);
     for (const dir of stateDirs) {
       // state.json can be written a moment before the audit entry that closes the apply.
       let a: number | null = null;
@@ -165,6 +200,14 @@ try {
       applied.push((a as unknown as number) - t0);
       acked.push((k as unknown as number) - t0);
     }
+    const cpuAfter = await cpuNow();
+    cpuRounds.push({
+      agents_ms: cpuAfter.agents - cpuBefore.agents,
+      origin_ms: cpuAfter.origin - cpuBefore.origin,
+      standin_ms: cpuAfter.standin - cpuBefore.standin,
+      harness_ms: Math.round(cpuAfter.harness - cpuBefore.harness),
+      wall_ms: cpuAfter.at - cpuBefore.at,
+    });
     console.error(`round ${round + 1}/${rounds}: p50 applied ${percentile(applied, 50).toFixed(0)} ms, p99 ${percentile(applied, 99).toFixed(0)} ms`);
   }
   void first;
@@ -208,6 +251,11 @@ try {
       by_round: byRound,
     };
   }
+  const medianOf = (key: keyof (typeof cpuRounds)[number]) =>
+    percentile(
+      cpuRounds.map((r) => r[key]),
+      50,
+    );
   const result = {
     node: process.version,
     loadavg_start_end: [loadStart, loadavg().map((x) => +x.toFixed(2))],
@@ -221,9 +269,18 @@ try {
     runtime_ack_ms: summary(acked),
     publish_call_ms: summary(publishMs),
     origin_burst: origin,
+    // Medians over the rounds; agents_per_apply_ms is the Agents' sum divided by the Agents.
+    cpu_per_round_ms: {
+      agents: medianOf('agents_ms'),
+      agents_per_apply: +(medianOf('agents_ms') / N).toFixed(1),
+      origin: medianOf('origin_ms'),
+      standin: medianOf('standin_ms'),
+      harness: medianOf('harness_ms'),
+      wall: medianOf('wall_ms'),
+    },
   };
   console.log(JSON.stringify(result));
-  if (values.out) await writeFile(values.out, JSON.stringify({ ...result, samples: { applied, acked } }));
+  if (values.out) await writeFile(values.out, JSON.stringify({ ...result, samples: { applied, acked, cpu_rounds: cpuRounds } }));
 } finally {
   for (const child of children) if (child.exitCode === null) child.kill('SIGTERM');
   await new Promise((r) => setTimeout(r, 1000));

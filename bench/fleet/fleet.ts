@@ -13,9 +13,10 @@ import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 
+import { startNginx } from '@resultity/testkit';
 import { createDevNetwork, devSnapshot } from '@resultity/testkit/devnet';
 
-import { freePort, percentile, startNginx, waitFor } from './lib.js';
+import { freePort, percentile, waitFor } from './lib.js';
 
 const here = new URL('.', import.meta.url).pathname;
 const { values } = parseArgs({
@@ -85,7 +86,7 @@ try {
   const statsFile = join(work, 'origin-stats.jsonl');
   let url: string;
   if (kind === 'nginx') {
-    nginx = await startNginx({ dir: net.originDir, work: join(work, 'nginx'), connections: N + 1024, accessLog });
+    nginx = await startNginx({ root: net.originDir, work, connections: N + 1024, accessLog, defaultType: 'application/json' });
     url = nginx.url;
   } else {
     const port = await freePort();

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 
 import { startOriginServer } from '@resultity/snapshot/origin';
-import { tempDir } from '@resultity/testkit';
+import { agentRunArgs, tempDir } from '@resultity/testkit';
 import { createDevNetwork, devSnapshot, writeAgentConfig } from '@resultity/testkit/devnet';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
@@ -86,15 +86,7 @@ describe('the Agent image', () => {
       const out = await docker(
         'run',
         '--rm',
-        '--network',
-        'host',
-        '-v',
-        '/var/run/docker.sock:/var/run/docker.sock',
-        '-v',
-        `${state}:${state}`,
-        '-v',
-        `${etc}:/etc/resultity:ro`,
-        `${built.image}@${built.digest}`,
+        ...agentRunArgs({ stateDir: state, configDir: etc, image: `${built.image}@${built.digest}` }),
         'sync',
         '--once',
         '--config',

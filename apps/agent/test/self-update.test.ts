@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 
 import { startOriginServer } from '@resultity/snapshot/origin';
-import { tempDir } from '@resultity/testkit';
+import { AGENT_LAUNCHER, agentRunArgs, brokenAgentEntry, deriveImage, tempDir } from '@resultity/testkit';
 import { type DevNetwork, createDevNetwork, devSnapshot, writeAgentConfig } from '@resultity/testkit/devnet';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
@@ -17,7 +17,6 @@ const docker = async (...args: string[]) => (await run('docker', args, { maxBuff
 const registry = process.env.RESULTITY_TEST_REGISTRY ?? '127.0.0.1:5000';
 const runId = `${process.pid}x${Date.now().toString(36)}`;
 const base = `resultity-local/node-base:${process.versions.node}`;
-const LAUNCHER = '/opt/resultity/agent/node_modules/@resultity/agent/bin/resultity-agent.js';
 
 async function until(what: string, probe: () => Promise<boolean>, ms = 120_000): Promise<void> {
   const deadline = Date.now() + ms;
@@ -28,51 +27,16 @@ async function until(what: string, probe: () => Promise<boolean>, ms = 120_000):
 }
 
 /** A build derived from `from` by a Dockerfile tail, pushed; returns its digest. */
-async function derive(
-  work: string,
-  from: BuiltImage,
-  name: string,
-  tail: string,
-  files: Record<string, string> = {},
-): Promise<{ ref: string; digest: string }> {
-  const context = join(work, `build-${name}`);
-  await mkdir(context, { recursive: true });
-  for (const [file, text] of Object.entries(files)) await writeFile(join(context, file), text);
-  await writeFile(join(context, 'Dockerfile'), `FROM ${from.image}@${from.digest}\nLABEL org.opencontainers.image.version="${name}"\n${tail}\n`);
-  const ref = `${from.image}:test-${name}-${runId}`;
-  await docker('build', '-q', '-t', ref, context);
-  await docker('push', '-q', ref);
-  const digests = JSON.parse(await docker('image', 'inspect', '--format', '{{json .RepoDigests}}', ref)) as string[];
-  const digest = digests.find((d) => d.startsWith(`${from.image}@`))?.slice(from.image.length + 1);
-  if (digest === undefined) throw new Error(`no repo digest for ${ref}`);
-  return { ref, digest };
+function derive(work: string, from: BuiltImage, name: string, tail: string, files: Record<string, string> = {}): Promise<{ ref: string; digest: string }> {
+  return deriveImage({ work, from, name, tag: `test-${name}-${runId}`, tail, files });
 }
 
 /** Cannot reach the origin when running as the Agent (standby works), and exits 5 s after every start. */
-const crashLoopScript = `
-const http = require('node:http');
-const { syncBuiltinESMExports } = require('node:module');
-if (!process.argv.includes('standby')) {
-  const request = http.request;
-  http.request = function (...args) {
-    // The engine's socket stays reachable, so taking the lock and auditing the takeover work; the origin does not.
-    if (args.some((a) => a && typeof a === 'object' && !(a instanceof URL) && a.socketPath)) return request.apply(this, args);
-    throw new Error('this build cannot reach the origin');
-  };
-  syncBuiltinESMExports();
-  setTimeout(() => { console.error('this build cannot sync; exiting'); process.exit(3); }, 5000);
-}
-import('${LAUNCHER}');
-`;
-
+const crashLoopScript = brokenAgentEntry();
+/** The same without the exit: it takes over and would sit unconfirmed until killed. */
+const noOriginScript = brokenAgentEntry({ exitAfterMs: null });
 /** Cannot reach the origin for the first 15 s after each start (standby works), then can: a slow first sync. */
-const lateOriginScript = crashLoopScript
-  .replace("const http = require('node:http');", "const http = require('node:http');\nconst reachableAt = Date.now() + 15000;")
-  .replace(
-    "throw new Error('this build cannot reach the origin');",
-    "if (Date.now() < reachableAt) throw new Error('this build cannot reach the origin yet');\n    return request.apply(this, args);",
-  )
-  .replace(/^\s*setTimeout.*$/m, '');
+const lateOriginScript = brokenAgentEntry({ exitAfterMs: null, originAfterMs: 15_000 });
 
 /** Kills a container's main process from the host, as a crash would: unlike `docker kill`, the restart policy applies. */
 async function killPid(id: string): Promise<number> {
@@ -119,14 +83,14 @@ describe('the Agent following updates.agent in its container', () => {
       work.path,
       v1,
       'v3-standby-fails',
-      `ENTRYPOINT ["/usr/local/bin/node", "-e", "if (process.argv.includes('standby')) { console.error('STATE_CORRUPT: this build cannot read the state'); process.exit(1); } else import('${LAUNCHER}');"]`,
+      `ENTRYPOINT ["/usr/local/bin/node", "-e", "if (process.argv.includes('standby')) { console.error('STATE_CORRUPT: this build cannot read the state'); process.exit(1); } else import('${AGENT_LAUNCHER}');"]`,
     );
     // A build that passes standby (the real launcher) but cannot run as the Agent.
     runFails = await derive(
       work.path,
       v1,
       'v3-run-fails',
-      `ENTRYPOINT ["/usr/local/bin/node", "-e", "if (process.argv.includes('standby')) { process.argv.splice(1, 0, '${LAUNCHER}'); import('${LAUNCHER}'); } else { console.error('CONFIG_INVALID: this build cannot run'); process.exit(2); }"]`,
+      `ENTRYPOINT ["/usr/local/bin/node", "-e", "if (process.argv.includes('standby')) { process.argv.splice(1, 0, '${AGENT_LAUNCHER}'); import('${AGENT_LAUNCHER}'); } else { console.error('CONFIG_INVALID: this build cannot run'); process.exit(2); }"]`,
     );
     // A build that passes standby and takes over, then cannot reach its origin (so never has a
     // successful sync) and exits a few seconds after every start: a crash loop after the takeover.
@@ -141,7 +105,7 @@ describe('the Agent following updates.agent in its container', () => {
     );
     // The same, minus the exit: it takes over and would sit unconfirmed until killed.
     noOrigin = await derive(work.path, v1, 'v3-no-origin', 'COPY no-origin.cjs /opt/no-origin.cjs\nENTRYPOINT ["/usr/local/bin/node", "/opt/no-origin.cjs"]', {
-      'no-origin.cjs': crashLoopScript.replace(/^\s*setTimeout.*$/m, ''),
+      'no-origin.cjs': noOriginScript,
     });
     // Another digest of that build, for a second kill (the retry budget is per digest).
     noOriginB = await derive(
@@ -150,7 +114,7 @@ describe('the Agent following updates.agent in its container', () => {
       'v3-no-origin-b',
       'COPY no-origin.cjs /opt/no-origin.cjs\nENTRYPOINT ["/usr/local/bin/node", "/opt/no-origin.cjs"]',
       {
-        'no-origin.cjs': crashLoopScript.replace(/^\s*setTimeout.*$/m, ''),
+        'no-origin.cjs': noOriginScript,
       },
     );
     // Another digest of the crash-looping build, for the predecessor killed while it guards.
@@ -177,7 +141,7 @@ describe('the Agent following updates.agent in its container', () => {
       work.path,
       v1,
       'v3-slow-standby',
-      `ENTRYPOINT ["/usr/local/bin/node", "-e", "if (process.argv.includes('standby')) setTimeout(() => { console.error('STATE_CORRUPT: slow and broken'); process.exit(1); }, 20000); else import('${LAUNCHER}');"]`,
+      `ENTRYPOINT ["/usr/local/bin/node", "-e", "if (process.argv.includes('standby')) setTimeout(() => { console.error('STATE_CORRUPT: slow and broken'); process.exit(1); }, 20000); else import('${AGENT_LAUNCHER}');"]`,
     );
     derived.push(v2, exitsAtStart, standbyFails, runFails, crashesAfterTakeover, noOrigin, noOriginB, crashLoopB, lateOrigin, slowStandby);
 
@@ -207,15 +171,7 @@ describe('the Agent following updates.agent in its container', () => {
       container,
       '--restart',
       'always',
-      '--network',
-      'host',
-      '-v',
-      '/var/run/docker.sock:/var/run/docker.sock',
-      '-v',
-      `${state}:${state}`,
-      '-v',
-      `${etc}:/etc/resultity:ro`,
-      `${v1.image}@${v1.digest}`,
+      ...agentRunArgs({ stateDir: state, configDir: etc, image: `${v1.image}@${v1.digest}` }),
     );
   }, 400_000);
 

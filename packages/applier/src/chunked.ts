@@ -166,12 +166,22 @@ function chunkLabel(index: number): string {
  */
 export async function loadChunkList(
   model: Model & { chunks: NonNullable<Model['chunks']> },
-  ports: Pick<ChunkPorts, 'lists'>,
+  ports: Pick<ChunkPorts, 'lists' | 'staging'>,
   signal?: AbortSignal,
 ): Promise<string[]> {
   const label = `${model.name}@${model.version}`;
   const hex = model.chunks.sha256;
   const maxBytes = chunkListByteLength(chunkCount(model.size, model.chunks.size));
+  // A list kept by an earlier attempt is used only if it still verifies against the signed digest;
+  // anything else under its name (torn, of another snapshot) is fetched again.
+  const kept = await ports.staging.keptChunkList(model.sha256, maxBytes);
+  if (kept !== null) {
+    try {
+      return verifyChunkList(kept, model);
+    } catch {
+      // Not the signed list: the origin's copy decides below.
+    }
+  }
   let bytes: Uint8Array;
   try {
     bytes = await ports.lists.fetch(hex, maxBytes, signal);
@@ -183,14 +193,18 @@ export async function loadChunkList(
       mirrors: [{ index: -1, code, detail: `chunk list ${hex}: ${messageOf(cause)}` }],
     });
   }
+  let list: string[];
   try {
-    return verifyChunkList(bytes, model);
+    list = verifyChunkList(bytes, model);
   } catch (cause) {
     if (cause instanceof SnapshotError && cause.code === 'DIGEST_MISMATCH') {
       throw new ApplyError('CHUNK_LIST_UNAVAILABLE', `model ${label}: the origin served another chunk list than ${hex}`, { cause });
     }
     throw new ApplyError('CHUNK_LIST_INVALID', `model ${label}: its chunk list is refused: ${messageOf(cause)}`, { cause });
   }
+  // Best effort: without it, only a restart while the origin is down loses the resume.
+  await ports.staging.keepChunkList(model.sha256, bytes).catch(() => undefined);
+  return list;
 }
 
 /**

@@ -2,8 +2,8 @@ import type { ModelIndexEntry } from './ports.js';
 
 /** A file of the model store that collection may remove: a blob, or what a download left in staging. */
 export interface StoreFile {
-  /** `blob` is `sha256/<hex>`; `part`, `chunked`, `journal` are `staging/<hex>.part|.chunked|.chunks`. */
-  kind: 'blob' | 'part' | 'chunked' | 'journal';
+  /** `blob` is `sha256/<hex>`; `part`, `chunked`, `journal`, `list` are `staging/<hex>.part|.chunked|.chunks|.list`. */
+  kind: 'blob' | 'part' | 'chunked' | 'journal' | 'list';
   sha256: string;
   /** Disk space it takes (allocated blocks: a chunked staged file is sparse). */
   bytes: number;
@@ -40,8 +40,8 @@ export interface CollectionPlan {
  * run again without a download: the applied one, the last-known-good, a pinned rollback target.
  * The model index is kept too: a blob it points at is one a running container may have open
  * through the models mount under its name@version, and the index only ever holds models of the
- * applied snapshot or the ones `plan` retained. Staged files (a download's part, chunked file and
- * journal) of a kept model stay, so a later apply resumes rather than starts over. Pure.
+ * applied snapshot or the ones `plan` retained. Staged files (a download's part, chunked file,
+ * journal and kept chunk list) of a kept model stay, so a later apply resumes rather than starts over. Pure.
  */
 export function planCollection(inventory: StoreInventory, keep: readonly KeptModel[]): CollectionPlan {
   const wanted = new Set([...keep.map((m) => m.sha256), ...inventory.index.map((e) => e.sha256)]);

@@ -150,8 +150,15 @@ export interface ChunkStaging {
   discardChunked(sha256: string): Promise<void>;
   /** Disk space the staged file of a blob already takes (it is sparse until every chunk is written). */
   chunkedBytes(sha256: string): Promise<number>;
-  /** Moves a verified staged file into the store in one rename and drops its journal. */
+  /** Moves a verified staged file into the store in one rename and drops its journal and kept chunk list. */
   commitChunked(sha256: string): Promise<void>;
+  /**
+   * Keeps the chunk list of a blob being staged, so that a restart resumes the download while
+   * the origin is down (the mirrors may not be). It is verified again whenever it is used.
+   */
+  keepChunkList(sha256: string, list: Uint8Array): Promise<void>;
+  /** The chunk list kept for a blob, or null when there is none or it is not a file of at most `maxBytes`. */
+  keptChunkList(sha256: string, maxBytes: number): Promise<Uint8Array | null>;
 }
 
 /**

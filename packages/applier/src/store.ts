@@ -22,8 +22,8 @@ export function readSmallFile(path: string): string {
   }
 }
 /** Staged files collection knows: only these names are ever removed from staging. */
-const STAGED = /^([0-9a-f]{64})\.(part|chunked|chunks)$/;
-const STAGED_KINDS = { part: 'part', chunked: 'chunked', chunks: 'journal' } as const;
+const STAGED = /^([0-9a-f]{64})\.(part|chunked|chunks|list)$/;
+const STAGED_KINDS = { part: 'part', chunked: 'chunked', chunks: 'journal', list: 'list' } as const;
 
 /** Refuses anything but 64 lowercase hex digits, so a store path can never escape the store. */
 export function assertSha256(sha256: string): string {
@@ -202,6 +202,36 @@ export class FsModelStore implements ModelStore, ChunkStaging, CollectableStore 
     return join(this.staging, `${assertSha256(sha256)}.chunks`);
   }
 
+  private listPath(sha256: string): string {
+    return join(this.staging, `${assertSha256(sha256)}.list`);
+  }
+
+  async keepChunkList(sha256: string, list: Uint8Array): Promise<void> {
+    await this.ready();
+    await writeFileAtomic(this.listPath(sha256), list);
+  }
+
+  async keptChunkList(sha256: string, maxBytes: number): Promise<Uint8Array | null> {
+    let handle: Awaited<ReturnType<typeof open>>;
+    try {
+      // Non-blocking and checked to be a regular file: whatever sits under the name, a read cannot hang or run long.
+      handle = await open(this.listPath(sha256), constants.O_RDONLY | constants.O_NONBLOCK);
+    } catch {
+      return null;
+    }
+    try {
+      const info = await handle.stat();
+      if (!info.isFile() || info.size > maxBytes) return null;
+      const bytes = Buffer.alloc(info.size);
+      const { bytesRead } = await handle.read(bytes, 0, info.size, 0);
+      return bytesRead === info.size ? bytes : null;
+    } catch {
+      return null;
+    } finally {
+      await handle.close();
+    }
+  }
+
   async openChunked(sha256: string, layout: ChunkLayout): Promise<ChunkedPart> {
     await this.ready();
     const dataPath = this.chunkedPath(sha256);
@@ -255,14 +285,24 @@ export class FsModelStore implements ModelStore, ChunkStaging, CollectableStore 
       chain = next.catch(() => undefined);
       return next;
     };
+    const writeAt = async (position: number, chunks: Uint8Array[]) => {
+      const expected = chunks.reduce((n, c) => n + c.byteLength, 0);
+      const { bytesWritten } = await data.writev(chunks, position);
+      // A short write to a regular file means the disk is full; say so the way a write would.
+      if (bytesWritten !== expected) throw Object.assign(new Error(`short write: ${bytesWritten} of ${expected} bytes`), { code: 'ENOSPC' });
+    };
+    // Positional writes one at a time, whichever connection they come from. Writes to one file
+    // hold its inode lock, and concurrent writers from the I/O thread pool spin on it instead of
+    // sleeping (measured on ext4 with a flush running: ~1.8 CPU-s per GiB of spinning); one after
+    // another they cost only the copy into the page cache.
+    let writing: Promise<void> = Promise.resolve();
     return {
       path: dataPath,
       done,
-      write: async (position, chunks) => {
-        const expected = chunks.reduce((n, c) => n + c.byteLength, 0);
-        const { bytesWritten } = await data.writev(chunks, position);
-        // A short write to a regular file means the disk is full; say so the way a write would.
-        if (bytesWritten !== expected) throw Object.assign(new Error(`short write: ${bytesWritten} of ${expected} bytes`), { code: 'ENOSPC' });
+      write: (position, chunks) => {
+        const next = writing.then(() => writeAt(position, chunks));
+        writing = next.catch(() => undefined);
+        return next;
       },
       read: async (position, into) => (await data.read(into, 0, into.byteLength, position)).bytesRead,
       markDone: (indices) =>
@@ -281,6 +321,7 @@ export class FsModelStore implements ModelStore, ChunkStaging, CollectableStore 
           for (const i of indices) bitmap[i >> 3]! &= ~(1 << (i & 7));
         }, false),
       close: async () => {
+        await writing;
         await chain;
         await Promise.allSettled([data.close(), journal.close()]);
       },
@@ -297,6 +338,7 @@ export class FsModelStore implements ModelStore, ChunkStaging, CollectableStore 
   }
 
   async discardChunked(sha256: string): Promise<void> {
+    await rm(this.listPath(sha256), { force: true });
     await rm(this.journalPath(sha256), { force: true });
     await rm(this.chunkedPath(sha256), { force: true });
   }
@@ -336,7 +378,9 @@ export class FsModelStore implements ModelStore, ChunkStaging, CollectableStore 
           ? this.partPath(file.sha256)
           : file.kind === 'chunked'
             ? this.chunkedPath(file.sha256)
-            : this.journalPath(file.sha256);
+            : file.kind === 'list'
+              ? this.listPath(file.sha256)
+              : this.journalPath(file.sha256);
     await rm(path, { force: true });
   }
 
@@ -345,6 +389,7 @@ export class FsModelStore implements ModelStore, ChunkStaging, CollectableStore 
     // The data was flushed before the last chunk was journalled; the rename makes it the blob.
     await rename(this.chunkedPath(sha256), this.blobPath(sha256));
     await rm(this.journalPath(sha256), { force: true });
+    await rm(this.listPath(sha256), { force: true });
   }
 }
 

@@ -4,7 +4,7 @@ import { mkdir, open, readdir, readFile, rmdir, writeFile } from 'node:fs/promis
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-import { type Nginx, startNginx, tempDir } from '@resultity/testkit';
+import { type Nginx, freeLoopbackPort, startNginx, tempDir } from '@resultity/testkit';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 
 import {
@@ -258,6 +258,35 @@ describe('fetchChunked', () => {
     expect(sha256(await blob(model.sha256))).toBe(sha256(bytes));
   });
 
+  it('keeps the chunk list beside the staged file: a restart resumes while the origin is down, and a damaged kept list is fetched again', async () => {
+    const [a, b] = await mirrors({ corruptAt: [CHUNK, 3 * CHUNK, 5 * CHUNK] }, { status: 404 });
+    const model = chunkedModel('kept-list', bytes, CHUNK, [a!.url('/model.bin'), b!.url('/model.bin')], origin);
+    expect((await failure(fetchChunked(model, ports({ connections: 1 })))).code).toBe('DOWNLOAD_FAILED');
+    expect(await staged()).toContain(`${model.sha256}.list`);
+
+    // The origin is down (nothing listens where it was), the mirrors are not.
+    const [honest] = await mirrors({});
+    const offline = ports();
+    const down = new OriginChunkLists(`http://127.0.0.1:${await freeLoopbackPort()}`, NETWORK, offline.downloader);
+    const report = await fetchChunked({ ...model, urls: [honest!.url('/model.bin')] }, { ...offline, chunks: { ...offline.chunks, lists: down } });
+    expect(report.chunksResumed).toBe(1);
+    expect(report.bytesFetched).toBe(bytes.length - CHUNK);
+    expect(sha256(await blob(model.sha256))).toBe(sha256(bytes));
+    // Committed: nothing of the download is left in staging, the kept list included.
+    expect(await staged()).toEqual([]);
+
+    // A kept list that is not the signed one (torn, or another snapshot's) is not used: with the
+    // origin down the download cannot start; with it up, the origin's list is fetched and kept.
+    const other = chunkedModel('kept-list-2', generatedBytes(2 * MiB, 77), CHUNK, [honest!.url('/other.bin')], origin);
+    honest!.serve('/other.bin', generatedBytes(2 * MiB, 77));
+    await mkdir(join(dir.path, 'store', 'staging'), { recursive: true });
+    await writeFile(join(dir.path, 'store', 'staging', `${other.sha256}.list`), '["not the list"]');
+    const refused = await failure(fetchChunked(other, { ...offline, chunks: { ...offline.chunks, lists: down } }));
+    expect(refused.code).toBe('CHUNK_LIST_UNAVAILABLE');
+    await fetchChunked(other, ports());
+    expect(sha256(await blob(other.sha256))).toBe(sha256(generatedBytes(2 * MiB, 77)));
+  });
+
   it('refetches a journalled chunk whose bytes changed on disk, found by the whole-file check', async () => {
     const [a, b] = await mirrors({}, { status: 500 });
     const model = chunkedModel('rot', bytes, CHUNK, [a!.url('/model.bin')], origin);
@@ -339,7 +368,7 @@ describe('fetchChunked', () => {
       }),
     );
     expect(error.code).toBe('ABORTED');
-    expect((await staged()).sort()).toEqual([`${model.sha256}.chunked`, `${model.sha256}.chunks`]);
+    expect((await staged()).sort()).toEqual([`${model.sha256}.chunked`, `${model.sha256}.chunks`, `${model.sha256}.list`]);
     const report = await fetchChunked(model, ports());
     expect(report.chunksResumed).toBeGreaterThanOrEqual(1);
     expect(sha256(await blob(model.sha256))).toBe(sha256(bytes));
@@ -564,6 +593,8 @@ describe('a slow disk', () => {
       discardChunked: (sha: string) => store.discardChunked(sha),
       chunkedBytes: (sha: string) => store.chunkedBytes(sha),
       commitChunked: (sha: string) => store.commitChunked(sha),
+      keepChunkList: (sha: string, list: Uint8Array) => store.keepChunkList(sha, list),
+      keptChunkList: (sha: string, maxBytes: number) => store.keptChunkList(sha, maxBytes),
     } satisfies ChunkStaging;
     const downloader = new HttpDownloader({ allowPrivateAddresses: true, idleTimeoutMs: 150, minBytesPerSecond: 8 * MiB, rateWindowMs: 100 });
     const report = await fetchChunked(model, { models: store, downloader, clock: systemClock, chunks: chunkPorts(origin, downloader, staging, 2) });

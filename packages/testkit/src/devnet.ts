@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { readFile, stat } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import { type Server, createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
@@ -106,7 +106,11 @@ export function devSnapshot(input: {
   };
 }
 
-/** A loopback HTTP server for model files, optionally throttled (the kill -9 test needs a slow download). */
+/**
+ * A loopback HTTP server for model files, answering whole files and byte ranges (`bytes=a-b`
+ * and `bytes=a-`, as single-stream resumes and chunked downloads ask), optionally throttled so a
+ * download lasts long enough to be killed in.
+ */
 export interface FileServer {
   readonly url: string;
   /** Bytes per second for every response; 0 is unthrottled. */
@@ -124,16 +128,19 @@ export async function startFileServer(dir: string, throttle = 0): Promise<FileSe
       return;
     }
     const path = join(dir, name);
-    stat(path)
-      .then(async (info) => {
-        const data = await readFile(path);
-        const range = /^bytes=(\d+)-$/.exec(req.headers.range ?? '');
-        const start = range ? Math.min(Number(range[1]), info.size) : 0;
-        const body = data.subarray(start);
+    readFile(path)
+      .then((data) => {
+        const size = data.byteLength;
+        const range = /^bytes=(\d+)-(\d*)$/.exec(req.headers.range ?? '');
+        const start = range ? Number(range[1]) : 0;
+        const end = range?.[2] ? Math.min(Number(range[2]), size - 1) : size - 1;
+        if (range && start > end) return void res.writeHead(416, { 'content-range': `bytes */${size}` }).end();
+        const body = data.subarray(start, end + 1);
         res.writeHead(range ? 206 : 200, {
           'content-length': body.byteLength,
           'content-type': 'application/octet-stream',
-          ...(range ? { 'content-range': `bytes ${start}-${info.size - 1}/${info.size}` } : {}),
+          'accept-ranges': 'bytes',
+          ...(range ? { 'content-range': `bytes ${start}-${end}/${size}` } : {}),
         });
         if (state.throttle <= 0) return void res.end(body);
         const chunk = Math.max(1, Math.floor(state.throttle / 10));
