@@ -119,8 +119,8 @@ interface ChunkState {
   hashJob: number;
   /** The file offset up to which its bytes are written without a gap and handed to the hasher. */
   hashedTo: number;
-  /** Complete, its digest asked for and not back yet. */
-  checking: boolean;
+  /** Complete, its digest asked for and not back yet: settles once it is checked. */
+  checking: Promise<void> | null;
 }
 
 interface Flight {
@@ -241,7 +241,7 @@ export async function fetchChunked(
       settled: new Map<number, Settled>(),
       hashJob: hashJobs++,
       hashedTo: c.start,
-      checking: false,
+      checking: null,
     };
   };
   const newChunkState = (index: number): ChunkState => {
@@ -512,7 +512,7 @@ export async function fetchChunked(
        * every byte is written and no piece is in flight, asks for the digest and checks it.
        */
       const advance = (c: ChunkState) => {
-        if (c.checking || fatal !== null || verified.has(c.index)) return;
+        if (c.checking !== null || fatal !== null || verified.has(c.index)) return;
         let front = c.hashedTo;
         for (let moved = true; moved; ) {
           moved = false;
@@ -529,16 +529,15 @@ export async function fetchChunked(
           if (front > from) chunkHasher.update(c.hashJob, from, front);
           return;
         }
-        c.checking = true;
         const job = c.hashJob;
-        chunkHasher.finish(job, from, front).then(
+        c.checking = chunkHasher.finish(job, from, front).then(
           (digest) => {
-            c.checking = false;
+            c.checking = null;
             if (fatal === null && c.hashJob === job) complete(c, digest);
             notify();
           },
           (error: unknown) => {
-            c.checking = false;
+            c.checking = null;
             fatal ??= new Fatal(storeFailure(error, label));
             notify();
           },
@@ -580,7 +579,7 @@ export async function fetchChunked(
           const mirror = pickMirror();
           if (mirror === null) {
             // Every mirror is out: the pieces still in flight may finish, nothing more can start.
-            if (flights.size === 0 && !open.some((c) => c.checking)) {
+            if (flights.size === 0 && !open.some((c) => c.checking !== null)) {
               fatal = new Fatal(
                 allMirrorsFailed(
                   label,
@@ -663,6 +662,10 @@ export async function fetchChunked(
             report();
             notify();
           }
+          // The connection that completed a chunk waits for its verdict (the hasher has at most
+          // its last batch left, a millisecond): a mirror that served a wrong chunk is asked for
+          // nothing more on it.
+          await chunk.checking;
         }
       };
 
