@@ -229,6 +229,7 @@ export async function fetchChunked(
   const connections = Math.max(1, ports.chunks.connections ?? DEFAULT_CONNECTIONS);
   const lengthOf = (i: number) => Math.min(size, (i + 1) * chunkSize) - i * chunkSize;
   const pieceBytes = Math.max(1, Math.min(chunkSize, ports.chunks.pieceBytes ?? DEFAULT_PIECE_BYTES));
+  /** Numbers the chunk hasher's jobs: a chunk that starts over gets a new one, so a late digest of its old bytes is ignored. */
   let hashJobs = 0;
   /** What a chunk starts (and starts over) with: every piece to fetch, nothing written or hashed. */
   const freshPieces = (c: { start: number; end: number }) => {

@@ -13,9 +13,9 @@ import { Worker } from 'node:worker_threads';
  */
 const PREFIX_WORKER = `
 const { parentPort, workerData } = require('node:worker_threads');
-const { openSync, readSync, closeSync } = require('node:fs');
+const { readSync } = require('node:fs');
 const { createHash } = require('node:crypto');
-const fd = openSync(workerData.path, 'r');
+const fd = workerData.fd;
 const hash = createHash('sha256');
 const buffer = Buffer.allocUnsafe(workerData.bufferBytes);
 let position = 0;
@@ -32,7 +32,6 @@ parentPort.on('message', (message) => {
       position += n;
     }
     if (finishAt >= 0 && position >= finishAt) {
-      closeSync(fd);
       parentPort.postMessage({ digest: hash.digest('hex') });
     }
   } catch (error) {
@@ -184,7 +183,10 @@ export interface PrefixHasher {
 }
 
 export function startPrefixHasher(path: string): PrefixHasher {
-  const worker = new Worker(PREFIX_WORKER, { eval: true, workerData: { path, bufferBytes: BUFFER_BYTES } });
+  // The descriptor is the main thread's, closed once the worker is stopped: one the worker
+  // opened itself would stay open when it is terminated before it finishes (an abort).
+  const fd = openSync(path, 'r');
+  const worker = new Worker(PREFIX_WORKER, { eval: true, workerData: { fd, bufferBytes: BUFFER_BYTES } });
   let failure: Error | null = null;
   let settle: { resolve: (digest: string) => void; reject: (error: Error) => void } | null = null;
   worker.on('message', (message: { digest?: string; error?: string }) => {
@@ -197,6 +199,7 @@ export function startPrefixHasher(path: string): PrefixHasher {
     failure = error;
     settle?.reject(error);
   });
+  let closed = false;
   return {
     advance: (upTo) => worker.postMessage({ upTo }),
     finish: (size) =>
@@ -209,7 +212,10 @@ export function startPrefixHasher(path: string): PrefixHasher {
         worker.postMessage({ upTo: size, finishAt: size });
       }),
     close: async () => {
+      if (closed) return;
+      closed = true;
       await worker.terminate();
+      closeSync(fd);
     },
   };
 }
