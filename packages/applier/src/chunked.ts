@@ -1,9 +1,7 @@
-import { type Hash, createHash } from 'node:crypto';
-
 import { type Model, SnapshotError, chunkCount, chunkListByteLength, verifyChunkList } from '@resultity/snapshot';
 
 import { ApplyError, type MirrorFailure, messageOf } from './errors.js';
-import { type PrefixHasher, hashChunks, startPrefixHasher } from './file-hash.js';
+import { type ChunkHasher, type PrefixHasher, hashChunks, startChunkHasher, startPrefixHasher } from './file-hash.js';
 import { HttpStatusError } from './http.js';
 import { allMirrorsFailed, hostOf, isNoSpace, mirrorFailure } from './mirror-failures.js';
 import type { ChunkPorts, ChunkedPart, Clock, Downloader, ModelStore } from './ports.js';
@@ -57,8 +55,6 @@ export const DEFAULT_CONNECTIONS = 8;
  * are one connection each (`Connection: close`), so much smaller pieces would cost handshakes.
  */
 export const DEFAULT_PIECE_BYTES = 8 << 20;
-/** Bytes read back at a time into a chunk's hash (pieces behind its front). */
-const READ_BACK = 1 << 20;
 /** Bytes gathered from a streamed response before one positional write; small, since 8 connections stream at once. */
 const WRITE_BATCH = 1 << 20;
 /** Writes in flight per connection: bounds memory at connections × WRITE_BATCH × this. */
@@ -100,9 +96,8 @@ interface Settled {
 
 /**
  * A chunk not yet verified. It is fetched as pieces, all from one mirror (so a wrong chunk
- * names the mirror that served it), several at once; its hash runs in file order, on the bytes
- * of the piece at its front as they arrive, and over the other pieces by reading them back once
- * they are written and the front reaches them.
+ * names the mirror that served it), several at once; its hash runs in a worker, in file order,
+ * over the bytes written without a gap from its start (read back from the staged file).
  */
 interface ChunkState {
   index: number;
@@ -120,11 +115,12 @@ interface ChunkState {
   settled: Map<number, Settled>;
   /** Pieces in flight. */
   flights: number;
-  hash: Hash;
-  /** The file offset the chunk's hash has reached. */
+  /** Its job in the chunk hasher: a new one each time the chunk starts over. */
+  hashJob: number;
+  /** The file offset up to which its bytes are written without a gap and handed to the hasher. */
   hashedTo: number;
-  /** Reading written bytes back into the hash; live bytes wait meanwhile. */
-  catchingUp: boolean;
+  /** Complete, its digest asked for and not back yet: settles once it is checked. */
+  checking: Promise<void> | null;
 }
 
 interface Flight {
@@ -209,8 +205,8 @@ export async function loadChunkList(
 
 /**
  * Downloads a model that has a chunk list (SPEC §3 `chunks`): ranged requests in parallel,
- * spread over every mirror, each chunk hashed as it arrives and written in place into a
- * preallocated staged file, counted only once its digest matches the list, and recorded in a
+ * spread over every mirror, each chunk written in place into a preallocated staged file (and
+ * hashed in a worker from there), counted only once its digest matches the list, and recorded in a
  * journal once flushed (so a restart, even after kill -9, fetches it never again). A mirror that
  * serves a wrong chunk, fails, stalls or is slow gets less or no work, and its chunks come from
  * the others; the whole file's sha256 is checked (from a hash kept in step with the verified
@@ -233,8 +229,8 @@ export async function fetchChunked(
   const connections = Math.max(1, ports.chunks.connections ?? DEFAULT_CONNECTIONS);
   const lengthOf = (i: number) => Math.min(size, (i + 1) * chunkSize) - i * chunkSize;
   const pieceBytes = Math.max(1, Math.min(chunkSize, ports.chunks.pieceBytes ?? DEFAULT_PIECE_BYTES));
-  /** Buffers for reading written pieces back into their chunk's hash. */
-  const scratch: Buffer[] = [];
+  /** Numbers the chunk hasher's jobs: a chunk that starts over gets a new one, so a late digest of its old bytes is ignored. */
+  let hashJobs = 0;
   /** What a chunk starts (and starts over) with: every piece to fetch, nothing written or hashed. */
   const freshPieces = (c: { start: number; end: number }) => {
     const todo: { from: number; to: number }[] = [];
@@ -244,9 +240,9 @@ export async function fetchChunked(
       sources: new Set<Mirror>(),
       todo,
       settled: new Map<number, Settled>(),
-      hash: createHash('sha256'),
+      hashJob: hashJobs++,
       hashedTo: c.start,
-      catchingUp: false,
+      checking: null,
     };
   };
   const newChunkState = (index: number): ChunkState => {
@@ -288,7 +284,12 @@ export async function fetchChunked(
       prefix = 0;
       advancePrefix();
 
-      await fetchMissing();
+      const chunkHasher = startChunkHasher(part.path);
+      try {
+        await fetchMissing(chunkHasher);
+      } finally {
+        await chunkHasher.close();
+      }
 
       const digest = await hasher.finish(size);
       await hasher.close();
@@ -323,7 +324,7 @@ export async function fetchChunked(
     return { bytesFetched, chunksResumed, mirrors: mirrors.map(progressOf) };
 
     /** Fetches every chunk not yet verified, over all mirrors; returns when all are verified and journalled. */
-    async function fetchMissing(): Promise<void> {
+    async function fetchMissing(chunkHasher: ChunkHasher): Promise<void> {
       const open: ChunkState[] = [];
       for (let i = 0; i < count; i++) if (!verified.has(i)) open.push(newChunkState(i));
       let remaining = open.length;
@@ -502,50 +503,50 @@ export async function fetchChunked(
 
       /** Starts the chunk over: every piece to fetch again, nothing hashed, no mirror chosen. */
       const resetChunk = (c: ChunkState) => {
+        chunkHasher.drop(c.hashJob);
         for (const [from, entry] of c.settled) settledBytes -= entry.to - from;
         Object.assign(c, freshPieces(c));
       };
 
-      /** Hashes what was written at the chunk's hash front, reading it back; then checks the chunk if it is complete. */
+      /**
+       * Hands what is written past the chunk's hash front, without a gap, to the hasher; once
+       * every byte is written and no piece is in flight, asks for the digest and checks it.
+       */
       const advance = (c: ChunkState) => {
-        if (c.catchingUp || fatal !== null) return;
-        for (const [from, entry] of c.settled) {
-          if (from <= c.hashedTo && c.hashedTo < entry.to) {
-            void catchUp(c);
-            return;
-          }
-        }
-        if (c.hashedTo === c.end && c.flights === 0 && c.todo.length === 0 && !verified.has(c.index)) complete(c);
-      };
-
-      const catchUp = async (c: ChunkState) => {
-        c.catchingUp = true;
-        const buffer = scratch.pop() ?? Buffer.allocUnsafe(READ_BACK);
-        try {
-          for (;;) {
-            let until = -1;
-            for (const [from, entry] of c.settled) if (from <= c.hashedTo && c.hashedTo < entry.to) until = entry.to;
-            if (until < 0) break;
-            while (c.hashedTo < until) {
-              const n = await part.read(c.hashedTo, buffer.subarray(0, Math.min(buffer.length, until - c.hashedTo)));
-              if (n === 0) throw new Error(`the staged file ends at ${c.hashedTo}`);
-              c.hash.update(buffer.subarray(0, n));
-              c.hashedTo += n;
+        if (c.checking !== null || fatal !== null || verified.has(c.index)) return;
+        let front = c.hashedTo;
+        for (let moved = true; moved; ) {
+          moved = false;
+          for (const [from, entry] of c.settled) {
+            if (from <= front && front < entry.to) {
+              front = entry.to;
+              moved = true;
             }
           }
-        } catch (error) {
-          fatal ??= new Fatal(storeFailure(error, label));
-        } finally {
-          scratch.push(buffer);
-          c.catchingUp = false;
         }
-        advance(c);
-        notify();
+        const from = c.hashedTo;
+        c.hashedTo = front;
+        if (front < c.end || c.flights > 0 || c.todo.length > 0) {
+          if (front > from) chunkHasher.update(c.hashJob, from, front);
+          return;
+        }
+        const job = c.hashJob;
+        c.checking = chunkHasher.finish(job, from, front).then(
+          (digest) => {
+            c.checking = null;
+            if (fatal === null && c.hashJob === job) complete(c, digest);
+            notify();
+          },
+          (error: unknown) => {
+            c.checking = null;
+            fatal ??= new Fatal(storeFailure(error, label));
+            notify();
+          },
+        );
       };
 
       /** Every byte of the chunk is written and hashed: it counts if its digest is the list's. */
-      const complete = (c: ChunkState) => {
-        const digest = c.hash.digest('hex');
+      const complete = (c: ChunkState, digest: string) => {
         if (digest === list[c.index]) {
           for (const [from, entry] of c.settled) entry.mirror.bytes += entry.to - from;
           verified.add(c.index);
@@ -579,7 +580,7 @@ export async function fetchChunked(
           const mirror = pickMirror();
           if (mirror === null) {
             // Every mirror is out: the pieces still in flight may finish, nothing more can start.
-            if (flights.size === 0 && !open.some((c) => c.catchingUp)) {
+            if (flights.size === 0 && !open.some((c) => c.checking !== null)) {
               fatal = new Fatal(
                 allMirrorsFailed(
                   label,
@@ -605,8 +606,8 @@ export async function fetchChunked(
           const { chunk } = work;
           let range = chunk.todo.shift() as { from: number; to: number };
           if (range.from === chunk.start && chunk.settled.size === 0 && chunk.flights === 0 && untouched() > connections) {
-            // Far from the end, a chunk comes whole on one connection: hashed as it arrives, never
-            // read back. Only the last chunks are split, so that they end in file order and the
+            // Far from the end, a chunk comes whole on one connection (one request, not one per
+            // piece). Only the last chunks are split, so that they end in file order and the
             // whole-file hash is not left with several of them after the last byte.
             range = { from: chunk.start, to: chunk.todo.at(-1)?.to ?? range.to };
             chunk.todo = [];
@@ -662,6 +663,10 @@ export async function fetchChunked(
             report();
             notify();
           }
+          // The connection that completed a chunk waits for its verdict (the hasher has at most
+          // its last batch left, a millisecond): a mirror that served a wrong chunk is asked for
+          // nothing more on it.
+          await chunk.checking;
         }
       };
 
@@ -678,8 +683,8 @@ export async function fetchChunked(
       };
 
       /**
-       * One ranged request for a piece: each batch written in place, and hashed on the spot when
-       * it is where the chunk's hash has got to (otherwise it is read back once it is written).
+       * One ranged request for a piece: each batch written in place, then handed to the chunk's
+       * hash (read back in a worker) once everything before it is written too.
        */
       const fetchPiece = async (flight: Flight, entry: Settled): Promise<void> => {
         try {
@@ -706,10 +711,6 @@ export async function fetchChunked(
           const bytes = Math.min(receivedBytes, flight.to - at);
           const batch = bytes === receivedBytes ? received : trimmed(received, bytes);
           position += bytes;
-          if (!c.catchingUp && at === c.hashedTo) {
-            for (const b of batch) c.hash.update(b);
-            c.hashedTo += bytes;
-          }
           flight.received += bytes;
           bytesFetched += bytes;
           sinceReport += bytes;
@@ -783,8 +784,6 @@ export async function fetchChunked(
       const left = open.reduce((n, c) => n + c.end - c.start, 0);
       // As many connections as there are pieces, or halves a split could make.
       await Promise.all(Array.from({ length: Math.min(connections, Math.max(1, Math.ceil(left / MIN_SPLIT))) }, () => lane()));
-      // A chunk's read-back may still run after the lanes stopped on a failure: let it end before the file is closed.
-      while (open.some((c) => c.catchingUp)) await changed;
       await background;
       while (flushing !== null || toMark.length > 0) {
         kickFlush();

@@ -123,14 +123,12 @@ export interface ChunkLayout {
 
 /** A staged file written in place, chunk by chunk, with a durable record of the chunks verified. */
 export interface ChunkedPart {
-  /** The staged file, for the whole-file hasher to read back. */
+  /** The staged file, for the hashing workers to read back. */
   readonly path: string;
   /** Chunks verified and flushed by an earlier run (the journal), never fetched again. */
   readonly done: ReadonlySet<number>;
   /** Writes bytes at a position of the staged file (positional, so chunks land in any order). */
   write(position: number, chunks: Uint8Array[]): Promise<void>;
-  /** Reads written bytes back into `into` from `position`; returns how many were read. */
-  read(position: number, into: Uint8Array): Promise<number>;
   /** Makes chunks durable: the staged data is flushed first, then the journal records them and is flushed. */
   markDone(indices: readonly number[]): Promise<void>;
   /**

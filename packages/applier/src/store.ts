@@ -304,7 +304,6 @@ export class FsModelStore implements ModelStore, ChunkStaging, CollectableStore 
         writing = next.catch(() => undefined);
         return next;
       },
-      read: async (position, into) => (await data.read(into, 0, into.byteLength, position)).bytesRead,
       markDone: (indices) =>
         record(() => {
           for (const i of indices) bitmap[i >> 3]! |= 1 << (i & 7);
