@@ -1,8 +1,8 @@
-import { closeSync, constants, fstatSync, openSync, readSync, readdirSync, statSync, unlinkSync } from 'node:fs';
+import { readdirSync, statSync, unlinkSync } from 'node:fs';
 import { readdir, rename, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 
-import { fsyncDirectory, writeFileAtomic } from '@resultity/node-kit';
+import { fsyncDirectory, readRegularFileSync, writeFileAtomic } from '@resultity/node-kit';
 import { z } from 'zod';
 
 import { AgentError } from './errors.js';
@@ -290,39 +290,15 @@ async function fileIdentity(path: string): Promise<string | null> {
 }
 
 /**
- * Reads a file of the state directory, at most `maxBytes`. Opened non-blocking and checked to
- * be a regular file before any read: a FIFO or a device under a file's name would otherwise
- * block the Agent forever. Null when the file does not exist.
- *
- * The calls are synchronous: these are small files the Agent wrote itself, read from the page
- * cache several times per apply, and each asynchronous call (open, stat, read, close) costs
- * more CPU in promises and thread hand-offs than the read. The non-blocking open and the
- * regular-file check keep a synchronous read from ever waiting on anything but the disk.
+ * Reads a file of the state directory, at most `maxBytes`, never blocking on what sits under
+ * its name (node-kit's `readRegularFileSync`); what cannot be read is `code`. Null when the
+ * file does not exist.
  */
 export async function readRegularFile(path: string, maxBytes: number, code: 'STATE_CORRUPT' | 'NOT_IN_HISTORY'): Promise<Uint8Array | null> {
-  let fd: number;
   try {
-    fd = openSync(path, constants.O_RDONLY | constants.O_NONBLOCK);
+    return readRegularFileSync(path, maxBytes);
   } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return null;
-    throw new AgentError(code, `cannot read ${path}: ${(error as Error).message}`, { cause: error });
-  }
-  try {
-    const info = fstatSync(fd);
-    if (!info.isFile()) throw new AgentError(code, `${path} is not a regular file`);
-    if (info.size > maxBytes) throw new AgentError(code, `${path} is ${info.size} bytes, more than the limit of ${maxBytes}`);
-    const buffer = Buffer.alloc(Math.min(info.size, maxBytes) + 1);
-    let filled = 0;
-    for (;;) {
-      const bytesRead = readSync(fd, buffer, filled, buffer.byteLength - filled, null);
-      if (bytesRead === 0) break;
-      filled += bytesRead;
-      if (filled > maxBytes) throw new AgentError(code, `${path} grew past the limit of ${maxBytes} bytes while being read`);
-      if (filled === buffer.byteLength) break;
-    }
-    return new Uint8Array(buffer.buffer, buffer.byteOffset, filled);
-  } finally {
-    closeSync(fd);
+    throw new AgentError(code, error instanceof Error ? error.message : String(error), { cause: error });
   }
 }
 

@@ -25,13 +25,8 @@ export class FileFlagsStore implements FlagsStore {
 
   /** Read at every apply's planning: synchronously and non-blocking, as the model store's index (store.ts). */
   async read(): Promise<ParticipationFlags | null> {
-    let text: string;
-    try {
-      text = readSmallFile(this.path);
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return null;
-      throw error;
-    }
+    const text = readSmallFile(this.path);
+    if (text === null) return null;
     let value: unknown;
     try {
       value = JSON.parse(text);

@@ -37,6 +37,16 @@ describe('the small files every apply reads (model index, flags)', () => {
     await expect(new FileFlagsStore(join(dir, 'flags.json')).read()).rejects.toMatchObject({ code: 'STORE_FAILED' });
   }, 10_000);
 
+  it('refuses an index larger than a store file may be (STORE_FAILED) without reading it whole', async () => {
+    await mkdir(join(dir, 'models'));
+    // Sparse: 64 MiB of apparent size, no data written.
+    execFileSync('truncate', ['-s', '64M', join(dir, 'models', 'index.json')]);
+    await expect(new FsModelStore(join(dir, 'models')).readIndex()).rejects.toMatchObject({
+      code: 'STORE_FAILED',
+      message: expect.stringContaining('more than the limit'),
+    });
+  });
+
   it('refuses an index that is not JSON (STORE_FAILED)', async () => {
     await mkdir(join(dir, 'models'));
     await writeFile(join(dir, 'models', 'index.json'), '{');

@@ -1,25 +1,29 @@
-import { closeSync, constants, createReadStream, openSync, readFileSync, readdirSync, statSync } from 'node:fs';
+import { createReadStream, readdirSync, statSync } from 'node:fs';
 import { mkdir, open, readFile, rename, rm, stat, statfs } from 'node:fs/promises';
 import { join } from 'node:path';
 
-import { writeFileAtomic } from '@resultity/node-kit';
+import { readRegularFileSync, writeFileAtomic } from '@resultity/node-kit';
 
 import type { CollectableStore, StoreFile, StoreInventory } from './collect.js';
-import { fail } from './errors.js';
+import { fail, messageOf } from './errors.js';
 import type { ChunkLayout, ChunkStaging, ChunkedPart, ModelIndexEntry, ModelStore, PartWriter } from './ports.js';
 
 const HEX64 = /^[0-9a-f]{64}$/;
+/** The most a small file of the store (the model index, the flags, a kept chunk list) may hold. */
+const SMALL_FILE_BYTES = 16 << 20;
+
 /**
- * Reads a small file of the store synchronously. Opened non-blocking: a FIFO under its name
- * reads as empty instead of holding the process's one thread. Throws as readFile does (ENOENT).
+ * A small file of the store as text, or null when absent: bounded, never blocking on what sits
+ * under its name (node-kit's `readRegularFileSync`); what cannot be read is STORE_FAILED.
  */
-export function readSmallFile(path: string): string {
-  const fd = openSync(path, constants.O_RDONLY | constants.O_NONBLOCK);
+export function readSmallFile(path: string): string | null {
+  let bytes: Uint8Array | null;
   try {
-    return readFileSync(fd, 'utf8');
-  } finally {
-    closeSync(fd);
+    bytes = readRegularFileSync(path, SMALL_FILE_BYTES);
+  } catch (cause) {
+    fail('STORE_FAILED', messageOf(cause), cause);
   }
+  return bytes === null ? null : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('utf8');
 }
 /** Staged files collection knows: only these names are ever removed from staging. */
 const STAGED = /^([0-9a-f]{64})\.(part|chunked|chunks|list)$/;
@@ -90,13 +94,8 @@ export class FsModelStore implements ModelStore, ChunkStaging, CollectableStore 
    * holding the Agent's one thread.
    */
   async readIndex(): Promise<ModelIndexEntry[]> {
-    let text: string;
-    try {
-      text = readSmallFile(this.indexFile);
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return [];
-      throw error;
-    }
+    const text = readSmallFile(this.indexFile);
+    if (text === null) return [];
     let value: unknown;
     try {
       value = JSON.parse(text);
@@ -212,23 +211,11 @@ export class FsModelStore implements ModelStore, ChunkStaging, CollectableStore 
   }
 
   async keptChunkList(sha256: string, maxBytes: number): Promise<Uint8Array | null> {
-    let handle: Awaited<ReturnType<typeof open>>;
     try {
-      // Non-blocking and checked to be a regular file: whatever sits under the name, a read cannot hang or run long.
-      handle = await open(this.listPath(sha256), constants.O_RDONLY | constants.O_NONBLOCK);
+      return readRegularFileSync(this.listPath(sha256), maxBytes);
     } catch {
+      // Not a file of at most maxBytes: as if none were kept (the origin's copy is fetched).
       return null;
-    }
-    try {
-      const info = await handle.stat();
-      if (!info.isFile() || info.size > maxBytes) return null;
-      const bytes = Buffer.alloc(info.size);
-      const { bytesRead } = await handle.read(bytes, 0, info.size, 0);
-      return bytesRead === info.size ? bytes : null;
-    } catch {
-      return null;
-    } finally {
-      await handle.close();
     }
   }
 

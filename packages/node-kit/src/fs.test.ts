@@ -1,10 +1,11 @@
+import { execFileSync } from 'node:child_process';
 import { mkdir, mkdtemp, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
-import { readFileBounded, removeStaleTempFiles, writeFileAtomic } from './fs.js';
+import { readFileBounded, readRegularFileSync, removeStaleTempFiles, writeFileAtomic } from './fs.js';
 
 // Not the testkit's tempDir: the testkit stands on the snapshot package, which stands on this one.
 let dir: { path: string; cleanup: () => Promise<void> };
@@ -32,6 +33,24 @@ describe('readFileBounded', () => {
 
   it('refuses a missing file with IO and a plain reason', async () => {
     await expect(readFileBounded(join(dir.path, 'missing'), 10)).rejects.toMatchObject({ code: 'IO', message: expect.stringContaining('no such file') });
+  });
+});
+
+describe('readRegularFileSync', () => {
+  it('returns a file of exactly the limit, and null for a missing one', () => {
+    expect(readRegularFileSync(join(dir.path, 'exact'), 200_000)?.byteLength).toBe(200_000);
+    expect(readRegularFileSync(join(dir.path, 'missing'), 10)).toBeNull();
+  });
+
+  it('refuses a file over the limit with TOO_LARGE before reading it', () => {
+    expect(() => readRegularFileSync(join(dir.path, 'exact'), 199_999)).toThrow(expect.objectContaining({ code: 'TOO_LARGE' }));
+  });
+
+  it('refuses a FIFO or a directory with IO instead of blocking on it', () => {
+    const fifo = join(dir.path, 'fifo');
+    execFileSync('mkfifo', [fifo]);
+    expect(() => readRegularFileSync(fifo, 10)).toThrow(expect.objectContaining({ code: 'IO', message: expect.stringContaining('not a regular file') }));
+    expect(() => readRegularFileSync(dir.path, 10)).toThrow(expect.objectContaining({ code: 'IO' }));
   });
 });
 

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { closeSync, fsync as fsyncCallback, futimesSync, mkdirSync, openSync, renameSync, rmSync, writeSync } from 'node:fs';
+import { closeSync, constants, fstatSync, fsync as fsyncCallback, futimesSync, mkdirSync, openSync, readSync, renameSync, rmSync, writeSync } from 'node:fs';
 import { open, readdir, rm } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 
@@ -111,6 +111,45 @@ export async function readFileBounded(path: string, maxBytes: number): Promise<U
     return refuse('IO', `cannot read ${path}: ${describeFsError(cause)}`, cause);
   } finally {
     await handle.close();
+  }
+}
+
+/**
+ * Reads a small file a process keeps for itself (state, an index, flags), at most `maxBytes`,
+ * with synchronous calls: such files are read several times per operation from the page cache,
+ * where each asynchronous call costs more CPU in promises and thread hand-offs than the read.
+ * Opened non-blocking and checked to be a regular file before any read, so whatever sits
+ * under the name (a FIFO, a device) cannot hold the process's one thread: that is `IO`, and
+ * more than `maxBytes`, even grown while being read, is `TOO_LARGE`. Null when the file does
+ * not exist.
+ */
+export function readRegularFileSync(path: string, maxBytes: number): Uint8Array | null {
+  let fd: number;
+  try {
+    fd = openSync(path, constants.O_RDONLY | constants.O_NONBLOCK);
+  } catch (cause) {
+    if ((cause as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    return refuse('IO', `cannot read ${path}: ${describeFsError(cause)}`, cause);
+  }
+  try {
+    const info = fstatSync(fd);
+    if (!info.isFile()) refuse('IO', `${path} is not a regular file`);
+    if (info.size > maxBytes) refuse('TOO_LARGE', `${path} is ${info.size} bytes, more than the limit of ${maxBytes}`);
+    const buffer = Buffer.alloc(info.size + 1);
+    let filled = 0;
+    for (;;) {
+      const bytesRead = readSync(fd, buffer, filled, buffer.byteLength - filled, null);
+      if (bytesRead === 0) break;
+      filled += bytesRead;
+      if (filled > maxBytes) refuse('TOO_LARGE', `${path} grew past the limit of ${maxBytes} bytes while being read`);
+      if (filled === buffer.byteLength) break;
+    }
+    return new Uint8Array(buffer.buffer, buffer.byteOffset, filled);
+  } catch (cause) {
+    if (cause instanceof FileError) throw cause;
+    return refuse('IO', `cannot read ${path}: ${describeFsError(cause)}`, cause);
+  } finally {
+    closeSync(fd);
   }
 }
 

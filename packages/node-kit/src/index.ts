@@ -1,4 +1,13 @@
-export { writeFileAtomic, removeStaleTempFiles, ATOMIC_TEMP_PATTERN, fsyncDirectory, readFileBounded, describeFsError, FileError } from './fs.js';
+export {
+  writeFileAtomic,
+  removeStaleTempFiles,
+  ATOMIC_TEMP_PATTERN,
+  fsyncDirectory,
+  readFileBounded,
+  readRegularFileSync,
+  describeFsError,
+  FileError,
+} from './fs.js';
 export type { FileErrorCode } from './fs.js';
 export { CodedError, isCodedError, isRetryable } from './errors.js';
 export type { CodedErrorOptions } from './errors.js';
