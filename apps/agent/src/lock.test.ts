@@ -1,3 +1,4 @@
+import { execFileSync } from 'node:child_process';
 import { mkdir, readFile, readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
@@ -69,6 +70,11 @@ describe('acquireLock', () => {
     await writeFile(join(work.path, 'agent.lock'), '{"pid": 3');
     await expect(acquireLock(work.path, procs.as(16))).resolves.toMatchObject({ holder: { pid: 16 } });
   });
+
+  it('refuses a FIFO under the lock file with STATE_CORRUPT instead of waiting on it for ever', async () => {
+    execFileSync('mkfifo', [join(work.path, 'agent.lock')]);
+    await expect(acquireLock(work.path, procs.as(17))).rejects.toMatchObject({ code: 'STATE_CORRUPT', message: expect.stringContaining('not a regular file') });
+  }, 10_000);
 
   it('is not blocked forever by a takeover marker a dead contender left behind', async () => {
     await writeFile(join(work.path, 'agent.lock'), record({ pid: 1, nonce: 'aaaaaaaaaaaaaaaa' }));

@@ -2,7 +2,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { link, mkdir, open, readFile, rename, unlink } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 
-import { fsyncDirectory, removeStaleTempFiles } from '@resultity/node-kit';
+import { fsyncDirectory, readRegularFileSync, removeStaleTempFiles } from '@resultity/node-kit';
 
 import { AgentError } from './errors.js';
 
@@ -110,6 +110,8 @@ type Found = { kind: 'absent' } | { kind: 'live'; holder: LockHolder } | { kind:
 
 /** Takeovers of takeovers only happen when contenders die mid-takeover; this bounds the name length. */
 const MAX_DEPTH = 6;
+/** A holder record is one short line; anything near this is not one. */
+const LOCK_RECORD_BYTES = 64 * 1024;
 /** How often a contender looks again while another one is mid-takeover. */
 const RETRIES = 200;
 
@@ -217,11 +219,13 @@ async function writeTemp(slot: string, record: string): Promise<string> {
   return temp;
 }
 
+/** A lock slot's record as text, or null when absent: bounded, and never waiting on a FIFO under its name. */
 async function readOptional(path: string): Promise<string | null> {
+  let bytes: Uint8Array | null;
   try {
-    return await readFile(path, 'utf8');
+    bytes = readRegularFileSync(path, LOCK_RECORD_BYTES);
   } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return null;
-    throw error;
+    throw new AgentError('STATE_CORRUPT', error instanceof Error ? error.message : String(error), { cause: error });
   }
+  return bytes === null ? null : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('utf8');
 }
