@@ -85,6 +85,11 @@ interface Mirror {
   rate: number | null;
   strikes: number;
   notBefore: number;
+  /**
+   * Chunks it served whose digest is being computed: until their verdicts it gets no new work,
+   * so a mirror that served a wrong chunk is asked for nothing more once that chunk is judged.
+   */
+  checking: number;
   failure: MirrorFailure | null;
 }
 
@@ -260,6 +265,7 @@ export async function fetchChunked(
     rate: null,
     strikes: 0,
     notBefore: 0,
+    checking: 0,
     failure: null,
   }));
   const startedAt = clock.now();
@@ -395,7 +401,8 @@ export async function fetchChunked(
         const now = clock.now();
         const live = mirrors.filter((m) => m.failure === null);
         if (live.length === 0) return null;
-        const ready = live.filter((m) => m.notBefore <= now);
+        // A mirror awaiting a verdict is not ready; the verdict wakes the lanes (notify).
+        const ready = live.filter((m) => m.notBefore <= now && m.checking === 0);
         if (ready.length === 0) return Math.min(...live.map((m) => m.notBefore)) - now;
         // Unmeasured mirrors are assumed as fast as the best measured one, so each gets tried.
         const best = Math.max(0, ...mirrors.map((m) => m.rate ?? 0)) || 1;
@@ -531,14 +538,20 @@ export async function fetchChunked(
           return;
         }
         const job = c.hashJob;
+        const judged = [...c.sources];
+        for (const m of judged) m.checking++;
+        const settle = () => {
+          c.checking = null;
+          for (const m of judged) m.checking--;
+        };
         c.checking = chunkHasher.finish(job, from, front).then(
           (digest) => {
-            c.checking = null;
+            settle();
             if (fatal === null && c.hashJob === job) complete(c, digest);
             notify();
           },
           (error: unknown) => {
-            c.checking = null;
+            settle();
             fatal ??= new Fatal(storeFailure(error, label));
             notify();
           },
@@ -663,9 +676,9 @@ export async function fetchChunked(
             report();
             notify();
           }
-          // The connection that completed a chunk waits for its verdict (the hasher has at most
-          // its last batch left, a millisecond): a mirror that served a wrong chunk is asked for
-          // nothing more on it.
+          // The connection that completed a chunk waits for its verdict too (the hasher has at
+          // most its last batch left, a millisecond), so its next pick sees the mirror judged
+          // and measured; meanwhile the other connections skip that mirror (`checking`).
           await chunk.checking;
         }
       };
